@@ -1,0 +1,199 @@
+"""Configuration of the local stack: ports, directories, topic names.
+
+Every setting has a documented default, an environment variable and a command-line flag (the flag wins over the
+variable, the variable over the default). Values are checked once, here, and a bad one raises `ConfigError` with a
+message that names the flag and the variable to change. Standard library only: the installer uses this module
+before the virtualenv exists.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import socket
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+class ConfigError(Exception):
+    """A setting a user gave (or left at a default that cannot work here) is wrong; the message says what to do."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Setting:
+    name: str          # attribute name, e.g. pg_port
+    env: str           # environment variable
+    default: object
+    kind: str          # 'port' | 'int' | 'path' | 'str'
+    help: str
+    minimum: int = 1
+    maximum: int = 65535
+
+    @property
+    def flag(self) -> str:
+        return '--' + self.name.replace('_', '-')
+
+
+def _default_home() -> str:
+    return str(Path(os.environ.get('XDG_CACHE_HOME', Path.home() / '.cache')) / 'engagement')
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting('home', 'ENGAGEMENT_HOME', None, 'path',
+            'Downloads and builds (Kafka, Connect, Debezium jars; the Prism binary). Default ~/.cache/engagement.'),
+    Setting('state_dir', 'ENGAGEMENT_STATE_DIR', str(REPO_ROOT / '.state'), 'path',
+            'Data, logs and PID files of the running stack. Default <repo>/.state.'),
+    Setting('pg_port', 'ENGAGEMENT_PG_PORT', 15432, 'port', 'PostgreSQL port.'),
+    Setting('redis_port', 'ENGAGEMENT_REDIS_PORT', 16379, 'port', 'Redis port.'),
+    Setting('kafka_port', 'ENGAGEMENT_KAFKA_PORT', 19092, 'port', 'Kafka broker (PLAINTEXT listener) port.'),
+    Setting('kafka_controller_port', 'ENGAGEMENT_KAFKA_CONTROLLER_PORT', 19093, 'port',
+            'Kafka KRaft controller port.'),
+    Setting('connect_port', 'ENGAGEMENT_CONNECT_PORT', 18083, 'port', 'Kafka Connect REST port.'),
+    Setting('kafka_partitions', 'ENGAGEMENT_KAFKA_PARTITIONS', 3, 'int',
+            'Partitions of every topic the stack creates.', 1, 64),
+    Setting('topic_prefix', 'ENGAGEMENT_TOPIC_PREFIX', 'engagement', 'str',
+            'Debezium topic.prefix: CDC topics are <prefix>.public.engagement_events and <prefix>.public.content.'),
+    Setting('raw_topic', 'ENGAGEMENT_RAW_TOPIC', 'engagement.raw_events', 'str',
+            'Topic for producers that write JSON events directly (launch.generate --direct).'),
+    Setting('dead_letter_topic', 'ENGAGEMENT_DEAD_LETTER_TOPIC', 'engagement.dead_letters', 'str',
+            'Topic for dead letters.'),
+    Setting('pg_database', 'ENGAGEMENT_PG_DATABASE', 'engagement', 'str', 'PostgreSQL database name.'),
+)
+_BY_NAME = {s.name: s for s in SETTINGS}
+PORT_SETTINGS = tuple(s for s in SETTINGS if s.kind == 'port')
+
+
+@dataclasses.dataclass(frozen=True)
+class StackConfig:
+    home: Path
+    state_dir: Path
+    pg_port: int
+    redis_port: int
+    kafka_port: int
+    kafka_controller_port: int
+    connect_port: int
+    kafka_partitions: int
+    topic_prefix: str
+    raw_topic: str
+    dead_letter_topic: str
+    pg_database: str
+
+    # Derived values: one place for every name and address the components and clients share.
+    @property
+    def kafka_bootstrap(self) -> str:
+        return f'127.0.0.1:{self.kafka_port}'
+
+    @property
+    def redis_url(self) -> str:
+        return f'redis://127.0.0.1:{self.redis_port}/0'
+
+    @property
+    def pg_dsn(self) -> str:
+        return f'host=127.0.0.1 port={self.pg_port} dbname={self.pg_database} user=postgres'
+
+    @property
+    def connect_url(self) -> str:
+        return f'http://127.0.0.1:{self.connect_port}'
+
+    @property
+    def events_topic(self) -> str:
+        return f'{self.topic_prefix}.public.engagement_events'
+
+    @property
+    def content_topic(self) -> str:
+        return f'{self.topic_prefix}.public.content'
+
+    @property
+    def topics(self) -> tuple[str, ...]:
+        return (self.events_topic, self.content_topic, self.raw_topic, self.dead_letter_topic)
+
+    def component_dir(self, component: str) -> Path:
+        return self.state_dir / component
+
+    def log_file(self, component: str) -> Path:
+        return self.state_dir / 'logs' / f'{component}.log'
+
+    def pid_file(self, component: str) -> Path:
+        return self.state_dir / 'pids' / f'{component}.pid'
+
+    def env(self) -> dict[str, str]:
+        """These settings as environment variables, for child processes (generator, pipeline, tests)."""
+        out = {}
+        for s in SETTINGS:
+            out[s.env] = str(getattr(self, s.name))
+        out['ENGAGEMENT_KAFKA_BOOTSTRAP'] = self.kafka_bootstrap
+        out['ENGAGEMENT_REDIS_URL'] = self.redis_url
+        out['ENGAGEMENT_PG_DSN'] = self.pg_dsn
+        return out
+
+
+def _convert(setting: Setting, raw: object, source: str) -> object:
+    where = f'{setting.flag} / {setting.env}'
+    if setting.kind in ('port', 'int'):
+        try:
+            value = int(str(raw).strip())
+        except ValueError:
+            raise ConfigError(f'{where}: {raw!r} ({source}) is not a whole number.') from None
+        low = 1024 if setting.kind == 'port' else setting.minimum
+        if not low <= value <= setting.maximum:
+            raise ConfigError(f'{where}: {value} ({source}) is out of range; use {low}..{setting.maximum}.')
+        return value
+    if setting.kind == 'path':
+        return Path(str(raw)).expanduser().resolve()
+    value = str(raw).strip()
+    if not value or any(c.isspace() for c in value):
+        raise ConfigError(f'{where}: {raw!r} ({source}) must be a non-empty name without spaces.')
+    return value
+
+
+def load(overrides: dict | None = None, environ: dict | None = None) -> StackConfig:
+    """Build the configuration from flags (`overrides`, None = not given), the environment, then defaults."""
+    overrides = overrides or {}
+    environ = os.environ if environ is None else environ
+    values = {}
+    for s in SETTINGS:
+        if overrides.get(s.name) is not None:
+            raw, source = overrides[s.name], f'from {s.flag}'
+        elif environ.get(s.env, '') != '':
+            raw, source = environ[s.env], f'from {s.env}'
+        else:
+            raw = _default_home() if s.name == 'home' else s.default
+            source = 'default'
+        values[s.name] = _convert(s, raw, source)
+    ports = {}
+    for s in PORT_SETTINGS:
+        other = ports.setdefault(values[s.name], s)
+        if other is not s:
+            raise ConfigError(f'{s.flag} / {s.env} and {other.flag} / {other.env} are both {values[s.name]}; '
+                              'every component needs its own port.')
+    return StackConfig(**values)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add one flag per setting; its help names the variable and the default."""
+    group = parser.add_argument_group('stack settings (flag > environment variable > default)')
+    for s in SETTINGS:
+        default = '~/.cache/engagement' if s.name == 'home' else s.default
+        group.add_argument(s.flag, dest=s.name, default=None, metavar=s.env,
+                           help=f'{s.help} Env {s.env}; default {default}.')
+
+
+def from_args(args: argparse.Namespace) -> StackConfig:
+    return load({s.name: getattr(args, s.name, None) for s in SETTINGS})
+
+
+def port_is_free(port: int, host: str = '127.0.0.1') -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def busy_port_message(setting_name: str, port: int) -> str:
+    s = _BY_NAME[setting_name]
+    return (f'port {port} on 127.0.0.1 is already in use by another program: '
+            f'set {s.env} (or {s.flag}) to a free port.')

@@ -1,0 +1,201 @@
+"""`make install`: everything the project needs on this machine, idempotent and cached.
+
+Steps (each printed with its duration):
+  1. Debian packages that are missing (redis-server; PostgreSQL 15 if absent) through apt-get.
+  2. The virtualenv `.venv` with `requirements.txt` (re-installed only when that file changes).
+  3. Kafka 4.1.1 (KRaft), Kafka Connect 4.1.1 and Debezium's Postgres connector 3.6.1.Final, resolved by Maven
+     from the pinned poms in `launch/maven/` into `$ENGAGEMENT_HOME/{kafka,connect}`.
+  4. Beam's Prism runner v2.77.0 built with `go install`, then packed where Beam's DirectRunner looks for it
+     (`~/.apache_beam/cache/prism/bin/`), so a plain `--runner=DirectRunner` runs on Prism.
+Build caches (the Maven repository, Go's module and build caches) are deleted once their results are in place.
+Standard library only: it runs before the virtualenv exists.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+import time
+import zipfile
+from pathlib import Path
+
+from launch import config as stack_config
+
+BEAM_VERSION = '2.77.0'
+PRISM_MODULE = f'github.com/apache/beam/sdks/v2/go/cmd/prism@v{BEAM_VERSION}'
+MAVEN_DEPENDENCY_PLUGIN = 'org.apache.maven.plugins:maven-dependency-plugin:3.8.1'
+PG_BIN = Path('/usr/lib/postgresql/15/bin')
+VENV = stack_config.REPO_ROOT / '.venv'
+REQUIREMENTS = stack_config.REPO_ROOT / 'requirements.txt'
+
+# pom file -> (folder under $ENGAGEMENT_HOME, extra copy-dependencies arguments)
+MAVEN_BUNDLES = {
+    'kafka.pom.xml': ('kafka/lib', []),
+    'connect.pom.xml': ('connect/lib', []),
+    'debezium-postgres.pom.xml': ('connect/plugins/debezium-postgres',
+                                  ['-DexcludeGroupIds=org.apache.kafka,org.slf4j']),
+}
+
+
+class InstallError(Exception):
+    pass
+
+
+def prism_binary(home: Path) -> Path:
+    return home / 'prism' / f'v{BEAM_VERSION}' / 'prism'
+
+
+def beam_prism_cache_zip() -> Path:
+    """Where Beam's PrismRunner looks before it tries to download (apache_beam/runners/portability/prism_runner.py)."""
+    name = f'apache_beam-v{BEAM_VERSION}-prism-linux-amd64'
+    return Path.home() / '.apache_beam' / 'cache' / 'prism' / 'bin' / f'{name}.zip'
+
+
+def _sha256(*paths: Path) -> str:
+    digest = hashlib.sha256()
+    for path in paths:
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def _run(cmd: list[str], log: Path, env: dict | None = None) -> None:
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, 'ab') as out:
+        out.write(f'\n$ {" ".join(cmd)}\n'.encode())
+        out.flush()
+        proc = subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT, env=env)
+    if proc.returncode != 0:
+        tail = log.read_text(errors='replace').splitlines()[-15:]
+        raise InstallError(f'{cmd[0]} failed (exit {proc.returncode}); last lines of {log}:\n  ' + '\n  '.join(tail))
+
+
+class Installer:
+    def __init__(self, home: Path):
+        self.home = home
+        self.logs = home / 'logs'
+
+    def step(self, title: str, fn) -> None:
+        started = time.monotonic()
+        print(f'==> {title} ...', flush=True)
+        outcome = fn()
+        print(f'    {outcome} ({time.monotonic() - started:.1f} s)', flush=True)
+
+    # 1. Debian packages
+    def apt_packages(self) -> str:
+        missing = []
+        if not shutil.which('redis-server'):
+            missing.append('redis-server')
+        if not (PG_BIN / 'postgres').exists():
+            missing.append('postgresql-15')
+        for tool, package in (('java', 'openjdk-17-jdk-headless'), ('mvn', 'maven')):
+            if not shutil.which(tool):
+                missing.append(package)
+        if not missing:
+            return 'all present'
+        if os.geteuid() != 0:
+            raise InstallError(f'missing Debian packages {missing}; install them with sudo apt-get install -y '
+                               + ' '.join(missing))
+        _run(['apt-get', 'update', '-qq'], self.logs / 'apt.log')
+        _run(['apt-get', 'install', '-y', '-qq', *missing], self.logs / 'apt.log',
+             env={**os.environ, 'DEBIAN_FRONTEND': 'noninteractive'})
+        return 'installed ' + ', '.join(missing)
+
+    # 2. virtualenv
+    def venv(self) -> str:
+        marker = VENV / '.requirements.sha256'
+        wanted = _sha256(REQUIREMENTS)
+        if marker.exists() and marker.read_text() == wanted and (VENV / 'bin' / 'python').exists():
+            return f'{VENV} up to date'
+        if not (VENV / 'bin' / 'python').exists():
+            _run([sys.executable, '-m', 'venv', str(VENV)], self.logs / 'pip.log')
+        _run([str(VENV / 'bin' / 'pip'), 'install', '-q', '-r', str(REQUIREMENTS)], self.logs / 'pip.log')
+        marker.write_text(wanted)
+        return f'{VENV} installed from requirements.txt'
+
+    # 3. Maven bundles
+    def maven(self) -> str:
+        done = []
+        repo = self.home / 'build' / 'm2'
+        for pom_name, (folder, extra) in MAVEN_BUNDLES.items():
+            pom = stack_config.REPO_ROOT / 'launch' / 'maven' / pom_name
+            target = self.home / folder
+            marker = target / '.pom.sha256'
+            wanted = _sha256(pom)
+            if marker.exists() and marker.read_text() == wanted:
+                continue
+            staging = target.with_name(target.name + '.partial')
+            shutil.rmtree(staging, ignore_errors=True)
+            _run(['mvn', '-q', '-B', '-f', str(pom), f'-Dmaven.repo.local={repo}',
+                  f'{MAVEN_DEPENDENCY_PLUGIN}:copy-dependencies', '-DincludeScope=runtime',
+                  f'-DoutputDirectory={staging}', *extra], self.logs / 'maven.log')
+            (staging / '.pom.sha256').write_text(wanted)
+            shutil.rmtree(target, ignore_errors=True)
+            staging.rename(target)
+            done.append(f'{folder} ({len(list(target.glob("*.jar")))} jars)')
+        shutil.rmtree(repo, ignore_errors=True)
+        return 'resolved ' + ', '.join(done) if done else 'all bundles cached'
+
+    # 4. Prism
+    def prism(self) -> str:
+        binary = prism_binary(self.home)
+        built = False
+        if not binary.exists():
+            if not shutil.which('go'):
+                raise InstallError('Go is needed to build Beam\'s Prism runner (go install); install Go 1.22+.')
+            build = self.home / 'build'
+            env = {**os.environ, 'GOBIN': str(binary.parent), 'GOMODCACHE': str(build / 'gomod'),
+                   'GOCACHE': str(build / 'gocache'), 'GOFLAGS': '-modcacherw -buildvcs=false'}
+            _run(['go', 'install', PRISM_MODULE], self.logs / 'prism.log', env=env)
+            for cache in ('gomod', 'gocache'):
+                shutil.rmtree(build / cache, ignore_errors=True)
+            built = True
+        cache_zip = beam_prism_cache_zip()
+        member = cache_zip.stem
+        if not _zip_holds(cache_zip, member, binary.stat().st_size):
+            cache_zip.parent.mkdir(parents=True, exist_ok=True)
+            partial = cache_zip.with_suffix('.partial')
+            with zipfile.ZipFile(partial, 'w', zipfile.ZIP_DEFLATED) as zf:
+                info = zipfile.ZipInfo(member, date_time=time.localtime(binary.stat().st_mtime)[:6])
+                info.external_attr = 0o755 << 16
+                info.compress_type = zipfile.ZIP_DEFLATED
+                zf.writestr(info, binary.read_bytes())
+            partial.rename(cache_zip)
+        return ('built ' if built else 'cached ') + f'{binary}; DirectRunner finds it at {cache_zip}'
+
+    def run(self) -> None:
+        self.home.mkdir(parents=True, exist_ok=True)
+        started = time.monotonic()
+        self.step('Debian packages (redis-server, PostgreSQL 15, JDK, Maven)', self.apt_packages)
+        self.step('Python virtualenv .venv (requirements.txt)', self.venv)
+        self.step('Kafka 4.1.1, Kafka Connect 4.1.1, Debezium Postgres 3.6.1.Final (Maven)', self.maven)
+        self.step(f'Beam Prism runner v{BEAM_VERSION} (go install)', self.prism)
+        print(f'install complete in {time.monotonic() - started:.1f} s; downloads and builds in {self.home}')
+
+
+def _zip_holds(path: Path, member: str, size: int) -> bool:
+    try:
+        with zipfile.ZipFile(path) as zf:
+            return zf.getinfo(member).file_size == size
+    except (OSError, KeyError, zipfile.BadZipFile):
+        return False
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog='python3 -m launch.install', description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    stack_config.add_arguments(parser)
+    args = parser.parse_args(argv)
+    try:
+        cfg = stack_config.from_args(args)
+        Installer(cfg.home).run()
+    except (stack_config.ConfigError, InstallError) as exc:
+        print(f'install failed: {exc}', file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
