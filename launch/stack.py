@@ -429,7 +429,7 @@ class Connect(Component):
             'plugin.path': plugins, 'plugin.discovery': 'service_load',
             'listeners': f'http://127.0.0.1:{self.cfg.connect_port}',
             'rest.advertised.host.name': '127.0.0.1', 'rest.advertised.port': self.cfg.connect_port,
-            'producer.linger.ms': 5, 'producer.compression.type': 'lz4',
+            'producer.linger.ms': 5,
         })
         connector = _write_properties(self.dir / 'connector.properties',
                                       {'name': CONNECTOR_NAME, **self.connector_config()})
