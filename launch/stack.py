@@ -250,7 +250,7 @@ class Postgres(Component):
         _wait('connections', self.proc, self._ready)
         self._seed()
 
-    def _psql(self, dbname: str, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    def psql(self, dbname: str, *args: str, check: bool = True) -> subprocess.CompletedProcess:
         cmd = [str(PG_BIN / 'psql'), '-X', '-q', '-v', 'ON_ERROR_STOP=1', '-h', '127.0.0.1',
                '-p', str(self.cfg.pg_port), '-U', 'postgres', '-d', dbname, *args]
         return subprocess.run(cmd, capture_output=True, text=True, check=check)
@@ -261,10 +261,10 @@ class Postgres(Component):
 
     def _seed(self) -> None:
         db = self.cfg.pg_database
-        exists = self._psql('postgres', '-tAc', f"SELECT 1 FROM pg_database WHERE datname = '{db}'").stdout.strip()
+        exists = self.psql('postgres', '-tAc', f"SELECT 1 FROM pg_database WHERE datname = '{db}'").stdout.strip()
         if not exists:
-            self._psql('postgres', '-c', f'CREATE DATABASE "{db}"')
-        result = self._psql(db, '-f', str(SEED_SQL), check=False)
+            self.psql('postgres', '-c', f'CREATE DATABASE "{db}"')
+        result = self.psql(db, '-f', str(SEED_SQL), check=False)
         if result.returncode != 0:
             raise StackError(f'postgres: applying {SEED_SQL} failed: {result.stderr.strip()}')
 
@@ -274,7 +274,7 @@ class Postgres(Component):
     def health(self):
         rows = super().health()
         if rows[0][1]:
-            result = self._psql(self.cfg.pg_database, '-tAc',
+            result = self.psql(self.cfg.pg_database, '-tAc',
                                 "SELECT (SELECT count(*) FROM content) || ' contents, ' || "
                                 "(SELECT count(*) FROM engagement_events) || ' events, slot ' || "
                                 "COALESCE((SELECT active::text FROM pg_replication_slots LIMIT 1), 'none')",
@@ -443,6 +443,15 @@ class Connect(Component):
                          '-cp', f'{lib}/*', 'org.apache.kafka.connect.cli.ConnectStandalone',
                          str(worker), str(connector)])
         _wait('connector task RUNNING', self.proc, lambda: self.task_state() == 'RUNNING')
+        # RUNNING comes before the replication slot streams; wait for it so that rows inserted right after `up`
+        # returns are captured by the stream rather than racing the snapshot.
+        _wait('replication slot active', self.proc, self.slot_active)
+
+    def slot_active(self) -> bool:
+        result = Postgres(self.cfg).psql(self.cfg.pg_database, '-tAc',
+                                         'SELECT active FROM pg_replication_slots WHERE slot_name = '
+                                         f"'{self.connector_config()['slot.name']}'", check=False)
+        return result.stdout.strip() == 't'
 
     def task_state(self) -> str:
         status = _http_json(f'{self.cfg.connect_url}/connectors/{CONNECTOR_NAME}/status')
@@ -469,16 +478,16 @@ COMPONENT_CLASSES = {'postgres': Postgres, 'redis': Redis, 'kafka': Kafka, 'conn
 # The stack
 
 class Stack:
-    def __init__(self, cfg: StackConfig, out=sys.stdout):
+    def __init__(self, cfg: StackConfig, out=None):
         self.cfg = cfg
-        self.out = out
+        self.out = out  # None: whatever sys.stdout is when a line is printed
         self.components = [COMPONENT_CLASSES[name](cfg) for name in COMPONENTS]
 
     def component(self, name: str) -> Component:
         return next(c for c in self.components if c.name == name)
 
     def _say(self, line: str) -> None:
-        print(line, file=self.out, flush=True)
+        print(line, file=self.out or sys.stdout, flush=True)
 
     def check_ports(self, to_start: list[Component]) -> None:
         for comp in to_start:

@@ -1,0 +1,510 @@
+"""Read Kafka topics into Beam with kafka-python: an unbounded splittable DoFn that runs on every runner.
+
+    records = p | ReadFromKafka({'bootstrap_servers': '127.0.0.1:19092'}, ['engagement.public.engagement_events'],
+                                group_id='engagement-pipeline', start_offset='committed')
+
+Each output element is a `KafkaRecord` (topic, partition, offset, key, value, timestamp_ms) whose Beam timestamp
+is the Kafka record timestamp. Keys and values stay bytes; parsing is the next transform's job.
+
+Beam concepts used
+  - `Impulse` -> `_PlanRead` (a plain DoFn) discovers the partitions of the topics and picks each partition's start
+    offset at run time, so a pipeline can be built (and a Dataflow template launched) without reaching Kafka.
+  - A splittable DoFn (`_ReadPartitionsFn`, `@unbounded_per_element`) with its own restriction: ONE element owns
+    all partitions; the restriction carries every partition's next offset and watermark. No module-level state, so
+    it is correct however many SDK processes a runner starts.
+  - `ManualWatermarkEstimator`: the output watermark is the minimum of the partition watermarks.
+  - `tracker.defer_remainder()` (self-checkpoint) after a bounded amount of work, so output flows downstream and the
+    runner can persist progress; with a short resume delay when nothing was read.
+  - `DoFn.BundleFinalizerParam`: offsets are committed to Kafka only when the runner has durably taken the bundle.
+  - `Metrics`: counters `records` and `bytes` (key + value), a gauge `lag/<topic>/<partition>` per partition.
+
+Why not Beam's own `apache_beam.io.kafka.ReadFromKafka`? It is a cross-language transform: it needs a Java
+expansion service, and the `beam-sdks-java-io-expansion-service` jar is not served for the Beam versions this
+project uses (a hand-assembled classpath works but pairs a Java SDK of another version with Python 2.77). On
+Dataflow, where the Java harness exists, it stays an option; this reader is the default on Prism, Flink and Dataflow.
+
+Offsets
+  `start_offset` picks each partition's first offset: 'committed' (the group's committed offset; a partition the
+  group never committed falls back to 'earliest'), 'earliest' or 'latest'. With `start_timestamp_ms` the start is
+  min(that offset, the first offset whose timestamp is >= start_timestamp_ms): the pipeline uses this to replay from
+  a window-aligned point after a restart (see `committed_positions`). Offsets before the log start (deleted by
+  retention) are clamped to the log start.
+  With `commit_offsets=True` every bundle registers a finalization callback; when the runner calls it (the bundle's
+  output is durable), the next offset of each partition is committed for `group_id` with
+  `OffsetAndMetadata(offset, '{"watermark_ms": <partition watermark>}', leader_epoch)`. Nothing is committed anywhere
+  else, so a crash replays at most what was read since the last finalized bundle (at-least-once; sinks are
+  idempotent). Runners that never finalize bundles (Flink without checkpointing) never commit: restart from a
+  replay point then. The reader never joins the consumer group (partitions are assigned, not subscribed).
+
+Watermark
+  A partition's watermark is the newest record timestamp read from it minus `max_delay_ms`. When a partition is
+  caught up (its position >= its end offset, asked from the broker after reading; kafka-python's first poll after
+  a seek is often empty, so an empty poll proves nothing), its watermark moves to the wall-clock time of that
+  question minus `max_delay_ms`: an idle partition does not hold the pipeline back. A partition neither read nor
+  caught up yet holds the watermark at its initial value. The output watermark is the minimum over all partitions,
+  so the slowest partition decides which windows may close.
+
+Splits
+  Only checkpoints (`try_split(0)`, from `defer_remainder` or a runner) split the restriction: the primary becomes
+  what was claimed, the residual continues from there. Any other fraction, NaN included, is refused: Prism 2.77
+  asks for 0.5 splits of stalled bundles and the residual of a split in the middle of an unbounded range would never
+  be read. Progress is reported with finite numbers, so the SDK's split arithmetic never sees NaN.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from typing import Iterable, NamedTuple, Optional
+
+import apache_beam as beam
+from apache_beam.io.iobase import RestrictionProgress, RestrictionTracker
+from apache_beam.io.watermark_estimators import ManualWatermarkEstimator
+from apache_beam.metrics import Metrics
+from apache_beam.transforms.core import RestrictionProvider, WatermarkEstimatorProvider
+from apache_beam.transforms.window import TimestampedValue
+from apache_beam.utils.timestamp import Duration, Timestamp
+
+_LOG = logging.getLogger(__name__)
+METRICS_NAMESPACE = 'kafka_reader'
+START_OFFSETS = ('committed', 'earliest', 'latest')
+# The reader owns these consumer settings: values stay bytes, offsets are committed on bundle finalization only.
+_RESERVED_SETTINGS = ('group_id', 'enable_auto_commit', 'key_deserializer', 'value_deserializer')
+# Watermark-only commits (an idle partition's watermark moves, its offset does not) at most this often.
+_WATERMARK_COMMIT_INTERVAL_S = 1.0
+
+
+class KafkaRecord(NamedTuple):
+    """One Kafka record; its Beam element timestamp is `timestamp_ms`."""
+    topic: str
+    partition: int
+    offset: int
+    key: Optional[bytes]
+    value: Optional[bytes]
+    timestamp_ms: int
+
+
+def _log(event: str, **fields) -> None:
+    _LOG.info(json.dumps({'event': event, **fields}, default=str))
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def _check_consumer_config(consumer_config: dict) -> dict:
+    if not isinstance(consumer_config, dict) or not consumer_config.get('bootstrap_servers'):
+        raise ValueError('ReadFromKafka: consumer_config must be a dict of kafka-python settings with at least '
+                         "'bootstrap_servers', e.g. {'bootstrap_servers': '127.0.0.1:19092'}.")
+    reserved = sorted(set(consumer_config) & set(_RESERVED_SETTINGS))
+    if reserved:
+        raise ValueError(f'ReadFromKafka: consumer_config must not set {", ".join(reserved)}: pass group_id as its '
+                         'own argument; the reader emits bytes and commits offsets itself.')
+    return dict(consumer_config)
+
+
+def _consumer(consumer_config: dict, group_id: str | None = None):
+    from kafka import KafkaConsumer
+    settings = {'auto_offset_reset': 'earliest', **consumer_config}
+    return KafkaConsumer(**settings, group_id=group_id, enable_auto_commit=False)
+
+
+def _topic_partitions(consumer, topics: Iterable[str], timeout_s: float = 30.0) -> list:
+    """Every partition of `topics`, sorted; waits for metadata, fails with one clear line if a topic is unknown."""
+    from kafka import TopicPartition
+    out = []
+    for topic in topics:
+        deadline = time.monotonic() + timeout_s
+        partitions = consumer.partitions_for_topic(topic)
+        while not partitions and time.monotonic() < deadline:
+            time.sleep(0.2)
+            partitions = consumer.partitions_for_topic(topic)
+        if not partitions:
+            raise RuntimeError(f'Kafka topic {topic!r} has no partitions after {timeout_s:.0f} s: does it exist on '
+                               f'{consumer.config["bootstrap_servers"]}?')
+        out.extend(TopicPartition(topic, p) for p in sorted(partitions))
+    return out
+
+
+def _watermark_of(metadata: str | None) -> int | None:
+    try:
+        value = json.loads(metadata or '{}').get('watermark_ms')
+    except (ValueError, AttributeError):
+        return None
+    return int(value) if isinstance(value, (int, float)) else None
+
+
+def committed_positions(consumer_config: dict, group_id: str, topics: Iterable[str]) -> dict:
+    """{(topic, partition): (committed offset, watermark_ms or None)} of `group_id`, for every partition of
+    `topics` the group has committed. Driver-side: the pipeline derives `start_timestamp_ms` for a replay from the
+    minimum watermark (aligned down to a window start)."""
+    consumer = _consumer(_check_consumer_config(consumer_config), group_id)
+    try:
+        positions = {}
+        for tp in _topic_partitions(consumer, topics):
+            committed = consumer.committed(tp, metadata=True)
+            if committed is not None and committed.offset >= 0:
+                positions[(tp.topic, tp.partition)] = (committed.offset, _watermark_of(committed.metadata))
+        return positions
+    finally:
+        consumer.close()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Planning: which partitions, from which offsets.
+
+class _ReadPlan(NamedTuple):
+    """The SDF's input element: the partitions one reader owns and the offsets it starts from."""
+    partitions: tuple          # ((topic, partition), ...)
+    start_offsets: tuple       # (offset, ...), same order
+
+
+class _PlanRead(beam.DoFn):
+    """Impulse -> one `_ReadPlan` for all partitions of the topics, start offsets resolved against the broker."""
+
+    def __init__(self, consumer_config, topics, group_id, start_offset, start_timestamp_ms):
+        self._config, self._topics, self._group_id = consumer_config, tuple(topics), group_id
+        self._start_offset, self._start_timestamp_ms = start_offset, start_timestamp_ms
+
+    def process(self, unused_impulse):
+        consumer = _consumer(self._config, self._group_id)
+        try:
+            tps = _topic_partitions(consumer, self._topics)
+            earliest = consumer.beginning_offsets(tps)
+            latest = consumer.end_offsets(tps)
+            start = {}
+            for tp in tps:
+                committed = consumer.committed(tp) if self._start_offset == 'committed' else None
+                if self._start_offset == 'latest':
+                    start[tp] = latest[tp]
+                elif committed is not None and committed >= 0:
+                    start[tp] = committed
+                else:
+                    start[tp] = earliest[tp]
+            if self._start_timestamp_ms is not None:
+                by_time = consumer.offsets_for_times({tp: self._start_timestamp_ms for tp in tps})
+                for tp, found in by_time.items():
+                    if found is not None:
+                        start[tp] = min(start[tp], found.offset)
+            for tp in tps:
+                start[tp] = min(max(start[tp], earliest[tp]), latest[tp])
+        finally:
+            consumer.close()
+        _log('kafka_read_planned', group_id=self._group_id, start_offset=self._start_offset,
+             start_timestamp_ms=self._start_timestamp_ms,
+             start={f'{tp.topic}/{tp.partition}': start[tp] for tp in tps},
+             end={f'{tp.topic}/{tp.partition}': latest[tp] for tp in tps})
+        yield _ReadPlan(tuple((tp.topic, tp.partition) for tp in tps), tuple(start[tp] for tp in tps))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Restriction: all partitions of the plan, with their next offsets and watermarks.
+
+class _Partitions(NamedTuple):
+    partitions: tuple          # ((topic, partition), ...)
+    offsets: tuple             # next offset to read, per partition
+    watermarks: tuple          # watermark in ms per partition; None = nothing known yet
+    done: bool = False         # a primary after a checkpoint: it reads nothing more
+
+
+class _Advance(NamedTuple):
+    """A claim: partition `index` has been read up to `next_offset` (exclusive) and its watermark is
+    `watermark_ms`; `records` were read to get there (for progress)."""
+    index: int
+    next_offset: int
+    watermark_ms: Optional[int]
+    records: int
+
+
+class _PartitionsTracker(RestrictionTracker):
+    def __init__(self, restriction: _Partitions):
+        self._restriction = restriction
+        self._offsets = list(restriction.offsets)
+        self._watermarks = list(restriction.watermarks)
+        self._claimed_records = 0
+
+    def current_restriction(self) -> _Partitions:
+        return self._restriction
+
+    def try_claim(self, position: _Advance) -> bool:
+        if self._restriction.done:
+            return False
+        i = position.index
+        if position.next_offset < self._offsets[i]:
+            raise ValueError(f'claim of {self._restriction.partitions[i]} goes back from offset '
+                             f'{self._offsets[i]} to {position.next_offset}')
+        self._offsets[i] = position.next_offset
+        if position.watermark_ms is not None:
+            self._watermarks[i] = max(self._watermarks[i] or position.watermark_ms, position.watermark_ms)
+        self._claimed_records += position.records
+        return True
+
+    def try_split(self, fraction_of_remainder):
+        # Only a checkpoint. `fraction == 0` is also False for NaN, which Prism has been seen to cause.
+        if self._restriction.done or not fraction_of_remainder == 0:
+            return None
+        positions = (tuple(self._offsets), tuple(self._watermarks))
+        primary = _Partitions(self._restriction.partitions, *positions, done=True)
+        residual = _Partitions(self._restriction.partitions, *positions)
+        self._restriction = primary
+        return primary, residual
+
+    def check_done(self):
+        if not self._restriction.done:
+            raise ValueError('the Kafka read of an unbounded restriction returned without a checkpoint; '
+                             'it must end with defer_remainder() or a refused claim')
+
+    def current_progress(self) -> RestrictionProgress:
+        # Finite numbers on purpose: the SDK derives split fractions from them.
+        return RestrictionProgress(completed=float(self._claimed_records),
+                                   remaining=0.0 if self._restriction.done else 1.0)
+
+    def is_bounded(self) -> bool:
+        return self._restriction.done
+
+
+class _PartitionsProvider(RestrictionProvider):
+    def initial_restriction(self, plan: _ReadPlan) -> _Partitions:
+        return _Partitions(tuple(plan.partitions), tuple(plan.start_offsets), (None,) * len(plan.partitions))
+
+    def create_tracker(self, restriction: _Partitions) -> _PartitionsTracker:
+        return _PartitionsTracker(restriction)
+
+    def split(self, plan, restriction):
+        yield restriction  # one element reads every partition: the minimum watermark needs them together
+
+    def restriction_size(self, plan, restriction: _Partitions) -> float:
+        return 0.0 if restriction.done else 1.0
+
+
+def _min_watermark(watermarks) -> int | None:
+    return None if any(w is None for w in watermarks) else min(watermarks)
+
+
+class _MinWatermarkProvider(WatermarkEstimatorProvider):
+    def initial_estimator_state(self, plan, restriction: _Partitions):
+        known = _min_watermark(restriction.watermarks)
+        return None if known is None else Timestamp(micros=known * 1000)
+
+    def create_watermark_estimator(self, estimator_state):
+        return ManualWatermarkEstimator(estimator_state)
+
+
+class _Progress:
+    """What one process() call has claimed so far; the bundle finalization callback commits it."""
+
+    def __init__(self, restriction: _Partitions):
+        self.offsets = list(restriction.offsets)
+        self.watermarks = list(restriction.watermarks)
+        self.leader_epochs = [-1] * len(restriction.offsets)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The reader.
+
+class _ReadPartitionsFn(beam.DoFn):
+    def __init__(self, consumer_config, group_id, commit_offsets, max_bundle_records, max_bundle_seconds,
+                 poll_timeout_ms, idle_resume_delay_ms, max_delay_ms):
+        self._config, self._group_id, self._commit_offsets = consumer_config, group_id, commit_offsets
+        self._max_records, self._max_seconds = max_bundle_records, max_bundle_seconds
+        self._poll_timeout_ms, self._idle_delay = poll_timeout_ms, Duration(millis=idle_resume_delay_ms)
+        self._max_delay_ms = max_delay_ms
+        self._records = Metrics.counter(METRICS_NAMESPACE, 'records')
+        self._bytes = Metrics.counter(METRICS_NAMESPACE, 'bytes')
+
+    def setup(self):
+        self._readers = {}                 # partitions -> KafkaConsumer assigned to them (used by process only)
+        self._committer = None             # KafkaConsumer with group_id, used by finalization callbacks only
+        self._commit_lock = threading.Lock()
+        self._committed = {}               # TopicPartition -> (offset, watermark_ms, monotonic time of commit)
+        self._lag_gauges = {}
+
+    def teardown(self):
+        for consumer in [*self._readers.values(), self._committer]:
+            if consumer is not None:
+                consumer.close(autocommit=False)
+        self._readers.clear()
+        self._committer = None
+
+    def _reader_at(self, restriction: _Partitions):
+        """The cached consumer of these partitions, positioned at the restriction's offsets (seeks only where the
+        consumer is elsewhere, so its prefetched records survive from one call to the next)."""
+        from kafka import TopicPartition
+        tps = [TopicPartition(t, p) for t, p in restriction.partitions]
+        consumer = self._readers.get(restriction.partitions)
+        if consumer is None:
+            consumer = _consumer(self._config)
+            consumer.assign(tps)
+            self._readers[restriction.partitions] = consumer
+        for tp, offset in zip(tps, restriction.offsets):
+            if consumer.position(tp) != offset:
+                consumer.seek(tp, offset)
+        return consumer, tps
+
+    @beam.DoFn.unbounded_per_element()
+    def process(self, plan: _ReadPlan,
+                finalizer=beam.DoFn.BundleFinalizerParam,
+                tracker=beam.DoFn.RestrictionParam(_PartitionsProvider()),
+                watermark=beam.DoFn.WatermarkEstimatorParam(_MinWatermarkProvider())):
+        restriction = tracker.current_restriction()
+        progress = _Progress(restriction)
+        # Registered first and always: Prism finalizes every bundle and fails one that registered no callback.
+        finalizer.register(lambda: self._commit(restriction.partitions, progress))
+        consumer, tps = self._reader_at(restriction)
+        index = {tp: i for i, tp in enumerate(tps)}
+        started, read = time.monotonic(), 0
+        while read < self._max_records and time.monotonic() - started < self._max_seconds:
+            batches = consumer.poll(timeout_ms=self._poll_timeout_ms, max_records=self._max_records - read)
+            if not batches:
+                break
+            for tp, records in batches.items():
+                i = index[tp]
+                newest = max(r.timestamp for r in records)
+                mark = newest - self._max_delay_ms if newest >= 0 else progress.watermarks[i]
+                if progress.watermarks[i] is not None and mark is not None:
+                    mark = max(mark, progress.watermarks[i])
+                if not tracker.try_claim(_Advance(i, records[-1].offset + 1, mark, len(records))):
+                    return
+                progress.offsets[i], progress.watermarks[i] = records[-1].offset + 1, mark
+                progress.leader_epochs[i] = records[-1].leader_epoch
+                size = 0
+                for r in records:
+                    size += len(r.key or b'') + len(r.value or b'')
+                    ts = r.timestamp if r.timestamp >= 0 else _now_ms()
+                    yield TimestampedValue(KafkaRecord(r.topic, r.partition, r.offset, r.key, r.value, ts),
+                                           Timestamp(micros=ts * 1000))
+                read += len(records)
+                self._records.inc(len(records))
+                self._bytes.inc(size)
+            self._advance_watermark(watermark, progress.watermarks)
+        if not self._mark_caught_up(consumer, tps, tracker, progress):
+            return
+        self._advance_watermark(watermark, progress.watermarks)
+        tracker.defer_remainder(None if read else self._idle_delay)
+
+    def _mark_caught_up(self, consumer, tps, tracker, progress: _Progress) -> bool:
+        """Move the watermark of every caught-up partition to wall clock; False if a claim was refused."""
+        from kafka.errors import KafkaError
+        asked_at = _now_ms()
+        try:
+            ends = consumer.end_offsets(tps)
+        except KafkaError as exc:  # the broker is briefly away: keep the watermarks, read on
+            _log('kafka_end_offsets_failed', error=f'{type(exc).__name__}: {exc}')
+            return True
+        for i, tp in enumerate(tps):
+            position = max(progress.offsets[i], consumer.position(tp))
+            self._lag_gauge(tp).set(max(0, ends[tp] - position))
+            if position < ends[tp]:
+                continue
+            mark = asked_at - self._max_delay_ms
+            if progress.watermarks[i] is not None:
+                mark = max(mark, progress.watermarks[i])
+            if (position, mark) == (progress.offsets[i], progress.watermarks[i]):
+                continue
+            # `position` may pass the last record read (transaction markers): claim it so the restriction follows.
+            if not tracker.try_claim(_Advance(i, position, mark, 0)):
+                return False
+            progress.offsets[i], progress.watermarks[i] = position, mark
+        return True
+
+    def _lag_gauge(self, tp):
+        gauge = self._lag_gauges.get(tp)
+        if gauge is None:
+            gauge = self._lag_gauges[tp] = Metrics.gauge(METRICS_NAMESPACE, f'lag/{tp.topic}/{tp.partition}')
+        return gauge
+
+    @staticmethod
+    def _advance_watermark(estimator, watermarks) -> None:
+        known = _min_watermark(watermarks)
+        if known is None:
+            return
+        new = Timestamp(micros=known * 1000)
+        current = estimator.current_watermark()
+        if current is None or new > current:
+            estimator.set_watermark(new)
+
+    def _commit(self, partitions, progress: _Progress) -> None:
+        """Bundle finalization: the runner holds this bundle's output durably; commit where it ended."""
+        if not self._commit_offsets:
+            return
+        from kafka import TopicPartition
+        from kafka.structs import OffsetAndMetadata
+        with self._commit_lock:
+            now = time.monotonic()
+            offsets = {}
+            for (topic, partition), offset, mark, epoch in zip(partitions, progress.offsets, progress.watermarks,
+                                                                progress.leader_epochs):
+                tp = TopicPartition(topic, partition)
+                last = self._committed.get(tp)
+                if last is not None:
+                    if offset < last[0] or (offset, mark) == last[:2]:
+                        continue  # an older bundle finalized late, or nothing new
+                    if offset == last[0] and now - last[2] < _WATERMARK_COMMIT_INTERVAL_S:
+                        continue
+                offsets[tp] = OffsetAndMetadata(offset, json.dumps({'watermark_ms': mark}), epoch)
+            if not offsets:
+                return
+            if self._committer is None:
+                self._committer = _consumer(self._config, self._group_id)
+            self._committer.commit(offsets=offsets)
+            for tp, committed in offsets.items():
+                self._committed[tp] = (committed.offset, _watermark_of(committed.metadata), now)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+
+class ReadFromKafka(beam.PTransform):
+    """Unbounded read of `topics` as `KafkaRecord`s, timestamped with the Kafka record timestamp.
+
+    Args:
+      consumer_config: kafka-python `KafkaConsumer` settings, passed through (bootstrap_servers, security_protocol,
+        sasl_*, ssl_* as file paths, client_id, fetch sizes...). Must be picklable. group_id, enable_auto_commit and
+        deserializers are the reader's own.
+      topics: topic names; all their partitions are read.
+      group_id: consumer group whose offsets are read ('committed') and committed (`commit_offsets`).
+      start_offset: 'committed' (falls back to 'earliest' for a partition without a commit), 'earliest', 'latest'.
+      start_timestamp_ms: if set, each partition starts no later than its first record at or after this time.
+      commit_offsets: commit offsets (with the partition watermark as metadata) on bundle finalization.
+      max_bundle_records, max_bundle_seconds: work per process() call before a checkpoint.
+      poll_timeout_ms: how long one poll waits for records.
+      idle_resume_delay_ms: after a call that read nothing, resume after this delay.
+      max_delay_ms: how far a record's timestamp may lie behind the newest timestamp read from its partition (or
+        behind wall clock once the partition is caught up) and still be on time.
+    """
+
+    def __init__(self, consumer_config: dict, topics: list[str], group_id: str | None = None,
+                 start_offset: str = 'committed', start_timestamp_ms: int | None = None,
+                 commit_offsets: bool = True, max_bundle_records: int = 10_000, max_bundle_seconds: float = 0.5,
+                 poll_timeout_ms: int = 200, idle_resume_delay_ms: int = 100, max_delay_ms: int = 1000):
+        super().__init__()
+        self._config = _check_consumer_config(consumer_config)
+        if isinstance(topics, str) or not topics or not all(isinstance(t, str) and t for t in topics):
+            raise ValueError(f'ReadFromKafka: topics must be a non-empty list of topic names, got {topics!r}.')
+        if start_offset not in START_OFFSETS:
+            raise ValueError(f'ReadFromKafka: start_offset must be one of {", ".join(START_OFFSETS)}, '
+                             f'got {start_offset!r}.')
+        if not group_id and (start_offset == 'committed' or commit_offsets):
+            raise ValueError("ReadFromKafka: group_id is required with start_offset='committed' or "
+                             'commit_offsets=True.')
+        if start_timestamp_ms is not None and (not isinstance(start_timestamp_ms, int) or start_timestamp_ms < 0):
+            raise ValueError(f'ReadFromKafka: start_timestamp_ms must be epoch milliseconds >= 0, '
+                             f'got {start_timestamp_ms!r}.')
+        for name, value in (('max_bundle_records', max_bundle_records), ('max_bundle_seconds', max_bundle_seconds),
+                            ('poll_timeout_ms', poll_timeout_ms)):
+            if not value > 0:
+                raise ValueError(f'ReadFromKafka: {name} must be > 0, got {value!r}.')
+        for name, value in (('idle_resume_delay_ms', idle_resume_delay_ms), ('max_delay_ms', max_delay_ms)):
+            if not value >= 0:
+                raise ValueError(f'ReadFromKafka: {name} must be >= 0, got {value!r}.')
+        self._topics, self._group_id = list(topics), group_id
+        self._start_offset, self._start_timestamp_ms = start_offset, start_timestamp_ms
+        self._read_fn = _ReadPartitionsFn(self._config, group_id, commit_offsets, max_bundle_records,
+                                          max_bundle_seconds, poll_timeout_ms, idle_resume_delay_ms, max_delay_ms)
+
+    def expand(self, pbegin):
+        return (pbegin
+                | 'Impulse' >> beam.Impulse()
+                | 'PlanPartitions' >> beam.ParDo(_PlanRead(self._config, self._topics, self._group_id,
+                                                           self._start_offset, self._start_timestamp_ms))
+                | 'ReadPartitions' >> beam.ParDo(self._read_fn).with_output_types(KafkaRecord))

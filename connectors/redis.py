@@ -1,0 +1,377 @@
+"""Write per-(content, window) engagement stats to Redis, idempotently: `WriteContentStatsToRedis`.
+
+Beam concepts: a composite `PTransform` around a `DoFn` that owns a connection pool (`setup`/`teardown`), buffers
+elements per bundle and flushes them in pipelined batches (`finish_bundle`), a tagged dead-letter output
+(`ParDo.with_outputs`), and `Metrics.counter`s.
+
+Data model (a contract the dashboard relies on; `P` = prefix, `W` = window start, epoch seconds UTC):
+
+  P:stats:W:<content_id>     HASH  events play pause finish click engagement_seconds title content_type
+  P:top:W:<content_type>     ZSET  member content_id, score events
+  P:top:W:all                ZSET  member content_id, score events
+  P:totals:W                 HASH  events play pause finish click = sums over every content of the window
+
+`engagement_seconds` is engagement_ms / 1000 written as an exact decimal string (1234567 -> "1234.567").
+Every key expires `ttl_seconds` after its last write.
+
+Why the writes are idempotent. The aggregation fires panes with ACCUMULATED values, so each pane carries the
+absolute stats of one (content, window) so far. One Lua script per pane, run atomically by Redis, reads the
+content's previous counters from its stats hash, overwrites the hash with the new absolute values, and adds the
+DIFFERENCE (new - old) to the window's totals hash; both top sets get the absolute score. Writing the same pane
+again reads back what it wrote before and adds 0; a later pane adds exactly what it brings on top of the earlier
+one. So the totals always equal the sum over the stats hashes, however often a pane is written, and a batch that
+failed half-way can simply be written again.
+
+Why there is no "only move forward" guard. A pane with fewer events than the stored one is written as is:
+- within one run Beam hands the panes of one key and window to this DoFn in order (the sink runs fused after the
+  aggregation; do not put a Reshuffle in between) and a batch is executed in arrival order, so the last write is
+  the newest pane;
+- after a restart the reader replays from a window-aligned point and the window is recomputed from its start, so
+  its early panes briefly lower the stored values and its final pane restores exactly what a run without a crash
+  holds. A guard would hide that dip, but it would also freeze any value that is too high (say a window counted
+  before duplicates were removed, or with different late data) until the key expires: the recomputation is the
+  truth, so it must win.
+The one assumption: `ttl_seconds` exceeds allowed lateness plus the replay horizon. If a content's stats hash
+expired while its window's totals hash lived on, a later pane for it would be counted in the totals twice.
+
+Failures.
+- Redis unreachable, timing out, loading, busy or read-only: the whole batch is retried with exponential backoff
+  and jitter (`max_attempts`, by default ~40 s in all so that a Redis restart of 30 s loses nothing even on
+  runners that fail the job instead of retrying bundles, like Prism); then the bundle fails with one clear line.
+  A runner that retries bundles writes the same panes again, which is safe (see above). Work slows, nothing is lost.
+- Wrong password or missing permission: fails at once; retrying cannot help.
+- A pane that cannot be written for reasons of its own data (a field of the wrong type, or Redis rejecting its
+  keys, e.g. WRONGTYPE) goes to the `dead_letters` output with stage 'redis', never silently away.
+- The script cache is empty after a Redis restart or SCRIPT FLUSH: NOSCRIPT reloads the script and writes again.
+
+Keys of one window live in different hash slots and the names carry no hash tag, so this needs a standalone
+(or replicated/Sentinel) Redis, not Redis Cluster. The password in `redis_url` never appears in logs, errors or
+display data.
+
+Usage::
+
+    result = stats | 'WriteToRedis' >> WriteContentStatsToRedis('redis://127.0.0.1:16379/0')
+    result.dead_letters | 'DeadLetters' >> WriteDeadLettersToKafka(bootstrap, topic)
+"""
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import json
+import logging
+import random
+import time
+from typing import Any
+from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
+
+import apache_beam as beam
+import redis
+from apache_beam.metrics import Metrics
+from apache_beam.transforms.display import DisplayDataItem
+from apache_beam.utils.windowed_value import WindowedValue
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from connectors.dead_letters import dead_letter
+
+_LOG = logging.getLogger(__name__)
+
+STAGE = 'redis'
+DEAD_LETTERS = 'dead_letters'
+WRITTEN = 'written'
+COUNTERS = ('events', 'play', 'pause', 'finish', 'click')
+STATS_FIELDS = ('window_start', 'window_end', 'content_id', 'content_type', 'title', *COUNTERS, 'engagement_ms')
+_METRICS_NAMESPACE = 'WriteContentStatsToRedis'
+# Answers Redis gives while it cannot serve for a moment (per command inside a pipeline): retry the batch.
+_TRANSIENT_REPLIES = ('LOADING', 'BUSY', 'READONLY', 'OOM', 'TRYAGAIN', 'MASTERDOWN', 'NOREPLICAS')
+# Answers about the pane's own keys or values: the pane goes to the dead letters, the rest of the batch is written.
+_DATA_REPLIES = ('WRONGTYPE', 'ERR')
+# redis.exceptions.BusyLoadingError is a ConnectionError; AuthenticationError too, but retrying cannot fix it.
+_RETRYABLE = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
+_NOT_RETRYABLE = (redis.exceptions.AuthenticationError, redis.exceptions.AuthorizationError)
+
+# KEYS: stats hash, top set of the content type, top set of all, totals hash.
+# ARGV: top-set key prefix (P:top:W:), content_id, content_type, title, engagement_seconds, ttl, then the counters.
+WRITE_STATS_LUA = """
+local counters = {'events', 'play', 'pause', 'finish', 'click'}
+local top_prefix, content_id, content_type = ARGV[1], ARGV[2], ARGV[3]
+local old = redis.call('HMGET', KEYS[1], 'events', 'play', 'pause', 'finish', 'click', 'content_type')
+for i, field in ipairs(counters) do
+  redis.call('HINCRBY', KEYS[4], field, tonumber(ARGV[6 + i]) - (tonumber(old[i]) or 0))
+end
+redis.call('HSET', KEYS[1], 'events', ARGV[7], 'play', ARGV[8], 'pause', ARGV[9], 'finish', ARGV[10],
+           'click', ARGV[11], 'engagement_seconds', ARGV[5], 'title', ARGV[4], 'content_type', content_type)
+if old[6] and old[6] ~= content_type then
+  redis.call('ZREM', top_prefix .. old[6], content_id)
+end
+redis.call('ZADD', KEYS[2], ARGV[7], content_id)
+redis.call('ZADD', KEYS[3], ARGV[7], content_id)
+for i = 1, 4 do
+  redis.call('EXPIRE', KEYS[i], ARGV[6])
+end
+return 1
+"""
+
+
+class RedisSinkUnavailable(RuntimeError):
+    """Redis could not take a batch after every retry (or refused our credentials); the bundle fails."""
+
+
+class InvalidStats(ValueError):
+    """A stats element lacks a field or carries a value the data model cannot hold."""
+
+
+def redact_url(url: str) -> str:
+    """`url` with any password (in the user part or a `password=` query parameter) replaced by ***."""
+    parts = urlsplit(url)
+    netloc = parts.netloc
+    if parts.password is not None:
+        userinfo, host = netloc.rsplit('@', 1)
+        user = userinfo.split(':', 1)[0]
+        netloc = f'{user}:***@{host}'
+    query = parts.query
+    if 'password' in query:
+        query = urlencode([(k, '***' if k == 'password' else v) for k, v in parse_qsl(query, keep_blank_values=True)])
+    return urlunsplit(parts._replace(netloc=netloc, query=query))
+
+
+def _secrets_of(url: str) -> list[str]:
+    parts = urlsplit(url)
+    found = [parts.password] if parts.password else []
+    found += [v for k, v in parse_qsl(parts.query) if k == 'password' and v]
+    return [s for secret in found for s in {secret, unquote(secret)}]
+
+
+def exact_seconds(milliseconds: int) -> str:
+    """Milliseconds as an exact decimal string of seconds: 1234567 -> '1234.567', 1500 -> '1.5', 2000 -> '2'."""
+    sign = '-' if milliseconds < 0 else ''
+    whole, rest = divmod(abs(milliseconds), 1000)
+    return f'{sign}{whole}.{rest:03d}'.rstrip('0').rstrip('.') if rest else f'{sign}{whole}'
+
+
+def _count(stats: Any, field: str) -> int:
+    value = getattr(stats, field)
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2 ** 53:
+        raise InvalidStats(f'{field}={value!r} is not a whole number >= 0')
+    return value
+
+
+def _name(stats: Any, field: str) -> str:
+    value = getattr(stats, field)
+    if not isinstance(value, str) or not value.strip() or ':' in value or value == 'all':
+        raise InvalidStats(f'{field}={value!r} must be a non-empty string without ":" (and not "all")')
+    return value
+
+
+@dataclasses.dataclass(frozen=True)
+class StatsKeys:
+    """The Redis keys of one (window, content, content type), in the order the Lua script takes them."""
+    stats: str
+    top_type: str
+    top_all: str
+    totals: str
+    top_prefix: str
+
+    @classmethod
+    def of(cls, prefix: str, window_start: int, content_id: str, content_type: str) -> 'StatsKeys':
+        top = f'{prefix}:top:{window_start}:'
+        return cls(stats=f'{prefix}:stats:{window_start}:{content_id}', top_type=top + content_type,
+                   top_all=top + 'all', totals=f'{prefix}:totals:{window_start}', top_prefix=top)
+
+
+def script_call(stats: Any, prefix: str, ttl_seconds: int) -> tuple[list[str], list[Any]]:
+    """KEYS and ARGV of the Lua script for one stats element; raises InvalidStats for a bad element."""
+    try:
+        window_start = _count(stats, 'window_start')
+        content_id, content_type = _name(stats, 'content_id'), _name(stats, 'content_type')
+        title = getattr(stats, 'title')
+        if not isinstance(title, str):
+            raise InvalidStats(f'title={title!r} is not a string')
+        counts = [_count(stats, field) for field in COUNTERS]
+        seconds = exact_seconds(_count(stats, 'engagement_ms'))
+    except AttributeError as exc:
+        raise InvalidStats(f'missing field: {exc}') from None
+    keys = StatsKeys.of(prefix, window_start, content_id, content_type)
+    return ([keys.stats, keys.top_type, keys.top_all, keys.totals],
+            [keys.top_prefix, content_id, content_type, title, seconds, ttl_seconds, *counts])
+
+
+def _payload(stats: Any) -> str:
+    if hasattr(stats, 'model_dump_json'):
+        return stats.model_dump_json()
+    return json.dumps({f: getattr(stats, f, None) for f in STATS_FIELDS}, default=str)
+
+
+def _reply_code(error: Exception) -> str:
+    text = str(error)
+    return text.split(' ', 1)[0] if text else ''
+
+
+@dataclasses.dataclass
+class _Pending:
+    windowed: WindowedValue          # the stats element with its timestamp, window and pane, for the outputs
+    keys: list[str]
+    args: list[Any]
+    first_failed: str | None = None  # ISO time of the first failed attempt, for a dead letter
+
+
+class UpsertContentStatsFn(beam.DoFn):
+    """Buffers stats elements of a bundle and writes them with pipelined EVALSHAs; see the module docstring."""
+
+    def __init__(self, redis_url: str, prefix: str, ttl_seconds: int, batch_size: int, max_attempts: int,
+                 initial_backoff_seconds: float, max_backoff_seconds: float, socket_timeout_seconds: float):
+        self._url = redis_url
+        self._prefix = prefix
+        self._ttl = ttl_seconds
+        self._batch_size = batch_size
+        self._max_attempts = max_attempts
+        self._initial_backoff = initial_backoff_seconds
+        self._max_backoff = max_backoff_seconds
+        self._socket_timeout = socket_timeout_seconds
+        self._written = Metrics.counter(_METRICS_NAMESPACE, 'panes_written')
+        self._retries = Metrics.counter(_METRICS_NAMESPACE, 'retries')
+        self._failures = Metrics.counter(_METRICS_NAMESPACE, 'failures')
+        self._dead = Metrics.counter(_METRICS_NAMESPACE, 'dead_letters')
+
+    def display_data(self):
+        return {'redis_url': DisplayDataItem(redact_url(self._url), label='Redis URL'),
+                'redis_prefix': self._prefix, 'ttl_seconds': self._ttl, 'batch_size': self._batch_size}
+
+    def setup(self):
+        self._safe_url = redact_url(self._url)
+        self._secrets = _secrets_of(self._url)
+        # Our own loop retries (and counts) failures, so the client must not retry underneath it.
+        self._client = redis.Redis.from_url(
+            self._url, socket_timeout=self._socket_timeout, socket_connect_timeout=self._socket_timeout,
+            retry=Retry(NoBackoff(), 0), health_check_interval=30)
+        self._sha = None
+
+    def start_bundle(self):
+        self._batch: list[_Pending] = []
+
+    def process(self, stats, timestamp=beam.DoFn.TimestampParam, window=beam.DoFn.WindowParam,
+                pane=beam.DoFn.PaneInfoParam):
+        try:
+            keys, args = script_call(stats, self._prefix, self._ttl)
+        except InvalidStats as exc:
+            self._dead.inc()
+            yield beam.pvalue.TaggedOutput(DEAD_LETTERS, self._dead_letter(stats, 'invalid_stats', str(exc), 0))
+            return
+        self._batch.append(_Pending(WindowedValue(stats, timestamp, (window,), pane), keys, args))
+        if len(self._batch) >= self._batch_size:
+            yield from self._flush()
+
+    def finish_bundle(self):
+        yield from self._flush()
+
+    def teardown(self):
+        client = getattr(self, '_client', None)
+        if client is not None:
+            client.close()
+
+    def _flush(self):
+        pending, self._batch = self._batch, []
+        attempt, started = 0, time.monotonic()
+        while pending:
+            attempt += 1
+            try:
+                replies = self._execute(pending)
+            except _NOT_RETRYABLE as exc:
+                self._failures.inc()
+                raise RedisSinkUnavailable(f'Redis at {self._safe_url} refused the credentials or permissions: '
+                                           f'{self._scrub(exc)}; fix --redis_url (user/password/ACL).') from None
+            except _RETRYABLE as exc:
+                self._sha = None  # a restarted server has an empty script cache
+                self._retry_or_raise(attempt, started, len(pending), exc)
+                continue
+            retry, transient, noscript = [], None, None
+            for item, reply in zip(pending, replies):
+                if not isinstance(reply, Exception):
+                    self._written.inc()
+                    yield item.windowed
+                elif isinstance(reply, redis.exceptions.NoScriptError):
+                    self._sha, noscript = None, reply
+                    retry.append(item)
+                elif _reply_code(reply) in _DATA_REPLIES:
+                    self._dead.inc()
+                    yield beam.pvalue.TaggedOutput(DEAD_LETTERS, item.windowed.with_value(
+                        self._dead_letter(item.windowed.value, 'redis_rejected', self._scrub(reply), attempt)))
+                elif _reply_code(reply) in _TRANSIENT_REPLIES:
+                    transient = reply
+                    retry.append(item)
+                else:
+                    self._failures.inc()
+                    raise RedisSinkUnavailable(f'Redis at {self._safe_url} answered {self._scrub(reply)!r}; '
+                                               f'{len(pending)} panes not written.')
+            pending = retry
+            if transient is not None:
+                self._retry_or_raise(attempt, started, len(pending), transient)
+            elif pending and attempt >= self._max_attempts:  # NOSCRIPT again and again: no sleep, still bounded
+                self._retry_or_raise(attempt, started, len(pending), noscript)
+
+    def _execute(self, pending: list[_Pending]) -> list[Any]:
+        if self._sha is None:
+            self._sha = self._client.script_load(WRITE_STATS_LUA)
+        pipe = self._client.pipeline(transaction=False)
+        for item in pending:
+            pipe.evalsha(self._sha, len(item.keys), *item.keys, *item.args)
+        return pipe.execute(raise_on_error=False)
+
+    def _retry_or_raise(self, attempt: int, started: float, panes: int, error: Exception) -> None:
+        """Sleep before the next attempt, or raise when the attempts are used up."""
+        if attempt >= self._max_attempts:
+            self._failures.inc()
+            message = (f'Redis at {self._safe_url} did not take {panes} panes after {attempt} attempts over '
+                       f'{time.monotonic() - started:.1f} s ({type(error).__name__}: {self._scrub(error)}); '
+                       'the bundle fails and is retried by the runner (rewriting is safe). Is Redis running?')
+            _LOG.error(json.dumps({'event': 'redis_write_failed', 'url': self._safe_url, 'panes': panes,
+                                   'attempts': attempt, 'error': self._scrub(error)}))
+            raise RedisSinkUnavailable(message)
+        self._retries.inc()
+        backoff = min(self._max_backoff, self._initial_backoff * 2 ** (attempt - 1)) * random.uniform(0.8, 1.2)
+        _LOG.warning(json.dumps({'event': 'redis_write_retry', 'url': self._safe_url, 'panes': panes,
+                                 'attempt': attempt, 'backoff_s': round(backoff, 3),
+                                 'error': f'{type(error).__name__}: {self._scrub(error)}'}))
+        time.sleep(backoff)
+
+    def _scrub(self, error: Exception) -> str:
+        text = str(error)
+        for secret in self._secrets:
+            text = text.replace(secret, '***')
+        return text
+
+    def _dead_letter(self, stats: Any, reason: str, error: str, attempts: int):
+        now = datetime.datetime.now(datetime.timezone.utc).isoformat()
+        return dead_letter(payload=_payload(stats), stage=STAGE, reason=reason, error=error, attempts=attempts,
+                           first_failed_ts=now, last_failed_ts=now)
+
+
+class WriteContentStatsToRedis(beam.PTransform):
+    """Upsert per-(content, window) stats panes into Redis (data model and guarantees: module docstring).
+
+    Input: one element per fired pane, any object with the attributes of `schemas.ContentWindowStats`
+    (window_start, window_end, content_id, content_type, title, events, play, pause, finish, click, engagement_ms).
+    Output: a `DoOutputsTuple` with `written` (the elements written, in their windows) and `dead_letters` (dead
+    letter records, stage 'redis', for elements that are invalid or that Redis rejects).
+    """
+
+    def __init__(self, redis_url: str, redis_prefix: str = 'engagement', ttl_seconds: int = 86400,
+                 batch_size: int = 500, max_attempts: int = 10, initial_backoff_seconds: float = 0.5,
+                 max_backoff_seconds: float = 8.0, socket_timeout_seconds: float = 5.0):
+        super().__init__()
+        try:
+            urlsplit(redis_url).port
+        except ValueError as exc:
+            raise ValueError(f'redis_url {redact_url(redis_url)!r} is not a valid URL: {exc}') from None
+        if urlsplit(redis_url).scheme not in ('redis', 'rediss', 'unix'):
+            raise ValueError(f'redis_url {redact_url(redis_url)!r} must start with redis://, rediss:// or unix://')
+        if not redis_prefix or ':' in redis_prefix or any(c.isspace() for c in redis_prefix):
+            raise ValueError(f'redis_prefix {redis_prefix!r} must be a non-empty name without ":" or spaces')
+        for name, value in (('ttl_seconds', ttl_seconds), ('batch_size', batch_size), ('max_attempts', max_attempts)):
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f'{name} must be a whole number >= 1, got {value!r}')
+        self._fn = UpsertContentStatsFn(redis_url, redis_prefix, ttl_seconds, batch_size, max_attempts,
+                                 initial_backoff_seconds, max_backoff_seconds, socket_timeout_seconds)
+
+    def expand(self, stats):
+        return stats | 'UpsertStatsWithLua' >> beam.ParDo(self._fn).with_outputs(DEAD_LETTERS, main=WRITTEN)
