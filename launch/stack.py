@@ -118,6 +118,29 @@ class ManagedProcess:
             return '(no log)'
 
 
+def tree_rss_mb(pid: int) -> float:
+    """Resident memory of a process and all its descendants (PostgreSQL forks a backend per connection)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path('/proc').iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / 'stat').read_text()
+            except OSError:
+                continue
+            children.setdefault(int(stat[stat.rindex(')') + 2:].split()[1]), []).append(int(entry.name))
+    total_kb, todo = 0, [pid]
+    while todo:
+        current = todo.pop()
+        todo.extend(children.get(current, []))
+        try:
+            for line in Path(f'/proc/{current}/status').read_text().splitlines():
+                if line.startswith('VmRSS:'):
+                    total_kb += int(line.split()[1])
+        except OSError:
+            pass
+    return total_kb / 1024
+
+
 def port_answers(port: int, timeout: float = 0.5) -> bool:
     try:
         with socket.create_connection(('127.0.0.1', port), timeout=timeout):
@@ -202,7 +225,7 @@ class Component:
     def health(self) -> list[tuple[str, bool, str]]:
         """(check, ok, detail) rows for `status`."""
         pid = self.proc.pid()
-        rows = [('process', pid is not None, f'pid {pid}' if pid else 'not running')]
+        rows = [('process', pid is not None, f'pid {pid}, RSS {tree_rss_mb(pid):.0f} MB' if pid else 'not running')]
         for setting, port in self.ports.items():
             rows.append((f'port {port}', port_answers(port), 'answering' if port_answers(port) else 'closed'))
         return rows
