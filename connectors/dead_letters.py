@@ -30,15 +30,20 @@ from apache_beam.metrics import Metrics
 
 DEAD_LETTER_FIELDS = ('payload', 'stage', 'reason', 'error', 'attempts', 'first_failed_ts', 'last_failed_ts',
                       'event_id', 'source_topic', 'source_partition', 'source_offset')
+_OPTIONAL_FIELDS = ('key', 'payload_encoding')  # the DeadLetter model's original Kafka key and its encoding
 _METRICS_NAMESPACE = 'WriteDeadLettersToKafka'
 
 
 def dead_letter(**fields) -> dict:
-    """A dead-letter record with every field present (missing ones None)."""
-    unknown = set(fields) - set(DEAD_LETTER_FIELDS)
+    """A dead-letter record as a dict: every field of DEAD_LETTER_FIELDS present (None when not given, attempts 1),
+    shaped so that `schemas.DeadLetter.model_validate` accepts it."""
+    unknown = set(fields) - set(DEAD_LETTER_FIELDS) - set(_OPTIONAL_FIELDS)
     if unknown:
         raise TypeError(f'unknown dead-letter fields: {sorted(unknown)}')
-    return {name: fields.get(name) for name in DEAD_LETTER_FIELDS}
+    record = {name: fields.get(name) for name in DEAD_LETTER_FIELDS}
+    record['attempts'] = fields.get('attempts', 1)
+    record.update((name, fields[name]) for name in _OPTIONAL_FIELDS if name in fields)
+    return record
 
 
 def _json_default(value: Any) -> Any:
@@ -143,9 +148,10 @@ class WriteDeadLettersToKafka(beam.PTransform):
 
 
 def read_dead_letters(bootstrap: str, topic: str, follow: bool = False, poll_ms: int = 500):
-    """Yield (partition, offset, record dict) from the start of `topic`; stop at its current end unless `follow`."""
+    """Yield (partition, offset, key, record dict) from the start of `topic`; stop at its end unless `follow`."""
     from kafka import KafkaConsumer, TopicPartition
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False)
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
+                             allow_auto_create_topics=False, bootstrap_timeout_ms=10_000)
     try:
         partitions = consumer.partitions_for_topic(topic)
         if not partitions:
@@ -160,8 +166,11 @@ def read_dead_letters(bootstrap: str, topic: str, follow: bool = False, poll_ms:
                     try:
                         record = json.loads(message.value)
                     except ValueError:
-                        record = {'stage': '?', 'reason': 'not JSON', 'payload': message.value}
-                    yield tp.partition, message.offset, record
+                        record = None
+                    if not isinstance(record, dict):
+                        record = {'stage': '?', 'reason': 'not a dead letter', 'payload': message.value}
+                    key = message.key.decode('utf-8', errors='replace') if message.key is not None else ''
+                    yield tp.partition, message.offset, key, record
     finally:
         consumer.close()
 
@@ -180,11 +189,11 @@ def main(argv: list[str] | None = None) -> int:
     from kafka.errors import KafkaError
     counts: collections.Counter = collections.Counter()
     try:
-        for partition, offset, record in read_dead_letters(args.bootstrap, args.topic, args.follow):
+        for partition, offset, key, record in read_dead_letters(args.bootstrap, args.topic, args.follow):
             stage, reason = record.get('stage'), record.get('reason')
             counts[(stage, reason)] += 1
             error = str(record.get('error') or '').replace('\n', ' ')[:120]
-            print(f'{partition}:{offset}\t{stage}\t{reason}\t{record_key(record)}\t{error}', flush=True)
+            print(f'{partition}:{offset}\t{stage}\t{reason}\t{key}\t{error}', flush=True)
     except KafkaError as exc:
         print(f'cannot read {args.topic} from Kafka at {args.bootstrap}: {exc}; is the stack up (make up)?',
               file=sys.stderr)

@@ -36,9 +36,10 @@ expired while its window's totals hash lived on, a later pane for it would be co
 
 Failures.
 - Redis unreachable, timing out, loading, busy or read-only: the whole batch is retried with exponential backoff
-  and jitter (`max_attempts`, by default ~40 s in all so that a Redis restart of 30 s loses nothing even on
-  runners that fail the job instead of retrying bundles, like Prism); then the bundle fails with one clear line.
+  and jitter (by default 10 attempts spread over 38-57 s, so that a Redis restart of 30 s loses nothing even on
+  runners that fail the job instead of retrying a bundle, like Prism); then the bundle fails with one clear line.
   A runner that retries bundles writes the same panes again, which is safe (see above). Work slows, nothing is lost.
+  When only part of a batch failed, it is resent from the first failed pane on, in order.
 - Wrong password or missing permission: fails at once; retrying cannot help.
 - A pane that cannot be written for reasons of its own data (a field of the wrong type, or Redis rejecting its
   keys, e.g. WRONGTYPE) goes to the `dead_letters` output with stage 'redis', never silently away.
@@ -203,8 +204,9 @@ def _payload(stats: Any) -> str:
 
 
 def _reply_code(error: Exception) -> str:
+    """The error code of a Redis reply (redis-py strips the codes it knows from the message into status_code)."""
     text = str(error)
-    return text.split(' ', 1)[0] if text else ''
+    return getattr(error, 'status_code', None) or (text.split(' ', 1)[0] if text else '')
 
 
 @dataclasses.dataclass
@@ -255,7 +257,7 @@ class UpsertContentStatsFn(beam.DoFn):
             keys, args = script_call(stats, self._prefix, self._ttl)
         except InvalidStats as exc:
             self._dead.inc()
-            yield beam.pvalue.TaggedOutput(DEAD_LETTERS, self._dead_letter(stats, 'invalid_stats', str(exc), 0))
+            yield beam.pvalue.TaggedOutput(DEAD_LETTERS, self._dead_letter(stats, 'invalid_stats', str(exc), 1))
             return
         self._batch.append(_Pending(WindowedValue(stats, timestamp, (window,), pane), keys, args))
         if len(self._batch) >= self._batch_size:
@@ -284,30 +286,36 @@ class UpsertContentStatsFn(beam.DoFn):
                 self._sha = None  # a restarted server has an empty script cache
                 self._retry_or_raise(attempt, started, len(pending), exc)
                 continue
-            retry, transient, noscript = [], None, None
-            for item, reply in zip(pending, replies):
-                if not isinstance(reply, Exception):
+            except redis.exceptions.ResponseError as exc:  # e.g. NOPERM for SCRIPT LOAD
+                self._failures.inc()
+                raise RedisSinkUnavailable(f'Redis at {self._safe_url} refused to load the write script: '
+                                           f'{self._scrub(exc)}; {len(pending)} panes not written.') from None
+            failed_at, error = None, None
+            for index, (item, reply) in enumerate(zip(pending, replies)):
+                code = _reply_code(reply) if isinstance(reply, Exception) else None
+                if code is None:
                     self._written.inc()
                     yield item.windowed
-                elif isinstance(reply, redis.exceptions.NoScriptError):
-                    self._sha, noscript = None, reply
-                    retry.append(item)
-                elif _reply_code(reply) in _DATA_REPLIES:
+                elif isinstance(reply, redis.exceptions.NoScriptError) or code in _TRANSIENT_REPLIES:
+                    # Resend from here on, in order, so that no older pane lands after a newer one of its content.
+                    failed_at, error = index, reply
+                    break
+                elif code in _DATA_REPLIES:
                     self._dead.inc()
                     yield beam.pvalue.TaggedOutput(DEAD_LETTERS, item.windowed.with_value(
                         self._dead_letter(item.windowed.value, 'redis_rejected', self._scrub(reply), attempt)))
-                elif _reply_code(reply) in _TRANSIENT_REPLIES:
-                    transient = reply
-                    retry.append(item)
                 else:
                     self._failures.inc()
                     raise RedisSinkUnavailable(f'Redis at {self._safe_url} answered {self._scrub(reply)!r}; '
-                                               f'{len(pending)} panes not written.')
-            pending = retry
-            if transient is not None:
-                self._retry_or_raise(attempt, started, len(pending), transient)
-            elif pending and attempt >= self._max_attempts:  # NOSCRIPT again and again: no sleep, still bounded
-                self._retry_or_raise(attempt, started, len(pending), noscript)
+                                               f'{len(pending) - index} panes not written.')
+            if failed_at is None:
+                return
+            pending = pending[failed_at:]
+            if isinstance(error, redis.exceptions.NoScriptError):
+                self._sha = None
+                if attempt < self._max_attempts:
+                    continue  # reload the script and resend at once
+            self._retry_or_raise(attempt, started, len(pending), error)
 
     def _execute(self, pending: list[_Pending]) -> list[Any]:
         if self._sha is None:

@@ -15,6 +15,7 @@ import pytest
 import redis
 from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.testing.util import assert_that, equal_to
+from apache_beam.transforms.display import DisplayData
 from apache_beam.transforms.window import GlobalWindow
 from apache_beam.utils.timestamp import Timestamp
 from apache_beam.utils.windowed_value import PANE_INFO_UNKNOWN
@@ -42,7 +43,7 @@ class Stats:
     engagement_ms: int
 
 
-def pane(content_id='c1', content_type='video', play=1, pause=0, finish=0, click=0, engagement_ms=0,
+def pane(content_id='c1', content_type='video', play=0, pause=0, finish=0, click=0, engagement_ms=0,
          window_start=W, title=None, **overrides) -> Stats:
     values = dict(window_start=window_start, window_end=window_start + 60, content_id=content_id,
                   content_type=content_type, title=title or f'Title of {content_id}', play=play, pause=pause,
@@ -271,6 +272,55 @@ def test_wrong_credentials_fail_at_once_without_retries(redis_only, caplog):
     assert 'hunter2' not in str(failure.value) and 'redis_write_retry' not in caplog.text
 
 
+def test_a_redis_out_of_memory_is_waited_out(r, redis_only, caplog):
+    r.config_set('maxmemory', 1)  # every write is now refused with OOM
+    relief = threading.Timer(0.3, lambda: r.config_set('maxmemory', 0))
+    caplog.set_level(logging.WARNING)
+    try:
+        relief.start()
+        written, dead = write_bundles(redis_only.redis_url, [pane('c1', play=2)], max_attempts=8,
+                                      initial_backoff_seconds=0.1, max_backoff_seconds=0.3)
+        relief.join()
+    finally:
+        relief.cancel()
+        r.config_set('maxmemory', 0)
+
+    assert written == [pane('c1', play=2)] and dead == []
+    assert 'OutOfMemoryError' in caplog.text
+    assert r.hget(f'engagement:totals:{W}', 'events') == '2'
+
+
+def test_a_partly_failed_batch_is_resent_in_order(r, redis_only, monkeypatch):
+    real_execute, batches = UpsertContentStatsFn._execute, []
+
+    def memory_freed_mid_batch(fn, pending):
+        """First call: the 2nd pane is refused with OOM, the 3rd (a newer pane of the same content) goes through."""
+        batches.append(len(pending))
+        if len(batches) > 1:
+            return real_execute(fn, pending)
+        first, third = real_execute(fn, [pending[0], pending[2]])
+        return [first, redis.exceptions.OutOfMemoryError('command not allowed', status_code='OOM'), third]
+
+    monkeypatch.setattr(UpsertContentStatsFn, '_execute', memory_freed_mid_batch)
+    written, _ = write_bundles(redis_only.redis_url, [pane('c2', play=1), pane('c1', play=2), pane('c1', play=5)])
+
+    assert batches == [3, 2]  # resent from the failed pane on, not just the failed pane
+    assert r.hget(f'engagement:stats:{W}:c1', 'events') == '5'
+    assert r.hget(f'engagement:totals:{W}', 'events') == '6'
+    assert [s.events for s in written] == [1, 2, 5]
+
+
+def test_a_user_without_script_permission_gets_one_clear_error(r, redis_only):
+    r.acl_setuser('noscripts', enabled=True, passwords=['+n0scr1pt'], keys=['*'], commands=['+@all', '-@scripting'])
+    try:
+        url = redis_only.redis_url.replace('redis://', 'redis://noscripts:n0scr1pt@')
+        with pytest.raises(RedisSinkUnavailable, match='refused to load the write script: .*no permissions') as failure:
+            write_bundles(url, [pane('c1')])
+        assert 'n0scr1pt' not in str(failure.value)
+    finally:
+        r.acl_deluser('noscripts')
+
+
 def test_a_redis_restart_between_and_during_writes_loses_nothing(caplog):
     from launch.stack import Redis
     from tests.conftest import private_config
@@ -298,6 +348,13 @@ def test_a_redis_restart_between_and_during_writes_loses_nothing(caplog):
         restarter.cancel()
         server.stop()
         shutil.rmtree(cfg.state_dir, ignore_errors=True)
+
+
+def test_no_password_in_display_data():
+    fn = UpsertContentStatsFn('rediss://app:t0psecret@redis.example:6380/1', 'engagement', 86400, 500, 3, 0.1, 1, 5)
+    shown = {item.key: item.value for item in DisplayData.create_from(fn).items}
+    assert shown['redis_url'] == 'rediss://app:***@redis.example:6380/1'
+    assert 't0psecret' not in repr(shown)
 
 
 def test_redact_url():
