@@ -1,0 +1,82 @@
+"""connectors.kafka without a broker: the restriction only splits at checkpoints, the watermark is the minimum over
+partitions, and wrong arguments fail when the pipeline is built."""
+from __future__ import annotations
+
+import pytest
+from apache_beam import coders
+from apache_beam.utils.timestamp import Timestamp
+
+from connectors.kafka import (KafkaRecord, ReadFromKafka, _Advance, _MinWatermarkProvider, _Partitions,
+                              _PartitionsProvider, _ReadPlan)
+
+PARTITIONS = (('events', 0), ('events', 1), ('events', 2))
+
+
+def tracker_at(offsets=(10, 20, 30), watermarks=(None, None, None)):
+    return _PartitionsProvider().create_tracker(_Partitions(PARTITIONS, tuple(offsets), tuple(watermarks)))
+
+
+@pytest.mark.parametrize('fraction', [0.5, 0.25, 1.0, float('nan')])
+def test_only_checkpoints_split(fraction):
+    tracker = tracker_at()
+    assert tracker.try_split(fraction) is None
+    assert tracker.try_claim(_Advance(0, 15, 1_000)), 'a refused split leaves the restriction readable'
+
+
+def test_checkpoint_hands_the_rest_to_the_residual():
+    tracker = tracker_at()
+    assert tracker.try_claim(_Advance(1, 25, 2_000))
+    with pytest.raises(ValueError):
+        tracker.check_done()
+    primary, residual = tracker.try_split(0)
+    assert primary == _Partitions(PARTITIONS, (10, 25, 30), (None, 2_000, None), done=True)
+    assert residual == _Partitions(PARTITIONS, (10, 25, 30), (None, 2_000, None))
+    assert not tracker.try_claim(_Advance(0, 11, 3_000)), 'nothing is claimed after a checkpoint'
+    assert tracker.try_split(0) is None
+    tracker.check_done()
+    assert tracker.is_bounded() and not _PartitionsProvider().create_tracker(residual).is_bounded()
+
+
+def test_claims_never_go_back():
+    tracker = tracker_at()
+    assert tracker.try_claim(_Advance(2, 30, 5_000)), 'an unchanged offset with a newer watermark is a valid claim'
+    with pytest.raises(ValueError):
+        tracker.try_claim(_Advance(2, 29, 6_000))
+
+
+def test_initial_restriction_is_the_plan():
+    plan = _ReadPlan(PARTITIONS, (1, 2, 3))
+    assert _PartitionsProvider().initial_restriction(plan) == _Partitions(PARTITIONS, (1, 2, 3), (None, None, None))
+
+
+def test_watermark_is_the_minimum_once_every_partition_is_known():
+    provider = _MinWatermarkProvider()
+    unknown = _Partitions(PARTITIONS, (0, 0, 0), (5_000, None, 9_000))
+    assert provider.initial_estimator_state(None, unknown) is None
+    known = _Partitions(PARTITIONS, (0, 0, 0), (5_000, 3_000, 9_000))
+    assert provider.initial_estimator_state(None, known) == Timestamp(micros=3_000_000)
+
+
+@pytest.mark.parametrize('kwargs, message', [
+    (dict(consumer_config={}), 'bootstrap_servers'),
+    (dict(consumer_config={'bootstrap_servers': 'k:9092', 'group_id': 'g'}), 'must not set group_id'),
+    (dict(consumer_config={'bootstrap_servers': 'k:9092', 'value_deserializer': str}), 'value_deserializer'),
+    (dict(topics='events'), 'list of topic names'),
+    (dict(start_offset='newest'), 'start_offset must be one of'),
+    (dict(group_id=None), 'group_id is required'),
+    (dict(start_timestamp_ms=-1), 'start_timestamp_ms'),
+    (dict(max_bundle_seconds=0), 'max_bundle_seconds'),
+])
+def test_wrong_arguments_fail_with_the_argument_named(kwargs, message):
+    args = dict(consumer_config={'bootstrap_servers': 'k:9092'}, topics=['events'], group_id='g')
+    args.update(kwargs)
+    with pytest.raises(ValueError, match=message):
+        ReadFromKafka(**args)
+
+
+
+def test_records_cross_stages_with_the_schema_coder():
+    coder = coders.registry.get_coder(KafkaRecord)
+    record = KafkaRecord('events', 2, 41, None, b'{"id": 7}', 1_795_522_806_682)
+    assert isinstance(coder, coders.RowCoder)
+    assert coder.decode(coder.encode(record)) == record
