@@ -32,7 +32,7 @@ class EngagementOptions(PipelineOptions):
     @classmethod
     def _add_argparse_args(cls, parser):
         kafka = parser.add_argument_group('Kafka source')
-        kafka.add_argument('--bootstrap_servers',
+        kafka.add_argument('--kafka_bootstrap_servers',
                            default=_env('KAFKA_BOOTSTRAP_SERVERS', '127.0.0.1:19092', 'ENGAGEMENT_KAFKA_BOOTSTRAP'),
                            help='Kafka bootstrap servers, host:port[,host:port]. Env KAFKA_BOOTSTRAP_SERVERS '
                                 '(or ENGAGEMENT_KAFKA_BOOTSTRAP); default 127.0.0.1:19092, the local stack.')
@@ -83,6 +83,11 @@ class EngagementOptions(PipelineOptions):
                              help='Accept events this late (event time behind the watermark); later ones go to '
                                   'the dead letters as too_late. Default 600.')
 
+        windows.add_argument('--replay_margin_seconds', type=int, default=60,
+                             help='On a restart from committed offsets, replay this much event time beyond the '
+                                  'allowed lateness, so that panes computed but not yet written when the pipeline '
+                                  'stopped are recomputed. Default 60.')
+
         redis = parser.add_argument_group('Redis sink')
         redis.add_argument('--redis_url', default=_env('REDIS_URL', 'redis://127.0.0.1:16379/0', 'ENGAGEMENT_REDIS_URL'),
                            help='redis:// or rediss:// URL (a password in it is never logged). Env REDIS_URL '
@@ -103,9 +108,9 @@ class EngagementOptions(PipelineOptions):
         def bad(flag, value, why):
             raise InvalidOption(f'--{flag}={value!r}: {why}')
 
-        if not self.bootstrap_servers or not all(re.fullmatch(r'[^\s:,]+:\d{1,5}', hp.strip())
-                                                 for hp in self.bootstrap_servers.split(',')):
-            bad('bootstrap_servers', self.bootstrap_servers, 'expected host:port[,host:port]')
+        if not self.kafka_bootstrap_servers or not all(re.fullmatch(r'[^\s:,]+:\d{1,5}', hp.strip())
+                                                 for hp in self.kafka_bootstrap_servers.split(',')):
+            bad('kafka_bootstrap_servers', self.kafka_bootstrap_servers, 'expected host:port[,host:port]')
         for flag in ('cdc_topic', 'consumer_group', 'dead_letter_topic', 'redis_prefix'):
             value = getattr(self, flag)
             if not value or not re.fullmatch(r'[A-Za-z0-9._-]+', value):
@@ -127,6 +132,7 @@ class EngagementOptions(PipelineOptions):
                                     f'are required with {self.kafka_sasl_mechanism}')
         for flag, low, high in (('window_seconds', 1, 86400), ('early_firing_seconds', 1, 3600),
                                 ('allowed_lateness_seconds', 0, 7 * 86400), ('content_refresh_seconds', 1, 86400),
+                                ('replay_margin_seconds', 0, 86400),
                                 ('redis_ttl_seconds', 1, 365 * 86400)):
             value = getattr(self, flag)
             if not low <= value <= high:
@@ -142,7 +148,7 @@ class EngagementOptions(PipelineOptions):
 
     def kafka_consumer_config(self) -> dict:
         """kafka-python client settings from these options (secrets included: never log the result)."""
-        config = {'bootstrap_servers': self.bootstrap_servers.split(','),
+        config = {'bootstrap_servers': self.kafka_bootstrap_servers.split(','),
                   'security_protocol': self.kafka_security_protocol}
         if self.kafka_sasl_mechanism:
             config['sasl_mechanism'] = self.kafka_sasl_mechanism

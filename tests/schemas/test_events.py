@@ -1,0 +1,95 @@
+"""The models accept the real wire formats and reject values that only look right."""
+import json
+from datetime import datetime, timezone
+
+import pytest
+from pydantic import ValidationError
+
+from schemas import CdcEngagementRow, Content, ContentWindowStats, DebeziumEnvelope, DirectEvent
+from tests.schemas import samples
+
+
+def test_debezium_event_envelope_parses_jsonb_twice_and_timestamps_as_utc():
+    envelope = DebeziumEnvelope[CdcEngagementRow].model_validate_json(samples.CDC_EVENT_VALUE)
+
+    row = envelope.after
+    assert envelope.op == 'c' and envelope.source.lsn == 26621312 and envelope.source.table == 'engagement_events'
+    assert row.id == 1 and row.duration_ms == 660295 and row.device == 'web'
+    assert row.raw_payload == {'referrer': 'push', 'session_id': 's-b84d86402e10', 'app_version': '6.0.0-beta'}
+    assert row.event_ts == datetime(2026, 11, 24, 12, 10, 12, 509201, tzinfo=timezone.utc)
+
+
+def test_debezium_content_envelope_gives_a_content():
+    envelope = DebeziumEnvelope[Content].model_validate_json(samples.content_envelope())
+
+    assert envelope.after.title == 'A Short History Of Privacy #12'
+    assert envelope.after.length_seconds == 1464
+    assert envelope.after.publish_ts == datetime(2026, 1, 4, 12, tzinfo=timezone.utc)
+
+
+def test_direct_event_normalises_offsets_to_utc_and_uuids_to_lower_case():
+    event = DirectEvent.model_validate({**samples.DIRECT_EVENT, 'event_ts': '2026-11-24T14:10:14.536825+02:00',
+                                        'user_id': samples.DIRECT_EVENT['user_id'].upper()})
+
+    assert event.event_ts == datetime(2026, 11, 24, 12, 10, 14, 536825, tzinfo=timezone.utc)
+    assert event.event_ts.utcoffset().total_seconds() == 0
+    assert event.user_id == 'b9e9f0e5-0d4a-5be2-ba97-637d2f1f1fd7'
+
+
+def test_direct_event_ignores_unknown_fields():
+    event = DirectEvent.model_validate_json(json.dumps({**samples.DIRECT_EVENT, 'experiment': 'b'}))
+
+    assert event.id == samples.DIRECT_EVENT['id']
+    assert 'experiment' not in event.model_dump()
+
+
+@pytest.mark.parametrize('field, value, error_type', [
+    ('duration_ms', 'twelve seconds', 'int_type'),
+    ('duration_ms', '12', 'int_type'),                  # a numeric string is still not a number
+    ('duration_ms', 12.5, 'int_type'),
+    ('duration_ms', -1, 'greater_than_equal'),
+    ('event_ts', 'yesterday', 'datetime_from_date_parsing'),
+    ('event_ts', 1795522212, 'datetime_type'),          # pydantic would read a number as Unix seconds
+    ('event_ts', '2026-11-24T12:10:14', 'timezone_aware'),
+    ('event_type', 42, 'literal_error'),
+    ('event_type', 'share', 'literal_error'),
+    ('user_id', 'not-a-uuid', 'uuid_parsing'),
+    ('content_id', 7, 'string_type'),
+    ('id', True, 'int_type'),
+    ('id', '1795522214408970001', 'int_type'),
+])
+def test_direct_event_rejects_values_that_only_look_right(field, value, error_type):
+    with pytest.raises(ValidationError) as raised:
+        DirectEvent.model_validate_json(json.dumps({**samples.DIRECT_EVENT, field: value}))
+
+    assert [(e['loc'], e['type']) for e in raised.value.errors()] == [((field,), error_type)]
+
+
+@pytest.mark.parametrize('field', ['id', 'content_id', 'user_id', 'event_type', 'event_ts'])
+def test_direct_event_requires_identity_and_time_fields(field):
+    record = dict(samples.DIRECT_EVENT)
+    del record[field]
+
+    with pytest.raises(ValidationError) as raised:
+        DirectEvent.model_validate_json(json.dumps(record))
+
+    assert [(e['loc'], e['type']) for e in raised.value.errors()] == [((field,), 'missing')]
+
+
+def test_direct_event_optional_fields_may_be_absent():
+    required = {k: samples.DIRECT_EVENT[k] for k in ('id', 'content_id', 'user_id', 'event_type', 'event_ts')}
+
+    event = DirectEvent.model_validate_json(json.dumps(required))
+
+    assert (event.duration_ms, event.device, event.raw_payload) == (None, None, None)
+
+
+def test_window_stats_engagement_seconds_is_exact_and_survives_a_round_trip():
+    stats = ContentWindowStats(window_start=1795522200, window_end=1795522260, content_id=samples.CONTENT_AFTER['id'],
+                               content_type='podcast', title='t', events=3, play=2, pause=0, finish=0, click=1,
+                               engagement_ms=1_234_567)
+
+    row = json.loads(stats.model_dump_json())
+
+    assert row['engagement_seconds'] == 1234.567
+    assert ContentWindowStats.model_validate(row) == stats
