@@ -160,6 +160,7 @@ def run(argv: list[str] | None = None) -> int:
 def main() -> None:
     logging.basicConfig(level=os.environ.get('ENGAGEMENT_LOG_LEVEL', 'INFO'),
                         format='%(asctime)s %(levelname)s %(name)s %(message)s')
+    logging.getLogger('kafka').setLevel(logging.WARNING)  # kafka-python logs every connection at INFO
     sys.exit(run(sys.argv[1:]))
 
 

@@ -1,0 +1,131 @@
+"""Compare what the pipeline wrote to Redis with what SQL computes from Postgres, key by key.
+
+    python -m launch.verify [--window-seconds 60] [--redis-prefix engagement] [--since-minutes 60]
+
+Ground truth is computed independently of the pipeline: `GROUP BY content_id, window` over `engagement_events`
+joined with `content`. Every `stats` hash, `top` ZSET and `totals` hash of the README's data model must equal it
+exactly, and Redis must hold no window/content that SQL does not. Prints the differences (at most 20) and exits 1
+when there are any. Events that reached Kafka without Postgres (`launch.generate --direct`) are not in the ground
+truth: verify runs without valid direct events, or accounts for them.
+"""
+from __future__ import annotations
+
+import argparse
+import collections
+import sys
+from decimal import Decimal
+
+from launch import config as stack_config
+
+TYPES = ('play', 'pause', 'finish', 'click')
+
+
+def ground_truth(dsn: str, window_seconds: int, since_epoch: int) -> dict:
+    """{(window_start, content_id): {field: value}} from SQL."""
+    import psycopg2
+    sql = f"""
+        SELECT (floor(extract(epoch FROM e.event_ts) / %(w)s) * %(w)s)::bigint AS window_start,
+               e.content_id::text, count(*),
+               {', '.join(f"count(*) FILTER (WHERE e.event_type = '{t}')" for t in TYPES)},
+               coalesce(sum(e.duration_ms), 0), c.title, c.content_type
+        FROM engagement_events e JOIN content c ON c.id = e.content_id
+        WHERE e.event_ts >= to_timestamp(%(since)s)
+        GROUP BY 1, 2, c.title, c.content_type"""
+    with psycopg2.connect(dsn) as conn, conn.cursor() as cur:
+        cur.execute(sql, {'w': window_seconds, 'since': since_epoch})
+        out = {}
+        for window, content_id, events, play, pause, finish, click, ms, title, content_type in cur.fetchall():
+            out[(int(window), content_id)] = {
+                'events': events, 'play': play, 'pause': pause, 'finish': finish, 'click': click,
+                'engagement_seconds': Decimal(ms) / 1000, 'title': title, 'content_type': content_type}
+        return out
+
+
+def redis_state(redis_url: str, prefix: str, since_epoch: int) -> tuple[dict, dict, dict]:
+    """(stats, tops, totals) as stored, for windows starting at or after since_epoch."""
+    import redis
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    stats, tops, totals = {}, {}, {}
+    try:
+        for key in client.scan_iter(f'{prefix}:*', count=1000):
+            parts = key[len(prefix) + 1:].split(':')
+            kind, window = parts[0], int(parts[1])
+            if window < since_epoch:
+                continue
+            if kind == 'stats':
+                stats[(window, parts[2])] = client.hgetall(key)
+            elif kind == 'top':
+                tops[(window, parts[2])] = {m: int(s) for m, s in client.zrange(key, 0, -1, withscores=True)}
+            elif kind == 'totals':
+                totals[window] = {k: int(v) for k, v in client.hgetall(key).items()}
+    finally:
+        client.close()
+    return stats, tops, totals
+
+
+def compare(truth: dict, stats: dict, tops: dict, totals: dict) -> list[str]:
+    """Every difference between the ground truth and Redis, as readable lines."""
+    diffs = []
+    for key in sorted(set(truth) | set(stats)):
+        want, have = truth.get(key), stats.get(key)
+        if have is None:
+            diffs.append(f'stats {key}: missing in Redis, SQL has {want["events"]} events')
+            continue
+        if want is None:
+            diffs.append(f'stats {key}: in Redis ({have.get("events")} events) but not in SQL')
+            continue
+        for field, value in want.items():
+            got = have.get(field)
+            same = (Decimal(got) == value) if field == 'engagement_seconds' and got is not None else \
+                str(got) == str(value)
+            if not same:
+                diffs.append(f'stats {key} {field}: Redis {got!r} != SQL {value!r}')
+    want_tops: dict = collections.defaultdict(dict)
+    want_totals: dict = collections.defaultdict(collections.Counter)
+    for (window, content_id), row in truth.items():
+        for group in (row['content_type'], 'all'):
+            want_tops[(window, group)][content_id] = row['events']
+        want_totals[window].update({k: row[k] for k in ('events', *TYPES)})
+    for key in sorted(set(want_tops) | set(tops)):
+        if want_tops.get(key, {}) != tops.get(key, {}):
+            diffs.append(f'top {key}: Redis has {len(tops.get(key, {}))} members, SQL {len(want_tops.get(key, {}))};'
+                         f' first differences: '
+                         + str(sorted(set(want_tops.get(key, {}).items()) ^ set(tops.get(key, {}).items()))[:3]))
+    for window in sorted(set(want_totals) | set(totals)):
+        want = {k: v for k, v in want_totals.get(window, {}).items() if v}
+        have = {k: v for k, v in totals.get(window, {}).items() if v}
+        if want != have:
+            diffs.append(f'totals {window}: Redis {have} != SQL {want}')
+    return diffs
+
+
+def verify(cfg: stack_config.StackConfig, window_seconds: int, prefix: str, since_epoch: int = 0) -> list[str]:
+    truth = ground_truth(cfg.pg_dsn, window_seconds, since_epoch)
+    return compare(truth, *redis_state(cfg.redis_url, prefix, since_epoch))
+
+
+def main(argv: list[str] | None = None) -> int:
+    import time
+    parser = argparse.ArgumentParser(prog='python -m launch.verify', description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('--window-seconds', type=int, default=60, help="the pipeline's --window_seconds")
+    parser.add_argument('--redis-prefix', default='engagement', help="the pipeline's --redis_prefix")
+    parser.add_argument('--since-minutes', type=float, default=None,
+                        help='only windows starting in the last N minutes (default: all)')
+    stack_config.add_arguments(parser)
+    args = parser.parse_args(argv)
+    cfg = stack_config.from_args(args)
+    since = 0
+    if args.since_minutes is not None:
+        since = int(time.time() - args.since_minutes * 60) // args.window_seconds * args.window_seconds
+    diffs = verify(cfg, args.window_seconds, args.redis_prefix, since)
+    truth = ground_truth(cfg.pg_dsn, args.window_seconds, since)
+    print(f'{len(truth)} (window, content) groups, {sum(r["events"] for r in truth.values()):,} events in SQL; '
+          f'{len(diffs)} differences')
+    for line in diffs[:20]:
+        print('  ' + line)
+    return 1 if diffs else 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -1,0 +1,89 @@
+"""Benchmark: catch-up throughput of the whole pipeline (Kafka -> parse -> enrich -> windows -> Redis) on Prism.
+
+    .venv/bin/python -m tests.benchmarks.bench_pipeline --events 200000 [--rate 5000] [--keep]
+
+Starts a private stack (free ports, fresh state), inserts `--events` rows with the generator at `--rate` rows/s
+(so the backlog spans events/rate seconds of event time), waits until Debezium has them all on Kafka, then starts
+`python -m pipelines.engagement --runner=DirectRunner --streaming` and polls Redis until every stats hash, top
+ZSET and totals hash equals SQL (`launch.verify`). Prints the time to exact results, events/s with and without the
+pipeline's start-up, and the peak RSS of the pipeline's processes. Not a test: it prints figures.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import time
+
+from launch import generate, verify
+from launch.stack import Stack, tree_rss_mb
+from tests.conftest import private_config
+
+
+def cdc_end_offset(stack: Stack) -> int:
+    return stack.component('kafka').end_offsets()[stack.cfg.events_topic]
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('--events', type=int, default=200_000)
+    parser.add_argument('--rate', type=float, default=5000)
+    parser.add_argument('--timeout', type=float, default=900)
+    parser.add_argument('--keep', action='store_true', help='leave the private stack running')
+    parser.add_argument('pipeline_args', nargs='*', help='extra pipeline flags (after --)')
+    args = parser.parse_args(argv)
+    cfg = private_config()
+    stack = Stack(cfg, out=sys.stderr)
+    stack.up()
+    try:
+        flags = ['--state-dir', str(cfg.state_dir), '--pg-port', str(cfg.pg_port), '--kafka-port',
+                 str(cfg.kafka_port), '--kafka-controller-port', str(cfg.kafka_controller_port),
+                 '--redis-port', str(cfg.redis_port), '--connect-port', str(cfg.connect_port)]
+        generate.main(['--rate', str(args.rate), '--count', str(args.events), '--seed', '1', *flags])
+        deadline = time.monotonic() + 300
+        while cdc_end_offset(stack) < args.events and time.monotonic() < deadline:
+            time.sleep(0.5)
+        print(f'backlog on Kafka: {cdc_end_offset(stack):,} change events', file=sys.stderr)
+        env = {**os.environ, **cfg.env()}
+        started = time.monotonic()
+        pipeline = subprocess.Popen([sys.executable, '-m', 'pipelines.engagement', '--runner=DirectRunner',
+                                     '--streaming', *args.pipeline_args], env=env,
+                                    stdout=subprocess.DEVNULL, stderr=open(cfg.state_dir / 'pipeline.log', 'wb'))
+        first_output = None
+        peak_rss = 0.0
+        diffs = ['not checked']
+        import redis
+        client = redis.Redis.from_url(cfg.redis_url)
+        while time.monotonic() - started < args.timeout:
+            time.sleep(1.0)
+            peak_rss = max(peak_rss, tree_rss_mb(pipeline.pid))
+            if first_output is None and client.dbsize():
+                first_output = time.monotonic() - started
+            if pipeline.poll() is not None:
+                print(f'pipeline exited with {pipeline.returncode}; see {cfg.state_dir / "pipeline.log"}',
+                      file=sys.stderr)
+                return 1
+            if first_output is not None:
+                diffs = verify.verify(cfg, 60, 'engagement')
+                if not diffs:
+                    break
+        elapsed = time.monotonic() - started
+        pipeline.terminate()
+        pipeline.wait(30)
+        if diffs:
+            print(f'NOT exact after {elapsed:.0f} s: {len(diffs)} differences, e.g. {diffs[:3]}')
+            return 1
+        print(f'{args.events:,} events (backlog over {args.events / args.rate:.0f} s of event time): Redis exact '
+              f'{elapsed:.1f} s after the pipeline started (first output at {first_output:.1f} s); '
+              f'{args.events / elapsed:,.0f} events/s including start-up, '
+              f'{args.events / max(elapsed - first_output, 1e-9):,.0f} events/s after first output; '
+              f'peak RSS of the pipeline processes {peak_rss:,.0f} MB')
+        return 0
+    finally:
+        if not args.keep:
+            stack.down(purge=True)
+
+
+if __name__ == '__main__':
+    sys.exit(main())
