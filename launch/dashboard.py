@@ -58,7 +58,7 @@ class Snapshot:
             top[content_type] = [(title or content_id, int(score))
                                  for (content_id, score), title in zip(ranked, pipe.execute())]
         ends = self._end_offsets([self.cfg.events_topic, self.cfg.raw_topic])
-        committed = self.admin.list_consumer_group_offsets(self.group) if self.group else {}
+        committed = self.admin.list_group_offsets({self.group: None}).get(self.group, {}) if self.group else {}
         lag = sum(max(0, end - committed[tp].offset) for tp, end in ends.items()
                   if tp in committed and committed[tp].offset >= 0)
         dead = sum(self._end_offsets([self.cfg.dead_letter_topic]).values())
@@ -84,14 +84,20 @@ def render(cur: dict, prev: dict | None) -> str:
 
 
 def run(cfg: stack_config.StackConfig, prefix: str, window_seconds: int, group: str, out=sys.stdout,
-        seconds: float | None = None) -> None:
+        seconds: float | None = None, alive=lambda: True) -> None:
+    """Refresh the view every second for `seconds` (None: forever) or until `alive()` turns false."""
     snap = Snapshot(cfg, prefix, window_seconds, group)
     prev = None
     started = time.monotonic()
     tty = out.isatty()
     try:
-        while seconds is None or time.monotonic() - started < seconds:
-            cur = snap.read()
+        while (seconds is None or time.monotonic() - started < seconds) and alive():
+            try:
+                cur = snap.read()
+            except Exception as exc:  # a component restarting: say so, keep watching
+                out.write(f'(cannot read the pipeline\'s results right now: {type(exc).__name__}: {exc})\n')
+                time.sleep(1.0)
+                continue
             text = render(cur, prev)
             out.write(('\x1b[H\x1b[J' if tty else '') + text + '\n' + ('' if tty else '\n'))
             out.flush()

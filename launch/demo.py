@@ -1,11 +1,14 @@
-"""`make demo`: start the stack, run the load generator, and watch change events arrive on Kafka live.
+"""`make demo`: start the stack, the load generator and the Beam pipeline on the DirectRunner (Prism), and show
+what is being watched now.
 
-    python -m launch.demo [--rate 300] [--keep-stack] [stack settings]
+    python -m launch.demo [--rate 300] [--bad-rate 2] [--keep-stack] [--cdc-only] [stack settings]
 
-Every second it prints what Debezium delivered to Kafka: events/s, the total, the mix of event types, and the
-insert-to-Kafka delay (Kafka record time minus the row's event_ts, for events that are not stamped late on
-purpose). Ctrl-C stops the generator and every stack component this command started (components that were
-already running are left running).
+The live view (`launch.dashboard`) shows, once a second, the top contents of the current window per content
+type from Redis, events/s arriving on Kafka and counted into Redis, dead letters and the consumer group's lag.
+`--cdc-only` skips the pipeline and prints what Debezium delivers to Kafka instead (events/s, the mix of event
+types and the insert-to-Kafka delay). Ctrl-C stops the pipeline (and its Prism job server), the generators and
+every stack component this command started (components that were already running are left running). The
+pipeline's log is `<state dir>/logs/pipeline.log`.
 """
 from __future__ import annotations
 
@@ -21,7 +24,8 @@ import time
 from datetime import datetime
 
 from launch import config as stack_config
-from launch.stack import Stack, StackError
+from launch import dashboard
+from launch.stack import Stack, StackError, stop_tree
 
 
 def _percentile(values: list[float], q: float) -> float:
@@ -73,7 +77,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog='python -m launch.demo', description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--rate', type=float, default=300, help='generator events per second (default 300)')
+    parser.add_argument('--bad-rate', type=float, default=2,
+                        help='bad JSON records per second onto the raw topic (dead-letter demo), 0 for none; '
+                             'default 2')
     parser.add_argument('--keep-stack', action='store_true', help='leave the stack running on exit')
+    parser.add_argument('--cdc-only', action='store_true',
+                        help='no pipeline: watch the change events arrive on Kafka')
     stack_config.add_arguments(parser)
     args = parser.parse_args(argv)
     try:
@@ -83,27 +92,42 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     stack = Stack(cfg)
     already = {c.name for c in stack.components if c.running()}
-    generator = None
+    children: list[tuple[str, subprocess.Popen]] = []
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # stop as cleanly on SIGTERM as on Ctrl-C
+
+    def start(name: str, *argv: str) -> None:
+        log = open(cfg.log_file(name), 'ab')
+        children.append((name, subprocess.Popen([sys.executable, '-m', *argv], env={**os.environ, **cfg.env()},
+                                                 stdout=log, stderr=subprocess.STDOUT)))
+
     try:
         print('starting the stack ...', flush=True)
         stack.up()
-        generator = subprocess.Popen(
-            [sys.executable, '-m', 'launch.generate', '--rate', str(args.rate), '--duration', '31536000'],
-            env={**os.environ, **cfg.env()}, stdout=subprocess.DEVNULL,
-            stderr=open(cfg.log_file('generator'), 'ab'))
-        print(f'generator running at {args.rate:,.0f} events/s into Postgres (pid {generator.pid}); '
-              f'watching Debezium change events on Kafka. Ctrl-C stops everything this demo started.', flush=True)
-        watch(cfg)
+        start('generator', 'launch.generate', '--rate', str(args.rate), '--duration', '31536000')
+        if args.bad_rate > 0:
+            start('generator-direct', 'launch.generate', '--direct', '--rate', str(args.bad_rate),
+                  '--bad-share', '1', '--duration', '31536000')
+        if args.cdc_only:
+            print(f'generator running at {args.rate:,.0f} events/s into Postgres; watching Debezium change events '
+                  'on Kafka. Ctrl-C stops everything this demo started.', flush=True)
+            watch(cfg)
+        else:
+            start('pipeline', 'pipelines.engagement', '--runner=DirectRunner', '--streaming')
+            print(f'generator at {args.rate:,.0f} events/s into Postgres, {args.bad_rate:g} bad records/s onto '
+                  f'{cfg.raw_topic}; pipeline starting on Prism (log {cfg.log_file("pipeline")}). '
+                  'Ctrl-C stops everything this demo started.', flush=True)
+            dashboard.run(cfg, 'engagement', 60, 'engagement-pipeline',
+                          alive=lambda: all(p.poll() is None for _, p in children))
+            failed = [name for name, p in children if p.poll() is not None]
+            print(f'{", ".join(failed)} stopped unexpectedly; see {cfg.state_dir / "logs"}', file=sys.stderr)
     except KeyboardInterrupt:
         print('\nstopping ...', flush=True)
     except (StackError, stack_config.ConfigError) as exc:
         print(f'error: {exc}', file=sys.stderr)
         return 2
     finally:
-        if generator and generator.poll() is None:
-            generator.terminate()
-            generator.wait(10)
+        for name, proc in reversed(children):
+            print(f'  {name:<9} {stop_tree(proc)}', flush=True)
         if not args.keep_stack:
             for comp in reversed(stack.components):
                 if comp.name not in already:

@@ -120,6 +120,19 @@ class ManagedProcess:
 
 def tree_rss_mb(pid: int) -> float:
     """Resident memory of a process and all its descendants (PostgreSQL forks a backend per connection)."""
+    total_kb = 0
+    for current in [pid, *descendants(pid)]:
+        try:
+            for line in Path(f'/proc/{current}/status').read_text().splitlines():
+                if line.startswith('VmRSS:'):
+                    total_kb += int(line.split()[1])
+        except OSError:
+            pass
+    return total_kb / 1024
+
+
+def descendants(pid: int) -> list[int]:
+    """PIDs of every process below `pid` (children first level first)."""
     children: dict[int, list[int]] = {}
     for entry in Path('/proc').iterdir():
         if entry.name.isdigit():
@@ -128,17 +141,35 @@ def tree_rss_mb(pid: int) -> float:
             except OSError:
                 continue
             children.setdefault(int(stat[stat.rindex(')') + 2:].split()[1]), []).append(int(entry.name))
-    total_kb, todo = 0, [pid]
+    found, todo = [], list(children.get(pid, []))
     while todo:
-        current = todo.pop()
+        current = todo.pop(0)
+        found.append(current)
         todo.extend(children.get(current, []))
-        try:
-            for line in Path(f'/proc/{current}/status').read_text().splitlines():
-                if line.startswith('VmRSS:'):
-                    total_kb += int(line.split()[1])
-        except OSError:
-            pass
-    return total_kb / 1024
+    return found
+
+
+def stop_tree(proc: subprocess.Popen, timeout: float = 20.0) -> str:
+    """Stop a child we started and everything it started (a Beam driver leaves Prism behind when killed):
+    SIGTERM to the child, then SIGKILL to whatever of the tree is left after `timeout`."""
+    if proc.poll() is not None:
+        return 'not running'
+    tree = descendants(proc.pid)
+    proc.terminate()
+    try:
+        proc.wait(timeout)
+        outcome = 'stopped'
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+        outcome = f'killed (no exit within {timeout:.0f} s of SIGTERM)'
+    for pid in tree:
+        if _proc_start_time(pid) is not None:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+    return outcome
 
 
 def port_answers(port: int, timeout: float = 0.5) -> bool:

@@ -34,6 +34,7 @@ import sys
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+from apache_beam.transforms.window import GlobalWindows
 
 from connectors.dead_letters import WriteDeadLettersToKafka
 from connectors.kafka import ReadFromKafka, committed_positions
@@ -93,7 +94,12 @@ def build(p: beam.Pipeline, opts: EngagementOptions, replay_from_ms: int | None 
         allowed_lateness_seconds=opts.allowed_lateness_seconds)
     written = stats.stats | 'WriteTopContentToRedis' >> WriteContentStatsToRedis(
         opts.redis_url, redis_prefix=opts.redis_prefix, ttl_seconds=opts.redis_ttl_seconds)
-    dead_letters = ((parsed.dead_letter, enriched.dead_letter, stats.dead_letter, written.dead_letters)
+    # Dead letters of the Redis stage live in the event-time windows of the stats; Prism cannot flatten
+    # collections of different windowing (it panics), and dead letters have no business being windowed.
+    stages = {'Parse': parsed.dead_letter, 'Enrich': enriched.dead_letter, 'Window': stats.dead_letter,
+              'Redis': written.dead_letters}
+    dead_letters = ([dl | f'{stage}DeadLettersInGlobalWindow' >> beam.WindowInto(GlobalWindows())
+                     for stage, dl in stages.items()]
                     | 'AllDeadLetters' >> beam.Flatten())
     dead_letters | 'WriteDeadLettersToKafka' >> WriteDeadLettersToKafka(
         opts.kafka_bootstrap_servers, opts.dead_letter_topic,
