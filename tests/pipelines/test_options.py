@@ -1,0 +1,96 @@
+"""Pipeline options: defaults that match the local stack, environment fallbacks, bad values named at start."""
+import argparse
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from apache_beam.options.pipeline_options import PipelineOptions
+
+from pipelines.engagement import replay_start_ms
+from pipelines.options import EngagementOptions, InvalidOption
+
+README = Path(__file__).resolve().parents[2] / 'README.md'
+
+
+def options(*argv) -> EngagementOptions:
+    return PipelineOptions(list(argv)).view_as(EngagementOptions)
+
+
+def test_defaults_match_the_local_stack():
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(('KAFKA_', 'REDIS_', 'ENGAGEMENT_'))}  # defaults read the environment at import
+    code = ('from apache_beam.options.pipeline_options import PipelineOptions\n'
+            'from pipelines.options import EngagementOptions\n'
+            'o = PipelineOptions([]).view_as(EngagementOptions).validate()\n'
+            'print(o.kafka_bootstrap_servers, o.redis_url, o.cdc_topic, o.window_seconds, o.early_firing_seconds,'
+            ' o.allowed_lateness_seconds, o.kafka_consumer_config())')
+    out = subprocess.run([sys.executable, '-c', code], env=env, capture_output=True, text=True, timeout=120,
+                         check=True).stdout.split(' ', 6)
+    assert out[:6] == ['127.0.0.1:19092', 'redis://127.0.0.1:16379/0', 'engagement.public.engagement_events',
+                       '60', '1', '600']
+    assert out[6].strip() == "{'bootstrap_servers': ['127.0.0.1:19092'], 'security_protocol': 'PLAINTEXT'}"
+
+
+def test_environment_variables_are_the_fallback():
+    env = {**os.environ, 'KAFKA_BOOTSTRAP_SERVERS': 'broker:9093', 'REDIS_URL': 'redis://cache:6379/2'}
+    code = ('from apache_beam.options.pipeline_options import PipelineOptions\n'
+            'from pipelines.options import EngagementOptions\n'
+            'o = PipelineOptions(["--redis_url=redis://flag:1/0"]).view_as(EngagementOptions)\n'
+            'print(o.kafka_bootstrap_servers, o.redis_url)')
+    out = subprocess.run([sys.executable, '-c', code], env=env, capture_output=True, text=True, timeout=120,
+                         check=True).stdout.split()
+    assert out == ['broker:9093', 'redis://flag:1/0']
+
+
+@pytest.mark.parametrize('argv, message', [
+    (['--window_seconds=0'], "--window_seconds=0: expected 1..86400"),
+    (['--window_seconds=7'], "--window_seconds=7: must divide a day"),
+    (['--start_offset=newest'], "--start_offset='newest': expected one of committed, earliest, latest"),
+    (['--kafka_bootstrap_servers=localhost'], "--kafka_bootstrap_servers='localhost': expected host:port"),
+    (['--redis_url=http://x'], "--redis_url='<redacted>': expected a redis://"),
+    (['--kafka_security_protocol=SASL_SSL', '--kafka_sasl_mechanism=PLAIN'],
+     '--kafka_sasl_username and --kafka_sasl_password (or KAFKA_SASL_PASSWORD) are required with PLAIN'),
+    (['--cdc_topic=a b'], "--cdc_topic='a b': expected a non-empty name"),
+])
+def test_invalid_values_are_rejected_naming_the_flag(argv, message):
+    with pytest.raises(InvalidOption) as err:
+        options(*argv).validate()
+    assert message in str(err.value)
+
+
+def test_a_bad_flag_stops_the_command_with_one_line():
+    proc = subprocess.run([sys.executable, '-m', 'pipelines.engagement', '--runner=DirectRunner',
+                           '--allowed_lateness_seconds=-5'], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1] == 'error: --allowed_lateness_seconds=-5: expected 0..604800'
+
+
+def test_sasl_settings_reach_the_kafka_client_config():
+    config = options('--kafka_security_protocol=SASL_SSL', '--kafka_sasl_mechanism=SCRAM-SHA-512',
+                     '--kafka_sasl_username=u', '--kafka_sasl_password=p',
+                     '--kafka_ssl_cafile=/ca.pem').validate().kafka_consumer_config()
+    assert config['sasl_mechanism'] == 'SCRAM-SHA-512' and config['sasl_plain_password'] == 'p'
+    assert config['ssl_cafile'] == '/ca.pem'
+
+
+def test_help_lists_every_flag_and_the_readme_documents_each():
+    parser = argparse.ArgumentParser()
+    EngagementOptions._add_argparse_args(parser)
+    flags = [a.option_strings[0] for a in parser._actions if a.option_strings and a.dest != 'help']
+    help_text = subprocess.run([sys.executable, '-m', 'pipelines.engagement', '--help'], capture_output=True,
+                               text=True, timeout=120).stdout
+    readme = README.read_text()
+    assert [f for f in flags if f not in help_text] == []
+    assert [f for f in flags if f'`{f}`' not in readme] == []
+
+
+def test_replay_point_is_window_aligned_and_covers_lateness_and_margin():
+    positions = {('t', 0): (100, 1_800_000_125_000), ('t', 1): (50, 1_800_000_010_000), ('t', 2): (7, None)}
+    start = replay_start_ms(positions, window_seconds=60, allowed_lateness_seconds=600, margin_seconds=60)
+    # slowest committed watermark 1_800_000_010 s - 660 s = 1_799_999_350 s, aligned down to a minute
+    assert start == 1_799_999_340_000
+    assert start % 60_000 == 0
+    assert replay_start_ms({('t', 0): (5, None)}, 60, 600, 60) is None
+    assert replay_start_ms({}, 60, 600, 60) is None
