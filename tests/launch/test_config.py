@@ -7,7 +7,6 @@ import pytest
 
 from launch import config as stack_config
 from launch.stack import Stack
-from tests.conftest import private_config
 
 
 def test_defaults_are_documented_ports_on_loopback():
@@ -55,8 +54,8 @@ def test_bad_topic_name():
         stack_config.load({'raw_topic': 'raw events'}, environ={})
 
 
-def test_busy_port_gives_one_line_naming_port_and_variable():
-    cfg = private_config()
+def test_busy_port_gives_one_line_naming_port_and_variable(stack_config_tmp):
+    cfg = stack_config_tmp
     with socket.socket() as squatter:
         squatter.bind(('127.0.0.1', cfg.kafka_port))
         squatter.listen()
@@ -67,8 +66,8 @@ def test_busy_port_gives_one_line_naming_port_and_variable():
                               'set ENGAGEMENT_KAFKA_PORT (or --kafka-port) to a free port.')
 
 
-def test_busy_port_from_the_command_line_starts_nothing():
-    cfg = private_config()
+def test_busy_port_from_the_command_line_starts_nothing(stack_config_tmp):
+    cfg = stack_config_tmp
     with socket.socket() as squatter:
         squatter.bind(('127.0.0.1', cfg.redis_port))
         squatter.listen()
