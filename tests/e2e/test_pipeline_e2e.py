@@ -7,10 +7,6 @@ from __future__ import annotations
 
 import collections
 import json
-import os
-import signal
-import subprocess
-import sys
 import threading
 import time
 
@@ -18,72 +14,11 @@ import pytest
 from kafka import KafkaConsumer, TopicPartition
 
 from launch import generate, verify
-from launch.stack import Stack, descendants
-from tests.conftest import private_config
+from tests.e2e.conftest import Pipeline, stack_flags
 
 pytestmark = pytest.mark.integration
 
 CAUGHT_UP_TIMEOUT_S = 600
-
-
-@pytest.fixture(scope='module')
-def e2e_stack():
-    cfg = private_config()
-    stack = Stack(cfg)
-    try:
-        stack.up()
-        yield stack
-    finally:
-        stack.down(purge=True)
-
-
-def stack_flags(cfg) -> list[str]:
-    return ['--state-dir', str(cfg.state_dir), '--pg-port', str(cfg.pg_port), '--kafka-port', str(cfg.kafka_port),
-            '--kafka-controller-port', str(cfg.kafka_controller_port), '--redis-port', str(cfg.redis_port),
-            '--connect-port', str(cfg.connect_port)]
-
-
-class Pipeline:
-    """`python -m pipelines.engagement` against the private stack, started and killed by PID."""
-
-    def __init__(self, cfg):
-        self.cfg = cfg
-        self.proc: subprocess.Popen | None = None
-        self.runs = 0
-
-    def start(self) -> None:
-        self.runs += 1
-        log = open(self.cfg.state_dir / f'pipeline-{self.runs}.log', 'wb')
-        self.proc = subprocess.Popen(
-            [sys.executable, '-m', 'pipelines.engagement', '--runner=DirectRunner', '--streaming',
-             f'--kafka_bootstrap_servers={self.cfg.kafka_bootstrap}', f'--cdc_topic={self.cfg.events_topic}',
-             f'--raw_topic={self.cfg.raw_topic}', f'--dead_letter_topic={self.cfg.dead_letter_topic}',
-             f'--redis_url={self.cfg.redis_url}', f'--pg_dsn={self.cfg.pg_dsn}', '--content_refresh_seconds=10'],
-            stdout=log, stderr=subprocess.STDOUT, env={**os.environ, 'ENGAGEMENT_LOG_LEVEL': 'INFO'})
-
-    def kill9(self) -> None:
-        """SIGKILL the driver and its Prism job server, as a crash would."""
-        tree = [self.proc.pid, *descendants(self.proc.pid)]
-        for pid in tree:
-            os.kill(pid, signal.SIGKILL)
-        self.proc.wait()
-
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def stop(self) -> None:
-        if self.alive():
-            tree = descendants(self.proc.pid)
-            self.proc.terminate()
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-            for pid in tree:
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
 
 
 def read_dead_letters(cfg) -> list[dict]:
@@ -107,7 +42,7 @@ def wait_exact(cfg, pipeline: Pipeline, timeout: float) -> list[str]:
     deadline = time.monotonic() + timeout
     diffs = ['not checked']
     while time.monotonic() < deadline:
-        assert pipeline.alive(), f'pipeline exited; see {cfg.state_dir}/pipeline-{pipeline.runs}.log'
+        assert pipeline.alive(), f'pipeline exited; see {pipeline.log}'
         diffs = verify.verify(cfg, 60, 'engagement')
         if not diffs:
             return []
