@@ -117,6 +117,10 @@ class StackConfig:
     def pid_file(self, component: str) -> Path:
         return self.state_dir / 'pids' / f'{component}.pid'
 
+    def cli_flags(self) -> list[str]:
+        """These settings as command-line flags, for the commands of launch/ run as child processes."""
+        return [arg for s in SETTINGS for arg in (s.flag, str(getattr(self, s.name)))]
+
     def env(self) -> dict[str, str]:
         """These settings as environment variables, for child processes (generator, pipeline, tests)."""
         out = {}

@@ -47,9 +47,7 @@ def main(argv=None) -> int:
         pipeline = subprocess.Popen([sys.executable, '-m', 'pipelines.engagement', '--runner=DirectRunner',
                                      '--streaming'], env={**os.environ, **cfg.env()}, stdout=subprocess.DEVNULL,
                                     stderr=open(cfg.state_dir / 'pipeline.log', 'wb'))
-        flags = ['--state-dir', str(cfg.state_dir), '--pg-port', str(cfg.pg_port), '--kafka-port',
-                 str(cfg.kafka_port), '--kafka-controller-port', str(cfg.kafka_controller_port),
-                 '--redis-port', str(cfg.redis_port), '--connect-port', str(cfg.connect_port)]
+        flags = cfg.cli_flags()
         load = threading.Thread(target=generate.main, args=(
             ['--rate', str(args.rate), '--duration', str(args.duration + args.warmup), '--late-share', '0',
              *flags],), daemon=True)

@@ -37,9 +37,7 @@ def main(argv=None) -> int:
     stack = Stack(cfg, out=sys.stderr)
     stack.up()
     try:
-        flags = ['--state-dir', str(cfg.state_dir), '--pg-port', str(cfg.pg_port), '--kafka-port',
-                 str(cfg.kafka_port), '--kafka-controller-port', str(cfg.kafka_controller_port),
-                 '--redis-port', str(cfg.redis_port), '--connect-port', str(cfg.connect_port)]
+        flags = cfg.cli_flags()
         generate.main(['--rate', str(args.rate), '--count', str(args.events), '--seed', '1', *flags])
         deadline = time.monotonic() + 300
         while cdc_end_offset(stack) < args.events and time.monotonic() < deadline:

@@ -171,10 +171,6 @@ class Readout:
 # ---------------------------------------------------------------------------------------------------------------
 # Stack helpers
 
-def stack_flags(cfg) -> list[str]:
-    return ['--state-dir', str(cfg.state_dir), '--pg-port', str(cfg.pg_port),
-            '--kafka-port', str(cfg.kafka_port), '--kafka-controller-port', str(cfg.kafka_controller_port),
-            '--redis-port', str(cfg.redis_port), '--connect-port', str(cfg.connect_port)]
 
 
 def postgres_ids(cfg) -> set[int]:
@@ -209,7 +205,7 @@ def read_events(cfg, group: str, sink_key: str, start_offset: str) -> beam.Pipel
 
 def test_reads_every_partition_once(stack):
     cfg = stack.cfg
-    assert generate.main(['--rate', '5000', '--count', '10000', '--seed', '11', *stack_flags(cfg)]) == 0
+    assert generate.main(['--rate', '5000', '--count', '10000', '--seed', '11', *cfg.cli_flags()]) == 0
     expected = postgres_ids(cfg)
     out = Readout(cfg, unique('read-all'))
     with running(read_events(cfg, unique('read-all'), out.key, 'earliest')) as run:
@@ -231,7 +227,7 @@ def test_restart_resumes_from_committed_offsets_without_gap(stack):
     first, second = Readout(cfg, unique('resume-1')), Readout(cfg, unique('resume-2'))
     before = postgres_ids(cfg)
     producer = threading.Thread(target=generate.main, args=(
-        ['--rate', '2500', '--count', '10000', '--seed', '12', *stack_flags(cfg)],))
+        ['--rate', '2500', '--count', '10000', '--seed', '12', *cfg.cli_flags()],))
     with running(read_events(cfg, group, first.key, 'committed')) as run:
         run.wait_for(lambda: first.id_count() >= len(before), 'the history of the topic')
         producer.start()

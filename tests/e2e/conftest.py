@@ -23,10 +23,6 @@ def e2e_stack():
         stack.down(purge=True)
 
 
-def stack_flags(cfg) -> list[str]:
-    return ['--state-dir', str(cfg.state_dir), '--pg-port', str(cfg.pg_port), '--kafka-port', str(cfg.kafka_port),
-            '--kafka-controller-port', str(cfg.kafka_controller_port), '--redis-port', str(cfg.redis_port),
-            '--connect-port', str(cfg.connect_port)]
 
 
 class Pipeline:

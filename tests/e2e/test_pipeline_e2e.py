@@ -14,7 +14,7 @@ import pytest
 from kafka import KafkaConsumer, TopicPartition
 
 from launch import generate, verify
-from tests.e2e.conftest import Pipeline, stack_flags
+from tests.e2e.conftest import Pipeline
 
 pytestmark = pytest.mark.integration
 
@@ -57,10 +57,10 @@ def test_redis_equals_sql_after_pipeline_and_connect_crashes(e2e_stack):
     try:
         pipeline.start()
         inserts = threading.Thread(target=generate.main, args=(
-            ['--rate', '110', '--duration', '190', '--seed', '21', '--late-share', '0.03', *stack_flags(cfg)],))
+            ['--rate', '110', '--duration', '190', '--seed', '21', '--late-share', '0.03', *cfg.cli_flags()],))
         bad = threading.Thread(target=generate.main, args=(
             ['--direct', '--rate', '4', '--count', '400', '--bad-share', '1', '--seed', '5',
-             '--summary', str(summary_file), *stack_flags(cfg)],))
+             '--summary', str(summary_file), *cfg.cli_flags()],))
         inserts.start()
         bad.start()
         time.sleep(70)

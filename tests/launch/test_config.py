@@ -71,11 +71,7 @@ def test_busy_port_from_the_command_line_starts_nothing(stack_config_tmp):
     with socket.socket() as squatter:
         squatter.bind(('127.0.0.1', cfg.redis_port))
         squatter.listen()
-        proc = subprocess.run([sys.executable, '-m', 'launch.stack', 'up', '--state-dir', str(cfg.state_dir),
-                               '--pg-port', str(cfg.pg_port), '--redis-port', str(cfg.redis_port),
-                               '--kafka-port', str(cfg.kafka_port),
-                               '--kafka-controller-port', str(cfg.kafka_controller_port),
-                               '--connect-port', str(cfg.connect_port)], capture_output=True, text=True, timeout=60)
+        proc = subprocess.run([sys.executable, '-m', 'launch.stack', 'up', *cfg.cli_flags()], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2
     assert proc.stderr.strip() == (f'error: redis: port {cfg.redis_port} on 127.0.0.1 is already in use by another '
                                    'program: set ENGAGEMENT_REDIS_PORT (or --redis-port) to a free port.')

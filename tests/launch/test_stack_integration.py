@@ -20,10 +20,6 @@ from tests.conftest import private_config
 pytestmark = pytest.mark.integration
 
 
-def stack_flags(cfg) -> list[str]:
-    return ['--state-dir', str(cfg.state_dir), '--pg-port', str(cfg.pg_port),
-            '--kafka-port', str(cfg.kafka_port), '--kafka-controller-port', str(cfg.kafka_controller_port),
-            '--redis-port', str(cfg.redis_port), '--connect-port', str(cfg.connect_port)]
 
 
 def postgres_ids(cfg) -> set[int]:
@@ -66,7 +62,7 @@ def test_status_reports_every_component_healthy(stack, capsys):
 def test_ten_thousand_inserted_rows_all_arrive_on_kafka(stack):
     cfg = stack.cfg
     before = postgres_ids(cfg)
-    assert generate.main(['--rate', '5000', '--count', '10000', '--seed', '7', *stack_flags(cfg)]) == 0
+    assert generate.main(['--rate', '5000', '--count', '10000', '--seed', '7', *cfg.cli_flags()]) == 0
     inserted = postgres_ids(cfg) - before
     assert len(inserted) == 10_000
     records = read_topic(cfg, cfg.events_topic, lambda rs: inserted <= set(event_ids(rs)))
@@ -98,7 +94,7 @@ def test_connect_killed_mid_stream_loses_no_id(stack):
     cfg = stack.cfg
     before = postgres_ids(cfg)
     gen = threading.Thread(target=generate.main,
-                           args=(['--rate', '2000', '--duration', '12', '--seed', '11', *stack_flags(cfg)],))
+                           args=(['--rate', '2000', '--duration', '12', '--seed', '11', *cfg.cli_flags()],))
     gen.start()
     time.sleep(4)
     killed = stack.kill('connect')
@@ -128,7 +124,7 @@ def test_up_is_idempotent_and_down_leaves_nothing_behind():
         assert time.monotonic() - started < 5
         assert {c.name: c.proc.pid() for c in stack.components} == pids
 
-        status = subprocess.run([sys.executable, '-m', 'launch.stack', 'status', *stack_flags(cfg)], capture_output=True, text=True, timeout=60)
+        status = subprocess.run([sys.executable, '-m', 'launch.stack', 'status', *cfg.cli_flags()], capture_output=True, text=True, timeout=60)
         assert status.returncode == 0, status.stdout + status.stderr
 
         stack.down()
@@ -136,7 +132,7 @@ def test_up_is_idempotent_and_down_leaves_nothing_behind():
             assert not _alive(pid), f'{name} (pid {pid}) still running after down'
         ports = (cfg.pg_port, cfg.redis_port, cfg.kafka_port, cfg.kafka_controller_port, cfg.connect_port)
         assert [p for p in ports if port_answers(p)] == []
-        status = subprocess.run([sys.executable, '-m', 'launch.stack', 'status', *stack_flags(cfg)], capture_output=True, text=True, timeout=60)
+        status = subprocess.run([sys.executable, '-m', 'launch.stack', 'status', *cfg.cli_flags()], capture_output=True, text=True, timeout=60)
         assert status.returncode == 1 and 'stack NOT healthy' in status.stdout
 
         assert (cfg.state_dir / 'postgres' / 'data' / 'PG_VERSION').exists(), 'down keeps the data'
