@@ -48,6 +48,12 @@ Watermark
   question minus `max_delay_ms`: an idle partition does not hold the pipeline back. A partition neither read nor
   caught up yet holds the watermark at its initial value. The output watermark is the minimum over all partitions,
   so the slowest partition decides which windows may close.
+  Every record carries `watermark_ms`: the output watermark as of that record (the minimum over the partitions,
+  including the advance of the poll it came from; None while some partition has none). It is never below the
+  watermark the reader had reported when the bundle started, which bounds every downstream watermark until the
+  bundle's output is handed on. A transform fused with the reader can therefore compare it with a window's
+  deadline and know that a record it lets through is not dropped as late further down (ContentMinuteStats routes
+  too_late events this way).
 
 Splits
   Only checkpoints (`try_split(0)`, from `defer_remainder` or a runner) split the restriction: the primary becomes
@@ -60,6 +66,11 @@ Throughput
   kafka-python verifies record CRCs in pure Python unless the `crc32c` package is installed: measured on 2 shared
   cores, 200k records read and counted on Prism at ~15k events/s without it and ~40-60k events/s with it
   (tests/benchmarks/bench_kafka_reader.py). `check_crcs=False` in consumer_config is the other way out.
+  Even so, kafka-python decodes every record in Python (~15 us per record on this machine kind): a quarter to a
+  third of the engagement pipeline's CPU per event.
+  Bundle size: each process() call is one bundle. A backlog read in larger bundles (`max_bundle_seconds`) means
+  fewer, larger outputs per bundle downstream; `live_bundle_seconds` ends a call early once the reader has caught
+  up with the broker's last reported end offsets, so live records are not held back by the larger bound.
 """
 from __future__ import annotations
 
@@ -74,8 +85,9 @@ from apache_beam.io.iobase import RestrictionTracker
 from apache_beam.io.watermark_estimators import ManualWatermarkEstimator
 from apache_beam.metrics import Metrics
 from apache_beam.transforms.core import RestrictionProvider, WatermarkEstimatorProvider
-from apache_beam.transforms.window import TimestampedValue
+from apache_beam.transforms.window import GlobalWindow
 from apache_beam.utils.timestamp import Duration, Timestamp
+from apache_beam.utils.windowed_value import WindowedValue
 from kafka import KafkaConsumer, TopicPartition
 from kafka.errors import KafkaError
 from kafka.structs import OffsetAndMetadata
@@ -90,16 +102,19 @@ _RECORDS_PER_POLL = 500
 _COMMIT_TIMEOUT_MS = 10_000
 # Watermark-only commits (an idle partition's watermark moves, its offset does not) at most this often.
 _WATERMARK_COMMIT_INTERVAL_S = 1.0
+_GLOBAL_WINDOW = (GlobalWindow(),)
 
 
 class KafkaRecord(NamedTuple):
-    """One Kafka record; its Beam element timestamp is `timestamp_ms`."""
+    """One Kafka record; its Beam element timestamp is `timestamp_ms`. `watermark_ms` is the reader's output
+    watermark when it emitted the record (None while not every partition has one): see "Watermark" above."""
     topic: str
     partition: int
     offset: int
     key: Optional[bytes]
     value: Optional[bytes]
     timestamp_ms: int
+    watermark_ms: Optional[int] = None
 
 
 # Schema coder: a quarter of the pickling coder's time per record, smaller, and readable by other SDKs.
@@ -323,9 +338,10 @@ class _Progress:
 
 class _ReadPartitionsFn(beam.DoFn):
     def __init__(self, consumer_config, group_id, commit_offsets, max_bundle_records, max_bundle_seconds,
-                 poll_timeout_ms, idle_resume_delay_ms, max_delay_ms):
+                 live_bundle_seconds, poll_timeout_ms, idle_resume_delay_ms, max_delay_ms):
         self._config, self._group_id, self._commit_offsets = consumer_config, group_id, commit_offsets
         self._max_records, self._max_seconds = max_bundle_records, max_bundle_seconds
+        self._live_seconds = live_bundle_seconds
         self._poll_timeout_ms, self._idle_delay = poll_timeout_ms, Duration(micros=idle_resume_delay_ms * 1000)
         self._max_delay_ms = max_delay_ms
         self._records = Metrics.counter(METRICS_NAMESPACE, 'records')
@@ -408,14 +424,21 @@ class _ReadPartitionsFn(beam.DoFn):
                 progress.offsets[i], progress.watermarks[i] = records[-1].offset + 1, mark
                 progress.leader_epochs[i] = records[-1].leader_epoch
                 size = 0
+                emitted_at = _min_watermark(progress.watermarks)
                 for r, ts in zip(records, stamps):
                     size += len(r.key or b'') + len(r.value or b'')
-                    yield TimestampedValue(KafkaRecord(r.topic, r.partition, r.offset, r.key, r.value, ts),
-                                           Timestamp(micros=ts * 1000))
+                    # A WindowedValue rather than a TimestampedValue: the read element lives in the global window
+                    # (Impulse), and Beam would otherwise assign the global window anew for every record.
+                    yield WindowedValue(KafkaRecord(r.topic, r.partition, r.offset, r.key, r.value, ts, emitted_at),
+                                        Timestamp(micros=ts * 1000), _GLOBAL_WINDOW)
                 read += len(records)
                 self._records.inc(len(records))
                 self._bytes.inc(size)
             self._advance_watermark(watermark, progress.watermarks)
+            if time.monotonic() - started >= self._live_seconds and all(
+                    (end := consumer.highwater(tp)) is not None and progress.offsets[i] >= end
+                    for i, tp in enumerate(tps)):
+                break  # live: everything the broker had at its last fetch response is out; hand it on
         if not self._mark_caught_up(consumer, tps, tracker, progress):
             return
         self._advance_watermark(watermark, progress.watermarks)
@@ -511,6 +534,10 @@ class ReadFromKafka(beam.PTransform):
       start_timestamp_ms: if set, each partition starts no later than its first record at or after this time.
       commit_offsets: commit offsets (with the partition watermark as metadata) on bundle finalization.
       max_bundle_records, max_bundle_seconds: work per process() call before a checkpoint.
+      live_bundle_seconds: once every partition is caught up with the end offset of the broker's last fetch
+        response, a call ends after this long instead (default: max_bundle_seconds). So a backlog can be read in
+        large bundles (fewer, larger outputs per bundle: cheaper downstream) while a live stream is handed on
+        promptly.
       poll_timeout_ms: how long one poll waits for records.
       idle_resume_delay_ms: after a call that read nothing, resume after this delay.
       max_delay_ms: how far a record's timestamp may lie behind the newest timestamp read from its partition (or
@@ -520,6 +547,7 @@ class ReadFromKafka(beam.PTransform):
     def __init__(self, consumer_config: dict, topics: list[str], group_id: str | None = None,
                  start_offset: str = 'committed', start_timestamp_ms: int | None = None,
                  commit_offsets: bool = True, max_bundle_records: int = 10_000, max_bundle_seconds: float = 0.5,
+                 live_bundle_seconds: float | None = None,
                  poll_timeout_ms: int = 200, idle_resume_delay_ms: int = 100, max_delay_ms: int = 1000):
         super().__init__()
         self._config = _check_consumer_config(consumer_config)
@@ -536,7 +564,10 @@ class ReadFromKafka(beam.PTransform):
                              f'got {start_timestamp_ms!r}.')
         if not isinstance(max_bundle_records, int):
             raise ValueError(f'ReadFromKafka: max_bundle_records must be a whole number, got {max_bundle_records!r}.')
+        if live_bundle_seconds is None:
+            live_bundle_seconds = max_bundle_seconds
         for name, value in (('max_bundle_records', max_bundle_records), ('max_bundle_seconds', max_bundle_seconds),
+                            ('live_bundle_seconds', live_bundle_seconds),
                             ('poll_timeout_ms', poll_timeout_ms)):
             if not value > 0:
                 raise ValueError(f'ReadFromKafka: {name} must be > 0, got {value!r}.')
@@ -546,7 +577,8 @@ class ReadFromKafka(beam.PTransform):
         self._topics, self._group_id = list(topics), group_id
         self._start_offset, self._start_timestamp_ms = start_offset, start_timestamp_ms
         self._read_fn = _ReadPartitionsFn(self._config, group_id, commit_offsets, max_bundle_records,
-                                          max_bundle_seconds, poll_timeout_ms, idle_resume_delay_ms, max_delay_ms)
+                                          max_bundle_seconds, live_bundle_seconds, poll_timeout_ms,
+                                          idle_resume_delay_ms, max_delay_ms)
 
     def expand(self, pbegin):
         return (pbegin

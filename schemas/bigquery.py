@@ -6,7 +6,7 @@
 `WriteToBigQuery(schema={'fields': bigquery_fields(Model)})` accepts the result as is. Types: int -> INT64,
 str/Literal -> STRING, float -> FLOAT64, datetime -> TIMESTAMP, bool -> BOOLEAN, dict/list/Any -> JSON. A field
 that admits None is NULLABLE, every other one REQUIRED. Computed fields (e.g. engagement_seconds) are columns too,
-since they are part of the dumped row.
+since they are part of the dumped row; fields excluded from dumps (run-time state such as watermark_ms) are not.
 """
 from __future__ import annotations
 
@@ -51,7 +51,8 @@ def _bigquery_type(annotation: Any) -> tuple[str, bool]:
 def bigquery_fields(model: type[BaseModel]) -> list[dict[str, str]]:
     """The model's fields, then its computed fields, as BigQuery schema fields (name, type, mode, description)."""
     fields = []
-    columns = [(name, info.annotation, info.description) for name, info in model.model_fields.items()]
+    columns = [(name, info.annotation, info.description) for name, info in model.model_fields.items()
+               if not info.exclude]
     columns += [(name, info.return_type, info.description) for name, info in model.model_computed_fields.items()]
     for name, annotation, description in columns:
         bq_type, nullable = _bigquery_type(annotation)

@@ -69,6 +69,11 @@ class IngestedEvent(EngagementEvent):
     source_offset: BigInt | None = Field(None, description='Kafka offset.')
     source_lsn: BigInt | None = Field(None, description='Postgres LSN of the change (CDC only).')
     ingest_ts: UtcDatetime | None = Field(None, description='Kafka record timestamp (UTC).')
+    watermark_ms: StrictInt | None = Field(
+        None, exclude=True,
+        description="The reader's output watermark when it emitted the record (ms since the epoch; None when not "
+                    'known yet or not read from Kafka). Run-time state, not part of the event: excluded from dumps '
+                    'and columns. ContentMinuteStats compares it with the window deadline to route too_late.')
 
 
 class EnrichedEvent(IngestedEvent):

@@ -6,6 +6,7 @@ silently coerced, so that bad input shows up as a dead letter with a precise rea
 """
 from __future__ import annotations
 
+import re
 import uuid
 from datetime import datetime, timezone
 from typing import Annotated, Any
@@ -17,9 +18,16 @@ INT64_MAX = 2**63 - 1
 INT32_MAX = 2**31 - 1
 
 
+_CANONICAL_UUID = re.compile(r'[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}')
+
+
 def _canonical_uuid(value: str) -> str:
     """Any spelling `uuid.UUID` accepts, returned in the lower-case hyphenated form Postgres' `id::text` uses.
-    No version or variant check: the seed catalogue's ids are md5 hashes cast to UUID (e.g. version nibble 2)."""
+    No version or variant check: the seed catalogue's ids are md5 hashes cast to UUID (e.g. version nibble 2).
+    The canonical form (what Postgres and Debezium send) is recognised by a regex, a fifth of the cost of a
+    round trip through `uuid.UUID`; it runs twice per event."""
+    if _CANONICAL_UUID.fullmatch(value):
+        return value
     try:
         return str(uuid.UUID(value))
     except ValueError:

@@ -3,57 +3,63 @@ than the allowed lateness go to the dead letters as `too_late` instead of being 
 
 Beam concepts: `FixedWindows` with `AfterWatermark(early=AfterProcessingTime, late=AfterCount(1))`,
 accumulating panes and allowed lateness; a `CombineFn` whose accumulator makes counting idempotent per event id;
-a stateful `DoFn` with event-time timers and their watermark holds.
+a `DoFn` that combines within its bundle and emits at `finish_bundle` with explicit timestamps and windows.
 
     result = enriched | ContentMinuteStats(window_seconds=60, early_firing_seconds=1, allowed_lateness_seconds=300)
     result.stats        # PCollection[ContentWindowStats], one per pane per (content, window)
     result.dead_letter  # PCollection[DeadLetter], stage 'window', reason 'too_late'
 
-Too-late detection. Beam's GroupByKey drops an element whose window expired (window end + allowed lateness
-behind the watermark), and a Python DoFn cannot read the watermark. `RouteTooLateEvents` therefore learns it
-from event-time timers and enforces it with their watermark holds:
-  * events go to `lateness_shards` keys (default 1) in the global window; each key runs a timer loop: a timer
-    set for time H fires once the watermark reaches H, then is set again for H + `watermark_probe_seconds`;
-  * a pending event-time timer holds the stage's output watermark at H, so the GroupByKey downstream never sees
-    a watermark beyond H. An event whose window expires after H (window max timestamp + lateness > H) is
-    therefore never dropped by Beam: it passes. An event whose window expires at or before H goes to the dead
-    letters. H runs at most one probe interval ahead of a watermark already reached, so "too_late" is exact up
-    to that interval: an event within `watermark_probe_seconds` of its deadline may be routed as too_late
-    although its window was still open; none is dropped silently;
-  * until a key's first timer fires nothing is known about the watermark, and events pass unchecked (counter
-    `passed_unchecked`): the first events of each shard after the pipeline starts, and a whole bounded run,
-    where the watermark stays at -inf until the input ends. That is the one case in which Beam could still drop
-    an event that arrives beyond the lateness. Each extra shard adds such a start-up exposure, which is why the
-    default is one shard; raise it only when one key cannot keep up (e.g. a hot key on Dataflow);
-  * a second timer at the end of the global window stops the loop when the input is finished (watermark at
-    +inf); otherwise the loop would chase the end of time.
-Alternatives rejected: comparing with the largest event time seen (a different notion of lateness than the one
-the GroupByKey applies, so events would still vanish), and an allowed lateness padded by a margin (no margin is
-safe against a watermark jump). Cost: one timer per shard per probe interval of event time; the on-time pane
-waits up to one probe interval for the hold; after a jump of the watermark (a backlog) the loop walks up in
-probe steps, one bundle each. Runners must honour timer watermark holds (Prism, Dataflow and Flink do; the old
-BundleBasedDirectRunner does not, and there the routing is approximate).
+    events -> RouteTooLateEvents -> CombineWithinBundle -> FixedWindows -> CountDistinctEventsPerContent
+           -> ToContentWindowStats
 
-Deduplication. Debezium is at-least-once and re-sends rows after a crash; a producer may retry. The CombineFn
+Too-late detection. Beam's GroupByKey drops an element whose window expired (window end + allowed lateness
+behind the watermark), and a Python DoFn cannot read the watermark. The Kafka reader can: it stamps every record
+with its output watermark at emission (`KafkaRecord.watermark_ms`, carried as `IngestedEvent.watermark_ms`).
+`RouteTooLateEvents` sends an event to the dead letters when its window's deadline (window max timestamp +
+allowed lateness) is at or before that watermark, and passes it otherwise. Nothing it passes can be dropped:
+  * the routing runs in the reader's bundle (the transforms up to the GroupByKey fuse into the reader's stage:
+    no shuffle in between), and a downstream watermark never passes the watermark its upstream reported;
+  * the stamped watermark is at least the one the reader reported when the bundle started (the reader's
+    watermark only moves forward), and while the bundle runs nothing downstream gets further;
+  * Prism decides late drops when the bundle's output is handed to the GroupByKey, against the GroupByKey's
+    output watermark before the reader's new watermark is applied (engine/elementmanager.go, PersistBundle and
+    aggregateStageKind.addPending): an element whose deadline lies after the stamp is kept.
+  So the rule is exact with respect to the reader's watermark; Beam's own would use the GroupByKey's, which lags
+  it, so an event within that lag of its deadline goes to the dead letters where Beam might still have taken it:
+  conservative, never silent. An event without a stamp (the reader had no watermark yet, or another source)
+  passes unchecked (counter `passed_unchecked`): downstream watermarks are then still at their start, so
+  nothing can be dropped unless a source that does not stamp runs behind a watermark (TestStream, say): stamp
+  such events to have them checked. tests/transforms/test_windows.py pins the reader case on Prism.
+
+Deduplication. Debezium is at-least-once and re-sends rows after a crash; a producer may retry. The accumulator
 keeps, per (content, window), one contribution per event id (the newest version by Postgres LSN, then Kafka
-offset), so a duplicate never counts twice, and a CDC update of an event replaces its earlier version. This
-costs memory proportional to the distinct events per content per window (hundreds), held until the window
-expires. A duplicate cannot land in another window or content: it carries the same event_ts and content_id. An
-update that changes event_ts or content_id is counted in both places (engagement rows are append-only).
+offset), so a duplicate never counts twice, and a CDC update of an event replaces its earlier version. This costs
+memory proportional to the distinct events per content per window (hundreds), held until the window expires. A
+duplicate cannot land in another window or content: it carries the same event_ts and content_id. An update that
+changes event_ts or content_id is counted in both places (engagement rows are append-only).
+
+Cost. The trigger's late firing `AfterCount(1)` keeps Prism from lifting the combiner, and in accumulating mode
+Prism hands every element of a (content, window) to each pane again. So this transform combines within each
+bundle itself (`CombineWithinBundle`): the GroupByKey receives one small partial accumulator per (content, window)
+and bundle, not one pickled event per event, and the events cross no stage boundary. Partials are plain dicts and
+tuples of ints and strings (Beam's fast primitive coder, no pickling). Each pane merges the partials of its
+(content, window) so far: with n bundles per window that is O(n^2) merges per window, each a C-level dict update.
+Prism keeps every partial until its window expires (end + allowed lateness) and walks all of them at each
+watermark step (engine/elementmanager.go, aggregateStageKind.buildEventTimeBundle): its cost grows with the
+partials retained, i.e. with the number of bundles, which is why the pipeline reads a backlog in large bundles
+(pipelines/engagement.py).
 """
 from __future__ import annotations
 
-import dataclasses
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import NamedTuple
 
 import apache_beam as beam
-from apache_beam.coders import BooleanCoder, VarIntCoder
 from apache_beam.metrics import Metrics
 from apache_beam.transforms import trigger
-from apache_beam.transforms.userstate import ReadModifyWriteStateSpec, TimeDomain, TimerSpec, on_timer
-from apache_beam.transforms.window import FixedWindows, GlobalWindow, GlobalWindows, WindowFn
-from apache_beam.utils.timestamp import Duration, Timestamp
+from apache_beam.transforms.window import FixedWindows, GlobalWindow
+from apache_beam.utils.timestamp import Timestamp
+from apache_beam.utils.windowed_value import WindowedValue
 
 from schemas import dead_letter as reasons
 from schemas.dead_letter import DeadLetter
@@ -64,6 +70,9 @@ from transforms.tags import DEAD_LETTER
 ON_TIME = 'on_time'
 
 _PANE_TIMING = {0: 'EARLY', 1: 'ON_TIME', 2: 'LATE'}
+_TYPE_INDEX = {event_type: i for i, event_type in enumerate(EVENT_TYPES)}
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_MICROSECOND = timedelta(microseconds=1)
 
 
 class ContentMinuteStatsOutputs(NamedTuple):
@@ -71,172 +80,191 @@ class ContentMinuteStatsOutputs(NamedTuple):
     dead_letter: beam.PCollection
 
 
+def _iso(micros: int) -> str:
+    return Timestamp(micros=micros).to_utc_datetime(has_tz=True).isoformat()
+
+
+class _FixedWindowArithmetic:
+    """FixedWindows(size, offset).assign in integer microseconds, from the event's `event_ts` (the element
+    timestamp ParseEvents gives it). The window of every event is needed twice per event; `WindowFn.assign` costs
+    more than the rest of the routing, and so does asking Beam for the element timestamp (a DoFn with a
+    TimestampParam takes Beam's slower per-window invocation path)."""
+
+    def __init__(self, window_fn: FixedWindows):
+        self.size = window_fn.size.micros
+        self.offset = window_fn.offset.micros
+
+    def start(self, event: EnrichedEvent) -> int:
+        micros = (event.event_ts - _EPOCH) // _MICROSECOND
+        return micros - (micros - self.offset) % self.size
+
+
 # -- too-late routing ---------------------------------------------------------------------------------------
 
-def _iso(timestamp: Timestamp) -> str:
-    return timestamp.to_utc_datetime(has_tz=True).isoformat()
-
-
 class RouteTooLateFn(beam.DoFn):
-    """(shard, EnrichedEvent) in the global window -> the event (main) or a `too_late` DeadLetter (tagged)."""
-    PROBE = ReadModifyWriteStateSpec('probe_micros', VarIntCoder())  # time of the pending timer = the hold
-    CONFIRMED = ReadModifyWriteStateSpec('confirmed', BooleanCoder())  # a timer has fired: the probe is valid
-    FINISHED = ReadModifyWriteStateSpec('finished', BooleanCoder())  # the input is exhausted
-    TICK = TimerSpec('tick', TimeDomain.WATERMARK)
-    END = TimerSpec('end', TimeDomain.WATERMARK)
+    """EnrichedEvent -> the event (main) or a `too_late` DeadLetter (tagged), by the reader's watermark stamp."""
 
-    def __init__(self, window_fn: WindowFn, allowed_lateness_seconds: int, probe_seconds: int):
-        self._window_fn = window_fn
-        self._lateness = Duration(seconds=allowed_lateness_seconds)
+    def __init__(self, window_fn: FixedWindows, allowed_lateness_seconds: int):
+        self._windows = _FixedWindowArithmetic(window_fn)
         self._lateness_seconds = allowed_lateness_seconds
-        self._probe_micros = probe_seconds * 1_000_000
-        self._passed = Metrics.counter(self.__class__, 'passed')
         self._unchecked = Metrics.counter(self.__class__, 'passed_unchecked')
         self._too_late = Metrics.counter(self.__class__, f'dead_letter_{reasons.TOO_LATE}')
 
-    def process(self, element, timestamp=beam.DoFn.TimestampParam,
-                probe=beam.DoFn.StateParam(PROBE), confirmed=beam.DoFn.StateParam(CONFIRMED),
-                tick=beam.DoFn.TimerParam(TICK), end=beam.DoFn.TimerParam(END)):
-        _, event = element
-        hold = probe.read()
-        if hold is None:
-            # First event of this key: start probing the watermark. Never beyond the wall clock, so an event
-            # stamped in the future cannot postpone the first reading.
-            hold = min(timestamp.micros, Timestamp.now().micros)
-            tick.set(Timestamp(micros=hold))
-            probe.write(hold)
-            end.set(GlobalWindow().max_timestamp())
-        window = self._window_fn.assign(WindowFn.AssignContext(timestamp, element=event))[0]
-        expiry = window.max_timestamp() + self._lateness
-        if not confirmed.read():
+    def process(self, event: EnrichedEvent):
+        watermark_ms = event.watermark_ms
+        if watermark_ms is None:
             self._unchecked.inc()
-        elif expiry.micros <= hold:
-            self._too_late.inc()
-            watermark = Timestamp(micros=hold - self._probe_micros)
-            yield beam.pvalue.TaggedOutput(DEAD_LETTER, DeadLetter.for_event(
-                event, stage='window', reason=reasons.TOO_LATE, now=datetime.now(timezone.utc),
-                error=(f'event_ts {event.event_ts.isoformat()} is beyond the allowed lateness: its window '
-                       f'[{_iso(window.start)}, {_iso(window.end)}) closed for late data at {_iso(expiry)} '
-                       f'(end + {self._lateness_seconds} s) and the watermark had reached {_iso(watermark)}')))
+            yield event
             return
-        self._passed.inc()
-        yield event
-
-    @on_timer(TICK)
-    def _on_tick(self, fired=beam.DoFn.TimestampParam, probe=beam.DoFn.StateParam(PROBE),
-                 confirmed=beam.DoFn.StateParam(CONFIRMED), finished=beam.DoFn.StateParam(FINISHED),
-                 tick=beam.DoFn.TimerParam(TICK)):
-        confirmed.write(True)
-        if finished.read():
+        start = self._windows.start(event)
+        deadline = start + self._windows.size - 1 + self._lateness_seconds * 1_000_000
+        if deadline > watermark_ms * 1000:
+            yield event
             return
-        hold = fired.micros + self._probe_micros
-        tick.set(Timestamp(micros=hold))
-        probe.write(hold)
-
-    @on_timer(END)
-    def _on_end(self, finished=beam.DoFn.StateParam(FINISHED), tick=beam.DoFn.TimerParam(TICK)):
-        finished.write(True)
-        tick.clear()
+        self._too_late.inc()
+        end = start + self._windows.size
+        yield beam.pvalue.TaggedOutput(DEAD_LETTER, DeadLetter.for_event(
+            event, stage='window', reason=reasons.TOO_LATE, now=datetime.now(timezone.utc),
+            error=(f'event_ts {event.event_ts.isoformat()} is beyond the allowed lateness: its window '
+                   f'[{_iso(start)}, {_iso(end)}) closed for late data at {_iso(deadline + 1)} '
+                   f'(end + {self._lateness_seconds} s) and the watermark had reached {_iso(watermark_ms * 1000)}')))
 
 
 class RouteTooLateEvents(beam.PTransform):
     """EnrichedEvent -> outputs `on_time` (events the windows will count) and `dead_letter` (too_late)."""
 
-    def __init__(self, window_fn: WindowFn, allowed_lateness_seconds: int, shards: int = 1,
-                 watermark_probe_seconds: int = 1):
+    def __init__(self, window_fn: FixedWindows, allowed_lateness_seconds: int):
         super().__init__()
-        self._fn = RouteTooLateFn(window_fn, allowed_lateness_seconds, watermark_probe_seconds)
-        self._shards = shards
+        self._fn = RouteTooLateFn(window_fn, allowed_lateness_seconds)
 
     def expand(self, events):
-        shards = self._shards
-        return (events
-                | 'InGlobalWindow' >> beam.WindowInto(GlobalWindows())
-                | 'ShardByEventId' >> beam.Map(lambda event: (event.id % shards, event))
-                | 'CompareWithWatermark' >> beam.ParDo(self._fn).with_outputs(DEAD_LETTER, main=ON_TIME))
+        return events | 'CompareWithReaderWatermark' >> beam.ParDo(self._fn).with_outputs(DEAD_LETTER, main=ON_TIME)
 
 
 # -- counting -----------------------------------------------------------------------------------------------
+#
+# Accumulator: a two-item list [by_id, content]
+#   by_id    {event_id: (lsn, offset, type_index, duration_ms)}: one contribution per event id, the newest version
+#            by (lsn, offset) (-1 where unknown); type_index indexes EVENT_TYPES; duration_ms may be None;
+#   content  (event_id, title, content_type) as carried by the event with the highest id, or None when empty.
+# Plain lists, dicts, tuples, ints and strings: Beam encodes them with its fast primitive coder.
 
-@dataclasses.dataclass
-class ContentAccumulator:
-    """One contribution per event id: {id: (version, event_type, duration_ms)}; the content's title and type as
-    carried by the event with the highest id: (id, title, content_type)."""
-    by_id: dict = dataclasses.field(default_factory=dict)
-    content: tuple | None = None
-
-    def add(self, event_id: int, contribution: tuple, content: tuple) -> None:
-        known = self.by_id.get(event_id)
-        if known is None or contribution[0] > known[0]:
-            self.by_id[event_id] = contribution
-        if self.content is None or content[0] > self.content[0]:
-            self.content = content
+def new_accumulator() -> list:
+    return [{}, None]
 
 
-def _version(event: EnrichedEvent) -> tuple[int, int]:
-    lsn = -1 if event.source_lsn is None else event.source_lsn
-    offset = -1 if event.source_offset is None else event.source_offset
-    return lsn, offset
+def add_event(accumulator: list, event: EnrichedEvent) -> list:
+    """Count `event` in `accumulator` (in place), idempotently per event id."""
+    by_id = accumulator[0]
+    version = (-1 if event.source_lsn is None else event.source_lsn,
+               -1 if event.source_offset is None else event.source_offset)
+    known = by_id.get(event.id)
+    if known is None or version > known[:2]:
+        by_id[event.id] = (*version, _TYPE_INDEX[event.event_type], event.duration_ms)
+    content = accumulator[1]
+    if content is None or event.id > content[0]:
+        accumulator[1] = (event.id, event.content_title, event.content_type)
+    return accumulator
+
+
+def merge_into(accumulator: list, other: list) -> list:
+    """Merge `other` into `accumulator` (in place; `other` is left alone). Event ids present in both keep the
+    newer version; the rest is one C-level dict update."""
+    by_id, other_by_id = accumulator[0], other[0]
+    if other_by_id:
+        newer_here = {event_id: by_id[event_id] for event_id in by_id.keys() & other_by_id.keys()
+                      if by_id[event_id][:2] > other_by_id[event_id][:2]}
+        by_id.update(other_by_id)
+        by_id.update(newer_here)
+    content, other_content = accumulator[1], other[1]
+    if other_content is not None and (content is None or other_content[0] > content[0]):
+        accumulator[1] = other_content
+    return accumulator
+
+
+def totals(accumulator: list) -> dict:
+    """The window's figures so far (ContentWindowStats fields without the window and pane)."""
+    counts = [0] * len(EVENT_TYPES)
+    engagement_ms = 0
+    for _, _, type_index, duration_ms in accumulator[0].values():
+        counts[type_index] += 1
+        if duration_ms is not None:
+            engagement_ms += duration_ms
+    _, title, content_type = accumulator[1]
+    return dict(events=len(accumulator[0]), engagement_ms=engagement_ms, title=title, content_type=content_type,
+                **dict(zip(EVENT_TYPES, counts)))
+
+
+class CombineWithinBundleFn(beam.DoFn):
+    """EnrichedEvents (any windowing) -> (content_id, partial accumulator), one per (content, window) of the
+    bundle, emitted at the end of the bundle at the window's max timestamp (in the global window; the windowing
+    downstream assigns the same window again from that timestamp)."""
+
+    def __init__(self, window_fn: FixedWindows):
+        self._windows = _FixedWindowArithmetic(window_fn)
+
+    def start_bundle(self):
+        self._partials = {}
+
+    def process(self, event: EnrichedEvent):
+        key = (self._windows.start(event), event.content_id)
+        partial = self._partials.get(key)
+        if partial is None:
+            partial = self._partials[key] = new_accumulator()
+        add_event(partial, event)
+
+    def finish_bundle(self):
+        partials, self._partials = self._partials, {}
+        size = self._windows.size
+        for (start, content_id), partial in partials.items():
+            yield WindowedValue((content_id, partial), Timestamp(micros=start + size - 1), (GlobalWindow(),))
 
 
 class ContentStatsFn(beam.CombineFn):
-    """EnrichedEvents of one content and window -> totals (dict of ContentWindowStats fields, without the
+    """Partial accumulators of one content and window -> totals (dict of ContentWindowStats fields, without the
     window). Idempotent per event id, whatever the order of inputs and merges."""
 
-    def create_accumulator(self) -> ContentAccumulator:
-        return ContentAccumulator()
+    def create_accumulator(self) -> list:
+        return new_accumulator()
 
-    def add_input(self, accumulator: ContentAccumulator, event: EnrichedEvent) -> ContentAccumulator:
-        accumulator.add(event.id, (_version(event), event.event_type, event.duration_ms),
-                        (event.id, event.content_title, event.content_type))
-        return accumulator
+    def add_input(self, accumulator: list, partial: list) -> list:
+        return merge_into(accumulator, partial)
 
-    def merge_accumulators(self, accumulators) -> ContentAccumulator:
+    def merge_accumulators(self, accumulators) -> list:
         accumulators = iter(accumulators)
         merged = next(accumulators)
         for accumulator in accumulators:
-            for event_id, contribution in accumulator.by_id.items():
-                merged.add(event_id, contribution, accumulator.content)
+            merge_into(merged, accumulator)
         return merged
 
-    def extract_output(self, accumulator: ContentAccumulator) -> dict:
-        counts = dict.fromkeys(EVENT_TYPES, 0)
-        engagement_ms = 0
-        for _, event_type, duration_ms in accumulator.by_id.values():
-            counts[event_type] += 1
-            if duration_ms is not None:
-                engagement_ms += duration_ms
-        _, title, content_type = accumulator.content
-        return dict(events=len(accumulator.by_id), engagement_ms=engagement_ms, title=title,
-                    content_type=content_type, **counts)
+    def extract_output(self, accumulator: list) -> dict:
+        return totals(accumulator)
 
 
 class ToContentWindowStatsFn(beam.DoFn):
     """(content_id, totals) in a window pane -> ContentWindowStats."""
 
     def process(self, element, window=beam.DoFn.WindowParam, pane=beam.DoFn.PaneInfoParam):
-        content_id, totals = element
+        content_id, figures = element
         yield ContentWindowStats(
             window_start=window.start.micros // 1_000_000, window_end=window.end.micros // 1_000_000,
             content_id=content_id, pane_timing=_PANE_TIMING.get(pane.timing, 'UNKNOWN'), pane_index=pane.index,
-            **totals)
+            **figures)
 
 
 class ContentMinuteStats(beam.PTransform):
-    """EnrichedEvent (at event time) -> ContentWindowStats per pane, plus `too_late` dead letters.
+    """EnrichedEvent -> ContentWindowStats per pane, plus `too_late` dead letters. Events are windowed by their
+    `event_ts` (the element timestamp ParseEvents gives them; the element timestamp itself is not read).
 
     window_seconds: width of the event-time windows; early_firing_seconds: processing-time delay of early
     panes (an int: Prism rejects a float), None for no early panes (bounded runs); allowed_lateness_seconds:
-    how long after its end a window still takes late events; lateness_shards and watermark_probe_seconds tune
-    the too-late routing (see the module docstring)."""
+    how long after its end a window still takes late events (later ones: see the module docstring)."""
 
     def __init__(self, window_seconds: int = 60, early_firing_seconds: int | None = 1,
-                 allowed_lateness_seconds: int = 300, lateness_shards: int = 1, watermark_probe_seconds: int = 1):
+                 allowed_lateness_seconds: int = 300):
         super().__init__()
         for name, value, low in (('window_seconds', window_seconds, 1),
                                  ('allowed_lateness_seconds', allowed_lateness_seconds, 0),
-                                 ('lateness_shards', lateness_shards, 1),
-                                 ('watermark_probe_seconds', watermark_probe_seconds, 1),
                                  ('early_firing_seconds', early_firing_seconds, 1)):
             if name == 'early_firing_seconds' and value is None:
                 continue
@@ -245,8 +273,6 @@ class ContentMinuteStats(beam.PTransform):
         self._window_fn = FixedWindows(window_seconds)
         self._early_firing_seconds = early_firing_seconds
         self._allowed_lateness_seconds = allowed_lateness_seconds
-        self._lateness_shards = lateness_shards
-        self._probe_seconds = watermark_probe_seconds
 
     def _trigger(self):
         if self._early_firing_seconds is None:
@@ -255,10 +281,9 @@ class ContentMinuteStats(beam.PTransform):
                                       late=trigger.AfterCount(1))
 
     def expand(self, events):
-        routed = events | 'RouteTooLateEvents' >> RouteTooLateEvents(
-            self._window_fn, self._allowed_lateness_seconds, self._lateness_shards, self._probe_seconds)
+        routed = events | 'RouteTooLateEvents' >> RouteTooLateEvents(self._window_fn, self._allowed_lateness_seconds)
         stats = (routed[ON_TIME]
-                 | 'KeyByContent' >> beam.Map(lambda event: (event.content_id, event))
+                 | 'CombineWithinBundle' >> beam.ParDo(CombineWithinBundleFn(self._window_fn))
                  | 'FixedWindows' >> beam.WindowInto(
                      self._window_fn, trigger=self._trigger(),
                      accumulation_mode=trigger.AccumulationMode.ACCUMULATING,

@@ -78,5 +78,7 @@ def test_wrong_arguments_fail_with_the_argument_named(kwargs, message):
 def test_records_cross_stages_with_the_schema_coder():
     coder = coders.registry.get_coder(KafkaRecord)
     record = KafkaRecord('events', 2, 41, None, b'{"id": 7}', 1_795_522_806_682)
+    stamped = record._replace(watermark_ms=1_795_522_804_000)
     assert isinstance(coder, coders.RowCoder)
     assert coder.decode(coder.encode(record)) == record
+    assert coder.decode(coder.encode(stamped)) == stamped

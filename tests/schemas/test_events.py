@@ -93,3 +93,26 @@ def test_window_stats_engagement_seconds_is_exact_and_survives_a_round_trip():
 
     assert row['engagement_seconds'] == 1234.567
     assert ContentWindowStats.model_validate(row) == stats
+
+
+def test_trusted_construction_builds_the_same_event_as_validation():
+    from schemas import IngestedEvent
+    from schemas.trusted import trusted
+    row = DirectEvent.model_validate(samples.DIRECT_EVENT)
+    extra = dict(source='direct', source_topic='t', source_partition=0, source_offset=5, source_lsn=None,
+                 ingest_ts=datetime(2026, 11, 24, 12, 10, 15, tzinfo=timezone.utc), watermark_ms=1795522213000)
+
+    fast = trusted(IngestedEvent, {**row.__dict__, **extra})
+
+    assert fast == IngestedEvent(**row.__dict__, **extra)
+    assert fast.model_dump_json() == IngestedEvent(**row.__dict__, **extra).model_dump_json()
+
+
+def test_the_reader_watermark_is_run_time_state_not_part_of_the_event():
+    from schemas import EnrichedEvent, IngestedEvent, bigquery_fields
+    event = IngestedEvent(**DirectEvent.model_validate(samples.DIRECT_EVENT).__dict__, source='direct',
+                          watermark_ms=1795522213000)
+
+    assert event.watermark_ms == 1795522213000
+    assert 'watermark_ms' not in event.model_dump() and 'watermark_ms' not in json.loads(event.model_dump_json())
+    assert 'watermark_ms' not in {f['name'] for f in bigquery_fields(EnrichedEvent)}

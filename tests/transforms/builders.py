@@ -19,17 +19,19 @@ def content(content_id=PODCAST, length_seconds=1464, content_type='podcast', tit
 
 
 def ingested(id=1, content_id=PODCAST, event_type='play', ts=1795522212.5, duration_ms=60_000, offset=None,
-             lsn=None, source='direct'):
+             lsn=None, source='direct', watermark_ms=None):
     return IngestedEvent(id=id, content_id=content_id, user_id=USER, event_type=event_type, event_ts=at(ts),
                          duration_ms=duration_ms, device='web', raw_payload={'referrer': 'push'}, source=source,
                          source_topic='engagement.raw_events', source_partition=0,
-                         source_offset=id if offset is None else offset, source_lsn=lsn, ingest_ts=at(ts + 0.1))
+                         source_offset=id if offset is None else offset, source_lsn=lsn, ingest_ts=at(ts + 0.1),
+                         watermark_ms=watermark_ms)
 
 
 def enriched(id=1, content_id=PODCAST, event_type='play', ts=10.0, duration_ms=1000, offset=None, lsn=None,
-             title='A Short History Of Privacy #12', content_type='podcast'):
+             title='A Short History Of Privacy #12', content_type='podcast', watermark_ms=None):
+    """An enriched event; `watermark_ms` plays the Kafka reader's watermark stamp (None: unstamped)."""
     event = ingested(id=id, content_id=content_id, event_type=event_type, ts=ts, duration_ms=duration_ms,
-                     offset=offset, lsn=lsn, source='direct' if lsn is None else 'cdc')
+                     offset=offset, lsn=lsn, source='direct' if lsn is None else 'cdc', watermark_ms=watermark_ms)
     return EnrichedEvent(**dict(event), content_title=title, content_type=content_type, length_seconds=1464)
 
 

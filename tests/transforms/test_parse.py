@@ -45,6 +45,13 @@ def test_debezium_insert_becomes_an_event_with_its_source():
     assert event.ingest_ts == datetime(2026, 11, 24, 12, 10, 13, 410000, tzinfo=timezone.utc)
 
 
+def test_the_readers_watermark_stamp_is_carried_onto_the_event():
+    stamped = cdc(samples.CDC_EVENT_VALUE)._replace(watermark_ms=1795522211000)
+
+    assert parse(stamped).watermark_ms == 1795522211000
+    assert parse(cdc(samples.CDC_EVENT_VALUE)).watermark_ms is None
+
+
 def test_snapshot_read_and_update_are_events_an_update_being_a_newer_version():
     snapshot = parse(cdc(samples.cdc_value(op='r')))
     update = parse(cdc(samples.cdc_value(op='u', event_type='finish', duration_ms=700_000).replace(

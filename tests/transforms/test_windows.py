@@ -2,40 +2,52 @@
 updates counted once.
 
 Runner choice (Beam 2.77): the plain DirectRunner hands any pipeline containing a TestStream to the old
-BundleBasedDirectRunner, which ignores the watermark holds of timers that the too-late routing relies on. So the
-streaming scenario runs on Prism, asked for explicitly (`runner='PrismRunner'`), which executes TestStream
-including `advance_processing_time`. On Prism, elements waiting at a stateful step are only scheduled when the
-watermark moves, so the scenario nudges the watermark after adding elements (as a live source does all the
-time). The FnApiRunner runs the bounded case; it cannot run AfterProcessingTime triggers at all.
+BundleBasedDirectRunner, so the streaming scenario runs on Prism, asked for explicitly (`runner='PrismRunner'`),
+which executes TestStream including `advance_processing_time`. The FnApiRunner runs the bounded case; it cannot
+run AfterProcessingTime triggers at all. Events carry the reader's watermark stamp (`watermark_ms`) that a
+TestStream does not give them: the scenario sets it to the watermark of the moment it adds them, as the Kafka
+reader would. The last test runs the real reader on Prism against a Kafka broker (integration).
 """
 import json
+import time
 import uuid
 
 import apache_beam as beam
 import pytest
+import redis
 from apache_beam.options.pipeline_options import StandardOptions
 from apache_beam.testing import test_pipeline
 from apache_beam.testing import test_stream
 from apache_beam.testing.util import assert_that, equal_to
-from apache_beam.transforms.window import TimestampedValue
+from apache_beam.transforms.window import FixedWindows, TimestampedValue
+from apache_beam.utils.timestamp import Timestamp
+from kafka import KafkaProducer
 
+from connectors.kafka import ReadFromKafka
 from schemas import ContentWindowStats, DeadLetter
 from tests.transforms.builders import PODCAST, VIDEO, enriched
-from transforms.windows import ContentAccumulator, ContentMinuteStats, ContentStatsFn
+from transforms.parse import ParseEvents
+from transforms.tags import DEAD_LETTER
+from transforms.windows import (CombineWithinBundleFn, ContentMinuteStats, ContentStatsFn, RouteTooLateFn,
+                                add_event, new_accumulator)
 
 
-# -- the CombineFn alone --------------------------------------------------------------------------------------
+# -- counting: partials per bundle, merged like a runner would ------------------------------------------------
 
-def combine(*batches):
-    """Run ContentStatsFn like a runner: one accumulator per batch, merged, extracted."""
+def combine(*bundles, merge_order=None):
+    """Count each bundle into a partial (as CombineWithinBundle does), feed the partials to ContentStatsFn
+    (as the GroupByKey does), and extract."""
     fn = ContentStatsFn()
-    accumulators = []
-    for batch in batches:
-        accumulator = fn.create_accumulator()
-        for event in batch:
-            accumulator = fn.add_input(accumulator, event)
-        accumulators.append(accumulator)
-    return fn.extract_output(fn.merge_accumulators(accumulators))
+    partials = []
+    for bundle in bundles:
+        partial = new_accumulator()
+        for event in bundle:
+            add_event(partial, event)
+        partials.append(partial)
+    accumulator = fn.create_accumulator()
+    for partial in (partials if merge_order is None else [partials[i] for i in merge_order]):
+        accumulator = fn.add_input(accumulator, partial)
+    return fn.extract_output(accumulator)
 
 
 def test_counts_per_type_and_sums_known_durations():
@@ -58,24 +70,83 @@ def test_a_redelivered_event_counts_once_within_and_across_bundles():
 def test_a_cdc_update_replaces_the_earlier_version_whatever_the_order():
     first = enriched(id=5, event_type='pause', duration_ms=500, lsn=100)
     updated = enriched(id=5, event_type='finish', duration_ms=700, lsn=200)
+    other = enriched(id=6, event_type='play', duration_ms=1000)
 
-    for batches in ([[first, updated]], [[updated, first]], [[updated], [first]], [[first], [updated]]):
-        totals = combine(*batches)
-        assert (totals['events'], totals['pause'], totals['finish'], totals['engagement_ms']) == (1, 0, 1, 700)
+    for bundles in ([[first, updated]], [[updated, first]], [[updated], [first]], [[first], [updated]],
+                    [[first, other], [updated]], [[updated, other], [first]]):
+        for order in ([0, 1], [1, 0]) if len(bundles) == 2 else (None,):
+            totals = combine(*bundles, merge_order=order)
+            assert (totals['pause'], totals['finish'], totals['engagement_ms'] % 1000) == (0, 1, 700), (bundles, order)
 
 
 def test_title_follows_the_newest_event_id():
-    totals = combine([enriched(id=8, title='New title')], [enriched(id=3, title='Old title')])
+    assert combine([enriched(id=8, title='New title')], [enriched(id=3, title='Old title')])['title'] == 'New title'
+    assert combine([enriched(id=3, title='Old title')], [enriched(id=8, title='New title')])['title'] == 'New title'
 
-    assert totals['title'] == 'New title'
+
+def test_merging_leaves_the_merged_partials_alone():
+    fn = ContentStatsFn()
+    partial = add_event(new_accumulator(), enriched(id=1, lsn=100))
+    newer = add_event(new_accumulator(), enriched(id=1, event_type='finish', lsn=200))
+
+    fn.merge_accumulators([fn.create_accumulator(), partial, newer])
+
+    assert partial == add_event(new_accumulator(), enriched(id=1, lsn=100))
 
 
-def test_accumulator_pickles_for_the_shuffle():
-    accumulator = ContentStatsFn().add_input(ContentAccumulator(), enriched(id=1))
+def test_partials_cross_the_shuffle_with_the_fast_primitive_coder():
+    """Plain dicts, tuples, ints and strings: no pickling of events or accumulator classes."""
+    partial = add_event(add_event(new_accumulator(), enriched(id=1)), enriched(id=2, duration_ms=None, lsn=7))
+    coder = beam.coders.registry.get_coder(object)
 
-    assert beam.coders.registry.get_coder(object).decode(
-        beam.coders.registry.get_coder(object).encode(accumulator)) == accumulator
+    assert coder.decode(coder.encode(('content', partial))) == ('content', partial)
+    assert b'pydantic' not in coder.encode(partial) and b'EnrichedEvent' not in coder.encode(partial)
 
+
+def test_combining_within_a_bundle_emits_one_partial_per_content_and_window_at_the_window_end():
+    fn = CombineWithinBundleFn(FixedWindows(60))
+    fn.start_bundle()
+    for event in (enriched(id=1, ts=10), enriched(id=2, ts=59.9), enriched(id=3, ts=60),
+                  enriched(id=4, ts=30, content_id=VIDEO)):
+        assert fn.process(event) is None
+
+    emitted = {(wv.value[0], wv.timestamp): sorted(wv.value[1][0]) for wv in fn.finish_bundle()}
+
+    end_of = lambda start: Timestamp(micros=(start + 60) * 1_000_000 - 1)  # noqa: E731
+    assert emitted == {(PODCAST, end_of(0)): [1, 2], (PODCAST, end_of(60)): [3], (VIDEO, end_of(0)): [4]}
+    assert list(fn.finish_bundle()) == []                       # nothing carried into the next bundle
+
+
+# -- too-late routing by the reader's watermark stamp ---------------------------------------------------------
+
+def route(event, window_seconds=60, lateness_seconds=30):
+    fn = RouteTooLateFn(FixedWindows(window_seconds), lateness_seconds)
+    [out] = list(fn.process(event))
+    return out
+
+
+def test_an_event_stamped_before_its_window_deadline_is_counted():
+    event = enriched(id=1, ts=50, watermark_ms=89_999)              # window [0, 60) + 30 s closes at 90 s
+
+    assert route(event) is event
+
+
+def test_an_event_stamped_at_or_after_its_window_deadline_is_a_dead_letter():
+    for watermark_ms in (90_000, 3_600_000):
+        out = route(enriched(id=1, ts=50, watermark_ms=watermark_ms))
+
+        assert out.tag == DEAD_LETTER
+        assert (out.value.stage, out.value.reason, out.value.event_id) == ('window', 'too_late', 1)
+        assert '[1970-01-01T00:00:00+00:00, 1970-01-01T00:01:00+00:00)' in out.value.error
+
+
+def test_an_unstamped_event_passes_unchecked():
+    event = enriched(id=1, ts=50, watermark_ms=None)
+
+    assert route(event) is event
+
+
+# -- settings ----------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize('settings, flag', [
     (dict(early_firing_seconds=1.0), 'early_firing_seconds'),   # Prism rejects float processing-time delays
@@ -100,6 +171,14 @@ class AppendJsonLine(beam.DoFn):
             out.write(element.model_dump_json() + '\n')
 
 
+def read_lines(path, model):
+    try:
+        with open(path) as lines:
+            return [model.model_validate_json(line) for line in lines]
+    except FileNotFoundError:
+        return []
+
+
 def at(seconds, event):
     return TimestampedValue(event, seconds)
 
@@ -110,7 +189,8 @@ def play(id, ts, duration_ms=1000, content_id=PODCAST, **kw):
 
 @pytest.fixture(scope='module')
 def streamed(tmp_path_factory):
-    """One window [0, 60) of the podcast, lateness 30 s, early panes every 2 s of processing time:
+    """One window [0, 60) of the podcast, lateness 30 s, early panes every 2 s of processing time; each event is
+    stamped with the watermark of the moment it is added (ms):
 
     wm 0   +1 play (10 s), +1 click (20 s), +1 pause of the video (15 s)      -> early pane: 2 podcast events
     wm 21  +1 play (30 s) twice (a redelivery), +1 pause (35 s) then its update to finish (lsn 100 -> 200)
@@ -124,21 +204,25 @@ def streamed(tmp_path_factory):
     stats_path, dead_path = str(out / 'stats.jsonl'), str(out / 'dead.jsonl')
     stream = (test_stream.TestStream()
               .advance_watermark_to(0)
-              .add_elements([play(1, 10), at(20, enriched(id=2, ts=20, event_type='click', duration_ms=None)),
+              .add_elements([play(1, 10, watermark_ms=0),
+                             at(20, enriched(id=2, ts=20, event_type='click', duration_ms=None, watermark_ms=0)),
                              at(15, enriched(id=3, ts=15, event_type='pause', duration_ms=3000, content_id=VIDEO,
-                                             content_type='video', title='Video'))])
+                                             content_type='video', title='Video', watermark_ms=0))])
               .advance_watermark_to(21)
               .advance_processing_time(5)
-              .add_elements([play(4, 30, 2000, offset=40), play(4, 30, 2000, offset=41),
-                             at(35, enriched(id=5, ts=35, event_type='pause', duration_ms=500, lsn=100)),
-                             at(35, enriched(id=5, ts=35, event_type='finish', duration_ms=700, lsn=200))])
+              .add_elements([play(4, 30, 2000, offset=40, watermark_ms=21_000),
+                             play(4, 30, 2000, offset=41, watermark_ms=21_000),
+                             at(35, enriched(id=5, ts=35, event_type='pause', duration_ms=500, lsn=100,
+                                             watermark_ms=21_000)),
+                             at(35, enriched(id=5, ts=35, event_type='finish', duration_ms=700, lsn=200,
+                                             watermark_ms=21_000))])
               .advance_watermark_to(31)
               .advance_processing_time(5)
               .advance_watermark_to(65)
-              .add_elements([play(6, 40, 500)])
+              .add_elements([play(6, 40, 500, watermark_ms=65_000)])
               .advance_watermark_to(66)
               .advance_watermark_to(100)
-              .add_elements([play(7, 50, 9999), play(8, 75, 100)])
+              .add_elements([play(7, 50, 9999, watermark_ms=100_000), play(8, 75, 100, watermark_ms=100_000)])
               .advance_watermark_to(101)
               .advance_watermark_to_infinity())
     options = StandardOptions(streaming=True)
@@ -147,14 +231,7 @@ def streamed(tmp_path_factory):
                                                  allowed_lateness_seconds=30)
         result.stats | 'CollectStats' >> beam.ParDo(AppendJsonLine(stats_path))
         result.dead_letter | 'CollectDeadLetters' >> beam.ParDo(AppendJsonLine(dead_path))
-
-    def read(path, model):
-        try:
-            with open(path) as lines:
-                return [model.model_validate_json(line) for line in lines]
-        except FileNotFoundError:
-            return []
-    return read(stats_path, ContentWindowStats), read(dead_path, DeadLetter)
+    return read_lines(stats_path, ContentWindowStats), read_lines(dead_path, DeadLetter)
 
 
 def panes(stats, content_id, window_start):
@@ -193,6 +270,7 @@ def test_event_beyond_the_lateness_is_a_dead_letter_and_counted_nowhere(streamed
     assert [(d.event_id, d.stage, d.reason) for d in dead] == [(7, 'window', 'too_late')]
     assert '[1970-01-01T00:00:00+00:00, 1970-01-01T00:01:00+00:00)' in dead[0].error
     assert json.loads(dead[0].payload)['duration_ms'] == 9999
+    assert 'watermark_ms' not in json.loads(dead[0].payload)      # run-time state, not part of the event
     assert all(s.engagement_ms < 9999 for s in stats)
 
 
@@ -207,7 +285,8 @@ def test_each_content_and_window_is_counted_apart(streamed):
 # -- bounded run --------------------------------------------------------------------------------------------
 
 def test_bounded_input_is_never_too_late_and_counts_every_window():
-    """A backfill: the watermark stays at -inf until the input ends, so old events are simply on time."""
+    """A backfill: the watermark stays at -inf until the input ends, and no reader stamps the events, so old
+    events are simply on time."""
     events = [enriched(id=i, ts=ts, content_id=str(uuid.UUID(int=i % 2)))
               for i, ts in enumerate([5000, 10, 70, 70, 3600, 5], start=1)]
     events.append(enriched(id=2, ts=10, content_id=str(uuid.UUID(int=0)), offset=99))    # a redelivery
@@ -220,3 +299,72 @@ def test_bounded_input_is_never_too_late_and_counts_every_window():
         assert_that(counted, equal_to([(0, '0', 2), (60, '0', 1), (60, '1', 1), (3600, '1', 1), (4980, '1', 1)]),
                     label='Stats')
         assert_that(result.dead_letter, equal_to([]), label='NoDeadLetters')
+
+
+# -- the reader's stamp on Prism (integration) ----------------------------------------------------------------
+
+class ToRedisList(beam.DoFn):
+    def __init__(self, url: str, key: str, describe):
+        self._url, self._key, self._describe = url, key, describe
+
+    def setup(self):
+        self._redis = redis.Redis.from_url(self._url)
+
+    def process(self, element):
+        self._redis.rpush(self._key, json.dumps(self._describe(element)))
+
+    def teardown(self):
+        self._redis.close()
+
+
+def _as_enriched(event):
+    return enriched(id=event.id, ts=event.event_ts.timestamp(), event_type=event.event_type,
+                    duration_ms=event.duration_ms, offset=event.source_offset, watermark_ms=event.watermark_ms)
+
+
+@pytest.mark.integration
+def test_an_event_the_reader_passed_is_counted_although_the_same_bundle_moves_the_watermark_past_it(stack):
+    """An hour-old event read from a backlog: stamped with the watermark of the backlog (an hour ago) it passes,
+    and then the same reader call finds its partition caught up and moves the watermark to wall clock, far beyond
+    the event's deadline. Had Beam applied that watermark before taking the bundle's output, the GroupByKey would
+    drop the event as late and its window would never show it. The same hour-old event sent again once the
+    reader is live is stamped with a recent watermark and must become a too_late dead letter instead."""
+    from tests.connectors.test_kafka_reader import create_topic, running, streaming_pipeline, unique
+
+    cfg = stack.cfg
+    topic = create_topic(cfg, unique('too-late'), 1)
+    old_s = (int(time.time()) - 3600) // 10 * 10 + 2
+
+    def send(event_id, kafka_ts_ms):
+        producer = KafkaProducer(bootstrap_servers=cfg.kafka_bootstrap, acks='all')
+        value = {'id': event_id, 'content_id': PODCAST, 'user_id': str(uuid.UUID(int=1)), 'event_type': 'play',
+                 'event_ts': Timestamp(old_s).to_utc_datetime(has_tz=True).isoformat(), 'duration_ms': event_id}
+        producer.send(topic, value=json.dumps(value).encode(), timestamp_ms=kafka_ts_ms)
+        producer.flush()
+        producer.close()
+
+    send(1, old_s * 1000)
+    key = unique('too-late-out')
+    out = redis.Redis.from_url(cfg.redis_url, decode_responses=True)
+    pipeline = streaming_pipeline()
+    parsed = (pipeline
+              | 'Read' >> ReadFromKafka({'bootstrap_servers': cfg.kafka_bootstrap}, [topic],
+                                        start_offset='earliest', commit_offsets=False)
+              | 'Parse' >> ParseEvents())
+    result = (parsed.events | 'Enrich' >> beam.Map(_as_enriched)
+              | ContentMinuteStats(window_seconds=10, early_firing_seconds=1, allowed_lateness_seconds=5))
+    result.stats | 'Stats' >> beam.ParDo(ToRedisList(cfg.redis_url, f'{key}:stats', lambda s: s.events))
+    result.dead_letter | 'Dead' >> beam.ParDo(ToRedisList(cfg.redis_url, f'{key}:dead',
+                                                          lambda d: [d.event_id, d.reason]))
+
+    def seen(kind):
+        return [json.loads(x) for x in out.lrange(f'{key}:{kind}', 0, -1)]
+
+    with running(pipeline) as run:
+        run.wait_for(lambda: seen('stats'), 'the window of the backlog event')
+        time.sleep(3)                                   # the reader is live now, its watermark at wall clock
+        send(2, int(time.time() * 1000))
+        run.wait_for(lambda: seen('dead'), 'the dead letter of the resent event')
+        time.sleep(2)
+    assert seen('stats')[-1] == 1
+    assert seen('dead') == [[2, 'too_late']]
