@@ -4,7 +4,7 @@
 
 Starts a private stack and `python -m pipelines.engagement --runner=DirectRunner --streaming`, runs the load
 generator at `--rate` rows/s, and meanwhile inserts probe events (one row each, its own transaction) on a content
-row created for the benchmark. A poller reads that content's `stats` hash every 10 ms; the latency of probe n is
+row created for the benchmark after the generator has read the catalogue (so only probes use it). A poller reads that content's `stats` hash every 10 ms; the latency of probe n is
 the time from its INSERT's commit to the first read where the window's `events` reached n. Probes of the first
 `--warmup` seconds are not counted. Prints p50/p90/p99/max and the pipeline's peak RSS. Not a test.
 """
@@ -41,9 +41,6 @@ def main(argv=None) -> int:
     stack.up()
     pipeline = None
     try:
-        with psycopg2.connect(cfg.pg_dsn) as conn, conn.cursor() as cur:
-            cur.execute("INSERT INTO content VALUES (%s, 'latency-probe', 'Latency probe', 'video', 600, now()) "
-                        'ON CONFLICT DO NOTHING', (PROBE_CONTENT,))
         pipeline = subprocess.Popen([sys.executable, '-m', 'pipelines.engagement', '--runner=DirectRunner',
                                      '--streaming'], env={**os.environ, **cfg.env()}, stdout=subprocess.DEVNULL,
                                     stderr=open(cfg.state_dir / 'pipeline.log', 'wb'))
@@ -52,6 +49,12 @@ def main(argv=None) -> int:
             ['--rate', str(args.rate), '--duration', str(args.duration + args.warmup), '--late-share', '0',
              *flags],), daemon=True)
         load.start()
+        # The probe content is created after the generator has read the catalogue, so that only probes use it
+        # (the pipeline learns it at the first probe: a miss reloads the catalogue).
+        time.sleep(3)
+        with psycopg2.connect(cfg.pg_dsn) as conn, conn.cursor() as cur:
+            cur.execute("INSERT INTO content VALUES (%s, 'latency-probe', 'Latency probe', 'video', 600, now()) "
+                        'ON CONFLICT DO NOTHING', (PROBE_CONTENT,))
         client = redis.Redis.from_url(cfg.redis_url)
         sent: dict[int, list[float]] = {}      # window -> commit times of its probes, in order
         latencies: list[float] = []
