@@ -2,6 +2,7 @@
 free ports and in a private state directory, so they never touch a stack a developer has running."""
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -40,16 +41,22 @@ def private_config(**overrides) -> stack_config.StackConfig:
     return stack_config.load(values)
 
 
-@pytest.fixture(scope='session')
-def stack():
-    """The whole local stack (Postgres, Redis, Kafka, Connect + Debezium), up for the test session."""
-    cfg = private_config()
-    s = Stack(cfg)
+@contextlib.contextmanager
+def private_stack(**overrides):
+    """A whole stack on free ports in a fresh state directory, stopped and purged on exit."""
+    s = Stack(private_config(**overrides))
     try:
         s.up()
         yield s
     finally:
         s.down(purge=True)
+
+
+@pytest.fixture(scope='session')
+def stack():
+    """The whole local stack (Postgres, Redis, Kafka, Connect + Debezium), up for the test session."""
+    with private_stack() as s:
+        yield s
 
 
 @pytest.fixture

@@ -7,7 +7,6 @@ drive them, in bundles of 5000 and pipelines of 500 EVALSHAs; then the same pane
 """
 from __future__ import annotations
 
-import dataclasses
 import os
 import shutil
 import sys
@@ -20,21 +19,8 @@ from apache_beam.utils.windowed_value import PANE_INFO_UNKNOWN
 from connectors.redis import UpsertContentStatsFn
 from launch.stack import Redis
 from tests.conftest import private_config
+from tests.connectors.test_redis_sink import Stats
 
-
-@dataclasses.dataclass(frozen=True)
-class Stats:
-    window_start: int
-    window_end: int
-    content_id: str
-    content_type: str
-    title: str
-    events: int
-    play: int
-    pause: int
-    finish: int
-    click: int
-    engagement_ms: int
 
 
 def write(fn: UpsertContentStatsFn, panes: list[Stats], bundle_size: int = 5000) -> tuple[float, float]:

@@ -8,19 +8,15 @@ import sys
 
 import pytest
 
-from launch.stack import Stack, descendants
-from tests.conftest import private_config
+from launch.stack import descendants, stop_tree
+from tests.conftest import private_stack
 
 
 @pytest.fixture(scope='session')
 def e2e_stack():
-    cfg = private_config()
-    stack = Stack(cfg)
-    try:
-        stack.up()
+    """A stack of its own, so that no other test's data enters the ground truth."""
+    with private_stack() as stack:
         yield stack
-    finally:
-        stack.down(purge=True)
 
 
 
@@ -61,17 +57,7 @@ class Pipeline:
         return self.proc is not None and self.proc.poll() is None
 
     def stop(self) -> None:
-        if self.alive():
-            tree = descendants(self.proc.pid)
-            self.proc.terminate()
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-            for pid in tree:
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
+        if self.proc is not None:
+            stop_tree(self.proc, timeout=30)
 
 
