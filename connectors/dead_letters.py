@@ -13,6 +13,10 @@ retried bundle's duplicates can be told apart from distinct failures: the event 
 List and count what is in the topic (the defaults match the local stack; `--follow` keeps reading, Ctrl-C stops)::
 
     python -m connectors.dead_letters --bootstrap 127.0.0.1:19092 --topic engagement.dead_letters [--follow]
+
+Redeliver the REST API sink's dead letters once the API is healthy again (`connectors/redeliver.py`)::
+
+    python -m connectors.dead_letters redeliver --stage api [--reason R] [--since 2h] [--dry-run]
 """
 from __future__ import annotations
 
@@ -176,9 +180,15 @@ def read_dead_letters(bootstrap: str, topic: str, follow: bool = False, poll_ms:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ['redeliver']:
+        from connectors.redeliver import main as redeliver
+        return redeliver(argv[1:])
     parser = argparse.ArgumentParser(prog='python -m connectors.dead_letters',
                                      description='List the dead letters in a Kafka topic and count them by stage '
-                                                 'and reason.')
+                                                 'and reason.',
+                                     epilog='`python -m connectors.dead_letters redeliver --help`: redeliver the '
+                                            'dead letters of the REST API sink.')
     parser.add_argument('--bootstrap', default=os.environ.get('ENGAGEMENT_KAFKA_BOOTSTRAP', '127.0.0.1:19092'),
                         help='Kafka bootstrap servers. Env ENGAGEMENT_KAFKA_BOOTSTRAP; default 127.0.0.1:19092.')
     parser.add_argument('--topic', default=os.environ.get('ENGAGEMENT_DEAD_LETTER_TOPIC', 'engagement.dead_letters'),

@@ -50,6 +50,14 @@ SETTINGS: tuple[Setting, ...] = (
     Setting('kafka_controller_port', 'ENGAGEMENT_KAFKA_CONTROLLER_PORT', 19093, 'port',
             'Kafka KRaft controller port.'),
     Setting('connect_port', 'ENGAGEMENT_CONNECT_PORT', 18083, 'port', 'Kafka Connect REST port.'),
+    Setting('api_port', 'ENGAGEMENT_API_PORT', 18090, 'port',
+            'Port of the local REST API receiver (launch.api_receiver), the target of the pipeline\'s API sink.'),
+    Setting('bq_port', 'ENGAGEMENT_BQ_PORT', 19050, 'port', 'BigQuery emulator (bqemulator) REST port.'),
+    Setting('gcs_port', 'ENGAGEMENT_GCS_PORT', 19023, 'port',
+            'Cloud Storage emulator port (temporary files of BigQuery file loads).'),
+    Setting('bq_project', 'ENGAGEMENT_BQ_PROJECT', 'engagement-local', 'str',
+            'BigQuery project of the tables (the emulator accepts any).'),
+    Setting('bq_dataset', 'ENGAGEMENT_BQ_DATASET', 'engagement', 'str', 'BigQuery dataset of the tables.'),
     Setting('kafka_partitions', 'ENGAGEMENT_KAFKA_PARTITIONS', 3, 'int',
             'Partitions of every topic the stack creates.', 1, 64),
     Setting('topic_prefix', 'ENGAGEMENT_TOPIC_PREFIX', 'engagement', 'str',
@@ -61,6 +69,13 @@ SETTINGS: tuple[Setting, ...] = (
     Setting('pg_database', 'ENGAGEMENT_PG_DATABASE', 'engagement', 'str', 'PostgreSQL database name.'),
 )
 _BY_NAME = {s.name: s for s in SETTINGS}
+
+# OAuth2 client of the local API receiver. The secret is for the local stack only (the receiver and the pipeline's
+# defaults agree on it); anything reachable by others gets its own through ENGAGEMENT_API_CLIENT_SECRET.
+API_CLIENT_ID = 'engagement-local'
+API_CLIENT_SECRET_ENV = 'ENGAGEMENT_API_CLIENT_SECRET'
+LOCAL_API_CLIENT_SECRET = 'engagement-local-secret'
+
 PORT_SETTINGS = tuple(s for s in SETTINGS if s.kind == 'port')
 
 
@@ -73,6 +88,11 @@ class StackConfig:
     kafka_port: int
     kafka_controller_port: int
     connect_port: int
+    bq_port: int
+    gcs_port: int
+    bq_project: str
+    bq_dataset: str
+    api_port: int
     kafka_partitions: int
     topic_prefix: str
     raw_topic: str
@@ -95,6 +115,33 @@ class StackConfig:
     @property
     def connect_url(self) -> str:
         return f'http://127.0.0.1:{self.connect_port}'
+
+    @property
+    def api_url(self) -> str:
+        return f'http://127.0.0.1:{self.api_port}'
+
+    @property
+    def api_client_secret(self) -> str:
+        """The local receiver's client secret: $ENGAGEMENT_API_CLIENT_SECRET, else the documented local default.
+        Read from the environment, never a flag (flags show up in process lists)."""
+        return os.environ.get(API_CLIENT_SECRET_ENV) or LOCAL_API_CLIENT_SECRET
+
+    @property
+    def bq_endpoint(self) -> str:
+        return f'http://127.0.0.1:{self.bq_port}'
+
+    @property
+    def gcs_endpoint(self) -> str:
+        return f'http://127.0.0.1:{self.gcs_port}'
+
+    @property
+    def gcs_temp_bucket(self) -> str:
+        """The Cloud Storage emulator's bucket for the temporary files of BigQuery file loads."""
+        return 'engagement-temp'
+
+    @property
+    def bq_temp_location(self) -> str:
+        return f'gs://{self.gcs_temp_bucket}/bigquery'
 
     @property
     def events_topic(self) -> str:
@@ -129,6 +176,12 @@ class StackConfig:
         out['ENGAGEMENT_KAFKA_BOOTSTRAP'] = self.kafka_bootstrap
         out['ENGAGEMENT_REDIS_URL'] = self.redis_url
         out['ENGAGEMENT_PG_DSN'] = self.pg_dsn
+        out['ENGAGEMENT_BQ_ENDPOINT'] = self.bq_endpoint
+        out['ENGAGEMENT_GCS_ENDPOINT'] = self.gcs_endpoint
+        out['ENGAGEMENT_BQ_TEMP_LOCATION'] = self.bq_temp_location
+        out['ENGAGEMENT_API_URL'] = self.api_url
+        out['ENGAGEMENT_API_CLIENT_ID'] = API_CLIENT_ID
+        out[API_CLIENT_SECRET_ENV] = self.api_client_secret
         return out
 
 

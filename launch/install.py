@@ -1,12 +1,19 @@
 """`make install`: everything the project needs on this machine, idempotent and cached.
 
 Steps (each printed with its duration):
-  1. Debian packages that are missing (redis-server; PostgreSQL 15 if absent) through apt-get.
+  1. Debian packages that are missing (redis-server, shellcheck; PostgreSQL 15 if absent) through apt-get.
   2. The virtualenv `.venv` with `requirements.txt` (re-installed only when that file changes).
   3. Kafka 4.1.1 (KRaft), Kafka Connect 4.1.1 and Debezium's Postgres connector 3.6.1.Final, resolved by Maven
      from the pinned poms in `launch/maven/` into `$ENGAGEMENT_HOME/{kafka,connect}`.
   4. Beam's Prism runner v2.77.0 built with `go install`, then packed where Beam's DirectRunner looks for it
      (`~/.apache_beam/cache/prism/bin/`), so a plain `--runner=DirectRunner` runs on Prism.
+  5. The local BigQuery emulator (PyPI bqemulator) and GCS emulator (gcp-storage-emulator) in their own virtualenv
+     `$ENGAGEMENT_HOME/bq-venv` from `launch/bq-emulator-requirements.txt` (re-installed only when that file changes).
+  6. Beam's Flink job server: `org.apache.beam:beam-runners-flink-1.19:2.62.0` resolved by Maven from
+     `launch/maven/flink-job-server.pom.xml` into `$ENGAGEMENT_HOME/flink-job-server/lib`, plus a launcher jar
+     `beam-flink-job-server.jar` (Main-Class, Class-Path, JDK 17 Add-Opens) that `--runner=FlinkRunner` starts,
+     `java-bound-to-parent`, the java launcher that makes the job server die with the pipeline that started it,
+     and `conf/config.yaml`, the embedded Flink's settings (its REST endpoint on 127.0.0.1).
 Build caches (the Maven repository, Go's module and build caches) are deleted once their results are in place.
 Standard library only: it runs before the virtualenv exists.
 """
@@ -30,6 +37,7 @@ MAVEN_DEPENDENCY_PLUGIN = 'org.apache.maven.plugins:maven-dependency-plugin:3.8.
 PG_BIN = Path('/usr/lib/postgresql/15/bin')
 VENV = stack_config.REPO_ROOT / '.venv'
 REQUIREMENTS = stack_config.REPO_ROOT / 'requirements.txt'
+BQ_EMULATOR_REQUIREMENTS = stack_config.REPO_ROOT / 'launch' / 'bq-emulator-requirements.txt'
 
 # pom file -> (folder under $ENGAGEMENT_HOME, extra copy-dependencies arguments)
 MAVEN_BUNDLES = {
@@ -46,6 +54,80 @@ class InstallError(Exception):
 
 def prism_binary(home: Path) -> Path:
     return home / 'prism' / f'v{BEAM_VERSION}' / 'prism'
+
+
+def bq_venv(home: Path) -> Path:
+    """The virtualenv of the BigQuery and GCS emulators (kept apart from .venv: see bq-emulator-requirements.txt)."""
+    return home / 'bq-venv'
+
+
+FLINK_JOB_SERVER_POM = 'flink-job-server.pom.xml'
+FLINK_JOB_SERVER_MAIN = 'org.apache.beam.runners.flink.FlinkJobServerDriver'
+# What Flink 1.19's own launch scripts open on JDK 17 (env.java.opts.all); without them a streaming job fails with
+# InaccessibleObjectException ("module java.base does not "opens java.util" to unnamed module").
+FLINK_ADD_OPENS = tuple(f'java.base/{package}' for package in (
+    'java.lang', 'java.net', 'java.io', 'java.nio', 'sun.nio.ch', 'java.lang.reflect', 'java.text', 'java.time',
+    'java.util', 'java.util.concurrent', 'java.util.concurrent.atomic', 'java.util.concurrent.locks'))
+FLINK_ADD_EXPORTS = ('java.base/sun.net.util',)
+
+
+def flink_job_server_jar(home: Path) -> Path:
+    """The launcher jar `--flink_job_server_jar` points at; its manifest puts `lib/*.jar` on the class path."""
+    return home / 'flink-job-server' / 'beam-flink-job-server.jar'
+
+
+def _manifest(attributes: dict[str, str]) -> bytes:
+    """A JAR manifest: lines of at most 72 bytes, continued on lines that start with one space."""
+    lines = []
+    for key, value in attributes.items():
+        raw = f'{key}: {value}'.encode()
+        lines.append(raw[:72])
+        lines.extend(b' ' + raw[i:i + 71] for i in range(72, len(raw), 71))
+    return b'\r\n'.join(lines) + b'\r\n\r\n'
+
+
+def flink_launcher_members(lib: Path) -> dict[str, bytes]:
+    """The launcher jar's content: a manifest, and the settings of slf4j-simple (the closure's only logging
+    binding): warnings and errors, less one warning the job server logs at every checkpoint although the
+    finalization it reports succeeded ("Dropped unknown InstructionResponse finalize_bundle")."""
+    jars = sorted(p.name for p in lib.glob('*.jar'))
+    manifest = _manifest({'Manifest-Version': '1.0', 'Created-By': 'launch.install',
+                          'Main-Class': FLINK_JOB_SERVER_MAIN,
+                          'Class-Path': ' '.join(f'{lib.name}/{jar}' for jar in jars),
+                          'Add-Opens': ' '.join(FLINK_ADD_OPENS), 'Add-Exports': ' '.join(FLINK_ADD_EXPORTS)})
+    logging = ('org.slf4j.simpleLogger.defaultLogLevel=warn\n'
+               'org.slf4j.simpleLogger.log.org.apache.beam.runners.fnexecution.control.FnApiControlClient=error\n')
+    return {'META-INF/MANIFEST.MF': manifest, 'simplelogger.properties': logging.encode()}
+
+
+def flink_conf_dir(home: Path) -> Path:
+    """`--flink_conf_dir` of an embedded Flink (`--flink_master=[local]`)."""
+    return home / 'flink-job-server' / 'conf'
+
+
+# Flink 1.19 reads config.yaml (flat keys are valid there). Embedded Flink starts a REST endpoint (the web UI's
+# API) and a blob server that listen on every interface unless told otherwise.
+FLINK_CONFIG_YAML = '''# Embedded Flink of Beam's Flink job server (--flink_master=[local]); written by `make install`.
+rest.bind-address: 127.0.0.1
+rest.address: 127.0.0.1
+jobmanager.bind-host: 127.0.0.1
+taskmanager.bind-host: 127.0.0.1
+'''
+
+
+def flink_java_launcher(home: Path) -> Path:
+    """Beam's `--job_server_java_launcher` for our pipelines: java, bound to the process that starts it."""
+    return home / 'flink-job-server' / 'java-bound-to-parent'
+
+
+# Beam stops the job server from an atexit hook, which a driver killed with SIGKILL never runs: the JVM (and the
+# embedded Flink job, restarting without its SDK worker) would live on. The kernel's parent-death signal
+# (setpriv, util-linux) sends the JVM SIGTERM when the thread that started it dies, however it dies.
+FLINK_JAVA_LAUNCHER_SCRIPT = '''#!/bin/sh
+# java for Beam's Flink job server, sent SIGTERM when the pipeline process that started it dies (written by
+# `make install`; see launch/install.py).
+exec setpriv --pdeathsig TERM -- "${JAVA_HOME:+$JAVA_HOME/bin/}java" "$@"
+'''
 
 
 def beam_prism_cache_zip() -> Path:
@@ -90,7 +172,8 @@ class Installer:
             missing.append('redis-server')
         if not (PG_BIN / 'postgres').exists():
             missing.append('postgresql-15')
-        for tool, package in (('java', 'openjdk-17-jdk-headless'), ('mvn', 'maven')):
+        for tool, package in (('java', 'openjdk-17-jdk-headless'), ('mvn', 'maven'),
+                              ('shellcheck', 'shellcheck')):  # lints launch/dataflow/template.sh (a test)
             if not shutil.which(tool):
                 missing.append(package)
         if not missing:
@@ -165,14 +248,78 @@ class Installer:
             partial.rename(cache_zip)
         return ('built ' if built else 'cached ') + f'{binary}; DirectRunner finds it at {cache_zip}'
 
+    # 5. BigQuery + GCS emulators
+    def bq_emulator(self) -> str:
+        venv = bq_venv(self.home)
+        marker = venv / '.requirements.sha256'
+        wanted = _sha256(BQ_EMULATOR_REQUIREMENTS)
+        if marker.exists() and marker.read_text() == wanted and (venv / 'bin' / 'python').exists():
+            return f'{venv} up to date'
+        if not (venv / 'bin' / 'python').exists():
+            _run([sys.executable, '-m', 'venv', str(venv)], self.logs / 'pip-bq.log')
+        _run([str(venv / 'bin' / 'pip'), 'install', '-q', '-r', str(BQ_EMULATOR_REQUIREMENTS)],
+             self.logs / 'pip-bq.log')
+        marker.write_text(wanted)
+        return f'{venv} installed from {BQ_EMULATOR_REQUIREMENTS.name}'
+
+    # 6. Beam's Flink job server
+    def flink_job_server(self) -> str:
+        pom = stack_config.REPO_ROOT / 'launch' / 'maven' / FLINK_JOB_SERVER_POM
+        launcher = flink_job_server_jar(self.home)
+        lib = launcher.parent / 'lib'
+        marker = lib / '.pom.sha256'
+        wanted = _sha256(pom)
+        resolved = False
+        if not (marker.exists() and marker.read_text() == wanted):
+            # A Maven repository of its own: another step deletes build/m2 when it is done.
+            repo = self.home / 'build' / 'm2-flink'
+            staging = lib.with_name(lib.name + '.partial')
+            shutil.rmtree(staging, ignore_errors=True)
+            _run(['mvn', '-q', '-B', '-f', str(pom), f'-Dmaven.repo.local={repo}',
+                  f'{MAVEN_DEPENDENCY_PLUGIN}:copy-dependencies', '-DincludeScope=runtime',
+                  f'-DoutputDirectory={staging}'], self.logs / 'maven.log')
+            (staging / '.pom.sha256').write_text(wanted)
+            shutil.rmtree(lib, ignore_errors=True)
+            staging.rename(lib)
+            shutil.rmtree(repo, ignore_errors=True)
+            resolved = True
+        java = flink_java_launcher(self.home)
+        if not (java.exists() and java.read_text() == FLINK_JAVA_LAUNCHER_SCRIPT):
+            java.write_text(FLINK_JAVA_LAUNCHER_SCRIPT)
+            java.chmod(0o755)
+        conf = flink_conf_dir(self.home) / 'config.yaml'
+        if not (conf.exists() and conf.read_text() == FLINK_CONFIG_YAML):
+            conf.parent.mkdir(exist_ok=True)
+            conf.write_text(FLINK_CONFIG_YAML)
+        members = flink_launcher_members(lib)
+        if resolved or not _zip_has_exactly(launcher, members):
+            partial = launcher.with_suffix('.partial')
+            with zipfile.ZipFile(partial, 'w', zipfile.ZIP_DEFLATED) as zf:
+                for name, content in members.items():
+                    zf.writestr(name, content)
+            partial.rename(launcher)
+            jars = len(list(lib.glob('*.jar')))
+            return f'{"resolved" if resolved else "cached"} {lib} ({jars} jars); built {launcher}'
+        return f'cached {launcher}'
+
     def run(self) -> None:
         self.home.mkdir(parents=True, exist_ok=True)
         started = time.monotonic()
-        self.step('Debian packages (redis-server, PostgreSQL 15, JDK, Maven)', self.apt_packages)
+        self.step('Debian packages (redis-server, shellcheck, PostgreSQL 15, JDK, Maven)', self.apt_packages)
         self.step('Python virtualenv .venv (requirements.txt)', self.venv)
         self.step('Kafka 4.1.1, Kafka Connect 4.1.1, Debezium Postgres 3.6.1.Final (Maven)', self.maven)
         self.step(f'Beam Prism runner v{BEAM_VERSION} (go install)', self.prism)
+        self.step('BigQuery + GCS emulators (bqemulator 1.4.0, gcp-storage-emulator 2026.7.19)', self.bq_emulator)
+        self.step('Beam Flink job server (beam-runners-flink-1.19 2.62.0, Maven) + launcher jar', self.flink_job_server)
         print(f'install complete in {time.monotonic() - started:.1f} s; downloads and builds in {self.home}')
+
+
+def _zip_has_exactly(path: Path, members: dict[str, bytes]) -> bool:
+    try:
+        with zipfile.ZipFile(path) as zf:
+            return {name: zf.read(name) for name in zf.namelist()} == members
+    except (OSError, KeyError, zipfile.BadZipFile):
+        return False
 
 
 def _zip_holds(path: Path, member: str, size: int) -> bool:

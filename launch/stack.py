@@ -29,7 +29,7 @@ from launch.config import ConfigError, StackConfig
 PG_BIN = Path('/usr/lib/postgresql/15/bin')
 SEED_SQL = Path(__file__).resolve().parent / 'sql' / 'seed.sql'
 CONNECTOR_NAME = 'engagement-cdc'
-COMPONENTS = ('postgres', 'redis', 'kafka', 'connect')
+COMPONENTS = ('postgres', 'redis', 'storage', 'bigquery', 'kafka', 'connect', 'api')
 START_TIMEOUT_S = 90
 
 
@@ -463,6 +463,9 @@ class Connect(Component):
             # The default 500 ms poll makes insert-to-Kafka p50 ~650 ms; 50 ms gives ~50 ms (STACK-NOTES).
             'poll.interval.ms': '50', 'max.batch.size': '4096', 'max.queue.size': '16384',
             'tombstones.on.delete': 'false',
+            # Debezium 3 adds four `__debezium.context.*` headers (~190 bytes, a run UUID among them) to every
+            # record by default; nothing here reads them, and kafka-python decodes headers in pure Python per record.
+            'extended.headers.enabled': 'false',
         }
 
     def start(self) -> None:
@@ -525,7 +528,122 @@ class Connect(Component):
         return rows
 
 
-COMPONENT_CLASSES = {'postgres': Postgres, 'redis': Redis, 'kafka': Kafka, 'connect': Connect}
+class ApiReceiver(Component):
+    """The local REST API receiver (launch/api_receiver.py): the target of the pipeline's API sink."""
+    name = 'api'
+    port_settings = ('api_port',)
+
+    def start(self) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        env = {**os.environ, 'PYTHONPATH': str(stack_config.REPO_ROOT),
+               stack_config.API_CLIENT_SECRET_ENV: self.cfg.api_client_secret}
+        self.proc.spawn([sys.executable, '-m', 'launch.api_receiver', '--host', '127.0.0.1',
+                         '--port', str(self.cfg.api_port), '--state-dir', str(self.dir),
+                         '--client-id', stack_config.API_CLIENT_ID,
+                         '--client-secret-env', stack_config.API_CLIENT_SECRET_ENV], env=env)
+        _wait('GET /health', self.proc,
+              lambda: _http_json(f'{self.cfg.api_url}/health', timeout=1)['status'] == 'ok')
+
+    def health(self):
+        rows = super().health()
+        if rows[0][1]:
+            try:
+                stats = _http_json(f'{self.cfg.api_url}/v1/stats', timeout=2)
+                injected = stats['injected']['total']
+                rows.append(('events received', True, f"{stats['accepted_events']} accepted (unique keys), "
+                                                      f"{stats['duplicates']} duplicates, {stats['requests']} "
+                                                      f"requests, {injected} injected failures"))
+            except (OSError, urllib.error.URLError, KeyError, ValueError) as exc:
+                rows.append(('events received', False, f'{type(exc).__name__}: {exc}'))
+        return rows
+
+
+def _bq_venv_bin(cfg: StackConfig, program: str) -> str:
+    from launch.install import bq_venv
+    path = bq_venv(cfg.home) / 'bin' / program
+    if not path.exists():
+        raise StackError(f'{path} not found: run `make install` (it installs the BigQuery and GCS emulators).')
+    return str(path)
+
+
+class Storage(Component):
+    """Cloud Storage emulator (PyPI gcp-storage-emulator): where BigQuery file loads stage their files. Its files
+    live under <dir>/.cloudstorage/<bucket>/..., which the BigQuery emulator reads gs:// URIs from."""
+    name = 'storage'
+    port_settings = ('gcs_port',)
+
+    @property
+    def root(self) -> Path:
+        return self.dir / '.cloudstorage'
+
+    def start(self) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.proc.spawn([_bq_venv_bin(self.cfg, 'gcp-storage-emulator'), '--data-dir', str(self.dir), 'start',
+                         '--host', '127.0.0.1', '--port', str(self.cfg.gcs_port),
+                         '--default-bucket', self.cfg.gcs_temp_bucket, '--quiet'])
+        _wait(f'bucket {self.cfg.gcs_temp_bucket}', self.proc, self._bucket)
+
+    def _bucket(self) -> bool:
+        return _http_json(f'{self.cfg.gcs_endpoint}/storage/v1/b/{self.cfg.gcs_temp_bucket}',
+                          timeout=1)['name'] == self.cfg.gcs_temp_bucket
+
+    def health(self):
+        rows = super().health()
+        if rows[0][1]:
+            try:
+                rows.append((f'bucket {self.cfg.gcs_temp_bucket}', self._bucket(), 'present'))
+            except (OSError, urllib.error.URLError, KeyError, ValueError) as exc:
+                rows.append((f'bucket {self.cfg.gcs_temp_bucket}', False, f'{type(exc).__name__}: {exc}'))
+        return rows
+
+
+class BigQuery(Component):
+    """BigQuery emulator (PyPI bqemulator, launch/bigquery_emulator.py); on start, the dataset, tables and views
+    of connectors/bigquery.py are created where missing."""
+    name = 'bigquery'
+    port_settings = ('bq_port',)
+
+    def start(self) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        launcher = Path(__file__).resolve().parent / 'bigquery_emulator.py'
+        self.proc.spawn([_bq_venv_bin(self.cfg, 'python'), str(launcher),
+                         '--port', str(self.cfg.bq_port), '--data-dir', str(self.dir / 'data'),
+                         '--project', self.cfg.bq_project, '--gcs-root', str(Storage(self.cfg).root)])
+        _wait('GET /readyz', self.proc,
+              lambda: _http_json(f'{self.cfg.bq_endpoint}/readyz', timeout=1)['status'] == 'ok')
+        from connectors.bigquery import ensure_tables
+        try:
+            ensure_tables(self.cfg.bq_project, self.cfg.bq_dataset, self.cfg.bq_endpoint)
+        except Exception as exc:  # the emulator answered but refused the DDL: say which and where its log is
+            raise StackError(f'bigquery: creating the tables failed ({type(exc).__name__}: {exc}); '
+                             f'see {self.proc.log_file}') from None
+
+    def table_rows(self) -> dict[str, int]:
+        """numRows of every table and view of the dataset, from the emulator's catalog."""
+        base = f'{self.cfg.bq_endpoint}/bigquery/v2/projects/{self.cfg.bq_project}/datasets/{self.cfg.bq_dataset}'
+        listed = _http_json(f'{base}/tables', timeout=2).get('tables') or []
+        out = {}
+        for entry in listed:
+            name = entry['tableReference']['tableId']
+            if entry.get('type') == 'VIEW':
+                continue
+            out[name] = int(_http_json(f'{base}/tables/{name}', timeout=2).get('numRows') or 0)
+        return out
+
+    def health(self):
+        rows = super().health()
+        if rows[0][1]:
+            try:
+                counts = self.table_rows()
+                rows.append((f'dataset {self.cfg.bq_dataset}', bool(counts),
+                             ', '.join(f'{t}={n} rows' for t, n in counts.items()) or 'no tables'))
+            except (OSError, urllib.error.URLError, KeyError, ValueError) as exc:
+                rows.append((f'dataset {self.cfg.bq_dataset}', False, f'{type(exc).__name__}: {exc}'))
+        return rows
+
+
+COMPONENT_CLASSES = {'postgres': Postgres, 'redis': Redis, 'storage': Storage, 'bigquery': BigQuery, 'kafka': Kafka,
+                     'connect': Connect, 'api': ApiReceiver}
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -590,6 +708,10 @@ class Stack:
             raise StackError(f'{name} is not running')
         os.kill(pid, signal.SIGKILL)
         while comp.proc.pid() is not None:
+            time.sleep(0.05)
+        # A multi-threaded process is a zombie before its last thread has closed the listening socket.
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and not all(stack_config.port_is_free(p) for p in comp.ports.values()):
             time.sleep(0.05)
         return pid
 

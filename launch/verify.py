@@ -1,12 +1,14 @@
 """Compare what the pipeline wrote to Redis with what SQL computes from Postgres, key by key.
 
-    python -m launch.verify [--window-seconds 60] [--redis-prefix engagement] [--since-minutes 60]
+    python -m launch.verify [--window-seconds 60] [--redis-prefix engagement] [--since-minutes 60] [--bigquery]
 
 Ground truth is computed independently of the pipeline: `GROUP BY content_id, window` over `engagement_events`
 joined with `content`. Every `stats` hash, `top` ZSET and `totals` hash of the README's data model must equal it
 exactly, and Redis must hold no window/content that SQL does not. Prints the differences (at most 20) and exits 1
 when there are any. Events that reached Kafka without Postgres (`launch.generate --direct`) are not in the ground
-truth: verify runs without valid direct events, or accounts for them.
+truth: verify runs without valid direct events, or accounts for them. With `--bigquery`, the BigQuery views are
+compared too: `events_enriched` must hold exactly one row per event id in Postgres, `content_minute_stats` one row
+per (window, content) equal to SQL.
 """
 from __future__ import annotations
 
@@ -104,6 +106,63 @@ def verify(cfg: stack_config.StackConfig, window_seconds: int, prefix: str, sinc
     return compare(truth, *redis_state(cfg.redis_url, prefix, since_epoch))
 
 
+def bigquery_state(cfg: stack_config.StackConfig, since_epoch: int) -> tuple[list[int], dict]:
+    """(ids of the events_enriched view, with repeats if any; {(window_start, content_id): row} of the
+    content_minute_stats view, or a list of rows where a key repeats) as the BigQuery emulator holds them."""
+    from connectors.bigquery import gcp_client
+    client = gcp_client(cfg.bq_project, cfg.bq_endpoint)
+    table = f'`{cfg.bq_project}.{cfg.bq_dataset}.{{}}`'
+    try:
+        ids = [row['id'] for row in client.query(
+            f"SELECT id FROM {table.format('events_enriched')} "
+            f'WHERE event_ts >= TIMESTAMP_SECONDS({since_epoch})').result()]
+        stats: dict = {}
+        for row in client.query(f"SELECT * FROM {table.format('content_minute_stats')} "
+                                f'WHERE window_start >= {since_epoch}').result():
+            key = (int(row['window_start']), row['content_id'])
+            stats[key] = [stats[key], dict(row)] if key in stats else dict(row)
+        return ids, stats
+    finally:
+        client.close()
+
+
+def compare_bigquery(truth: dict, event_ids: set[int], ids: list[int], stats: dict) -> list[str]:
+    """Differences between BigQuery and SQL: one events_enriched row per source event id, and
+    content_minute_stats equal to the ground truth (one row per content and window)."""
+    diffs = []
+    repeated = [i for i, n in collections.Counter(ids).items() if n > 1]
+    if repeated:
+        diffs.append(f'events_enriched: {len(repeated)} ids with more than one row, e.g. {repeated[:3]}')
+    missing, unexpected = event_ids - set(ids), set(ids) - event_ids
+    if missing:
+        diffs.append(f'events_enriched: {len(missing)} event ids missing, e.g. {sorted(missing)[:3]}')
+    if unexpected:
+        diffs.append(f'events_enriched: {len(unexpected)} ids not in Postgres, e.g. {sorted(unexpected)[:3]}')
+    for key in sorted(set(truth) | set(stats)):
+        want, have = truth.get(key), stats.get(key)
+        if isinstance(have, list):
+            diffs.append(f'content_minute_stats {key}: more than one row')
+            continue
+        if have is None or want is None:
+            diffs.append(f'content_minute_stats {key}: ' + ('missing in BigQuery' if have is None else
+                                                             'in BigQuery but not in SQL'))
+            continue
+        for field, value in want.items():
+            got = Decimal(have['engagement_ms']) / 1000 if field == 'engagement_seconds' else have.get(field)
+            if str(got) != str(value) and not (field == 'engagement_seconds' and got == value):
+                diffs.append(f'content_minute_stats {key} {field}: BigQuery {got!r} != SQL {value!r}')
+    return diffs
+
+
+def verify_bigquery(cfg: stack_config.StackConfig, window_seconds: int, since_epoch: int = 0) -> list[str]:
+    import psycopg2
+    truth = ground_truth(cfg.pg_dsn, window_seconds, since_epoch)
+    with psycopg2.connect(cfg.pg_dsn) as conn, conn.cursor() as cur:
+        cur.execute('SELECT id FROM engagement_events WHERE event_ts >= to_timestamp(%s)', (since_epoch,))
+        event_ids = {row[0] for row in cur.fetchall()}
+    return compare_bigquery(truth, event_ids, *bigquery_state(cfg, since_epoch))
+
+
 def main(argv: list[str] | None = None) -> int:
     import time
     parser = argparse.ArgumentParser(prog='python -m launch.verify', description=__doc__,
@@ -112,6 +171,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument('--redis-prefix', default='engagement', help="the pipeline's --redis_prefix")
     parser.add_argument('--since-minutes', type=float, default=None,
                         help='only windows starting in the last N minutes (default: all)')
+    parser.add_argument('--bigquery', action='store_true',
+                        help='also compare the BigQuery views events_enriched (one row per event id) and '
+                             'content_minute_stats with SQL')
     stack_config.add_arguments(parser)
     args = parser.parse_args(argv)
     cfg = stack_config.from_args(args)
@@ -119,6 +181,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.since_minutes is not None:
         since = int(time.time() - args.since_minutes * 60) // args.window_seconds * args.window_seconds
     diffs = verify(cfg, args.window_seconds, args.redis_prefix, since)
+    if args.bigquery:
+        diffs += verify_bigquery(cfg, args.window_seconds, since)
     truth = ground_truth(cfg.pg_dsn, args.window_seconds, since)
     print(f'{len(truth)} (window, content) groups, {sum(r["events"] for r in truth.values()):,} events in SQL; '
           f'{len(diffs)} differences')

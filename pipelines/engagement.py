@@ -16,9 +16,12 @@ that was not final at the last commit:
     replay_from = align_down(min committed watermark - allowed lateness - replay margin, window)
 
 The reader starts each partition at the first record at or after `replay_from` (or its committed offset if that
-is earlier), and events of windows that end at or before `replay_from` are skipped (counter `already_final`):
-those windows were final before the crash and must not be overwritten by a partial recount. Windows from
-`replay_from` on are recounted from their first event, and the recount overwrites what was there. Debezium's
+is earlier). Windows that end at or before `replay_from` were final before the crash and must not be overwritten
+by a partial recount: their events before the committed offset were handled completely and are skipped (counter
+`already_final`); their events at or after it were never processed, so they reach the event sinks (API,
+BigQuery) and, for the windows, go to the dead letters as `too_late`, as they would have without the crash.
+Windows from `replay_from` on are recounted from their first event, and the recount overwrites what was there;
+the event sinks get those events again and are idempotent on the event id. Debezium's
 duplicates (at-least-once) are counted once per event id inside each window. The margin
 (`--replay_margin_seconds`, default one window) covers panes that were computed but not yet written when the
 pipeline died: a window that became final more than the margin (in event time) before the last offset commit is
@@ -30,17 +33,20 @@ import logging
 import os
 import signal
 import sys
+from typing import NamedTuple
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
-from apache_beam.options.pipeline_options import PipelineOptions, PortableOptions, StandardOptions
+from apache_beam.options.pipeline_options import PipelineOptions, PortableOptions, StandardOptions, TestOptions
 from apache_beam.transforms.window import GlobalWindows
 
+from connectors import bigquery
 from connectors.dead_letters import WriteDeadLettersToKafka
+from connectors.http_api import DeliverToApi
 from connectors.kafka import ReadFromKafka, committed_positions
 from connectors.redis import WriteContentStatsToRedis
 from pipelines.options import EngagementOptions, InvalidOption
-from pipelines.runners import PrismUnavailable, select_runner
+from pipelines.runners import RunnerUnavailable, select_runner, stop_job_server_children
 from transforms.enrich import EnrichWithContent, PostgresContentLoader
 from transforms.parse import ParseEvents
 from transforms.windows import ContentMinuteStats
@@ -56,7 +62,7 @@ STREAMING_JOB_SERVER_TIMEOUT_S = 10 * 365 * 86400
 # ~13k events/s. Once caught up, a bundle ends after 0.5 s as before, so live results are not delayed.
 READER_MAX_BUNDLE_RECORDS = 40_000
 READER_MAX_BUNDLE_SECONDS = 2.0
-READER_LIVE_BUNDLE_SECONDS = 0.5
+READER_LIVE_BUNDLE_SECONDS = 0.1
 
 
 def replay_start_ms(positions: dict, window_seconds: int, allowed_lateness_seconds: int,
@@ -69,24 +75,38 @@ def replay_start_ms(positions: dict, window_seconds: int, allowed_lateness_secon
     return max(0, floor_s // window_seconds * window_seconds) * 1000
 
 
-class SkipFinalWindows(beam.DoFn):
-    """Drop events of windows that ended at or before the replay point: they were final before the restart."""
+class ReplayPlan(NamedTuple):
+    """Where a restart from committed offsets replays from. `from_ms`: the window-aligned replay point (epoch ms);
+    windows ending at or before it were final before the restart. `committed`: {(topic, partition): offset}."""
+    from_ms: int
+    committed: dict
 
-    def __init__(self, replay_from_ms: int, window_seconds: int):
-        self._from_s = replay_from_ms // 1000
+
+class SkipProcessedEvents(beam.DoFn):
+    """Drop replayed events that the run before the restart had handled completely: in a window that was final
+    (ends at or before the replay point) and before their partition's committed offset (counted or dead-lettered,
+    delivered to every sink). An event of a final window at or after the committed offset was never processed: it
+    goes on, so the event sinks get it, and ContentMinuteStats routes it to the dead letters as too_late (as a run
+    without the restart would have), instead of recounting a final window partially."""
+
+    def __init__(self, replay: ReplayPlan, window_seconds: int):
+        self._from_s = replay.from_ms // 1000
         self._window = window_seconds
+        self._committed = dict(replay.committed)
         self._skipped = Metrics.counter('engagement', 'already_final')
 
     def process(self, event, timestamp=beam.DoFn.TimestampParam):
         window_end = (int(timestamp) // self._window + 1) * self._window
-        if window_end <= self._from_s:
+        if window_end <= self._from_s and event.source_offset is not None and \
+                event.source_offset < self._committed.get((event.source_topic, event.source_partition), -1):
             self._skipped.inc()
             return
         yield event
 
 
-def build(p: beam.Pipeline, opts: EngagementOptions, replay_from_ms: int | None = None):
+def build(p: beam.Pipeline, opts: EngagementOptions, replay: ReplayPlan | None = None):
     """Assemble the graph on `p`; returns the PCollections tests and callers may want to observe."""
+    replay_from_ms = replay.from_ms if replay else None
     topics = [t for t in (opts.cdc_topic, opts.raw_topic) if t]
     records = p | 'ReadFromKafka' >> ReadFromKafka(
         opts.kafka_consumer_config(), topics, group_id=opts.consumer_group, start_offset=opts.start_offset,
@@ -95,29 +115,55 @@ def build(p: beam.Pipeline, opts: EngagementOptions, replay_from_ms: int | None 
         live_bundle_seconds=READER_LIVE_BUNDLE_SECONDS)
     parsed = records | 'ParseEvents' >> ParseEvents(cdc_topics=[opts.cdc_topic])
     events = parsed.events
-    if replay_from_ms is not None:
-        events = events | 'SkipFinalWindows' >> beam.ParDo(SkipFinalWindows(replay_from_ms, opts.window_seconds))
+    if replay is not None:
+        events = events | 'SkipProcessedEvents' >> beam.ParDo(SkipProcessedEvents(replay, opts.window_seconds))
     enriched = events | 'EnrichWithContent' >> EnrichWithContent(
         PostgresContentLoader(opts.pg_dsn), refresh_seconds=opts.content_refresh_seconds)
     stats = enriched.enriched | 'ContentMinuteStats' >> ContentMinuteStats(
         window_seconds=opts.window_seconds, early_firing_seconds=opts.early_firing_seconds,
-        allowed_lateness_seconds=opts.allowed_lateness_seconds)
+        allowed_lateness_seconds=opts.allowed_lateness_seconds, closed_before_ms=replay_from_ms)
     written = stats.stats | 'WriteTopContentToRedis' >> WriteContentStatsToRedis(
         opts.redis_url, redis_prefix=opts.redis_prefix, ttl_seconds=opts.redis_ttl_seconds)
     # Dead letters of the Redis stage live in the event-time windows of the stats; Prism cannot flatten
     # collections of different windowing (it panics), and dead letters have no business being windowed.
     stages = {'Parse': parsed.dead_letter, 'Enrich': enriched.dead_letter, 'Window': stats.dead_letter,
               'Redis': written.dead_letters}
+    outputs = {}
+    if opts.api_url or opts.bigquery_enabled:
+        # The event sinks wait on remote services (the BigQuery emulator takes ~1k rows/s; an API outage means
+        # timeouts and backoff). A shuffle puts them in a stage of their own, so that neither the reader nor the
+        # Redis path waits for them; they catch up on their own, idempotently on the event id.
+        to_sinks = enriched.enriched | 'DecoupleEventSinks' >> beam.Reshuffle()
+    if opts.api_url:  # an empty --api_url turns the sink off
+        api = to_sinks | 'DeliverToApi' >> DeliverToApi.from_options(opts)
+        stages['Api'] = api.dead_letter
+        outputs['api_delivered'] = api.delivered
+    if opts.bigquery_enabled:
+        bq_args = bigquery.write_kwargs(opts)
+        events_bq = to_sinks | 'WriteEventsToBigQuery' >> bigquery.WriteEventsToBigQuery(
+            opts.bq_project, opts.bq_dataset, **bq_args)
+        stats_bq = stats.stats | 'WriteStatsToBigQuery' >> bigquery.WriteStatsToBigQuery(
+            opts.bq_project, opts.bq_dataset, decouple=True, ended_windows_only=True, **bq_args)
+        stages['BigQueryEvents'] = events_bq.dead_letters
+        stages['BigQueryStats'] = stats_bq.dead_letters
     dead_letters = ([dl | f'{stage}DeadLettersInGlobalWindow' >> beam.WindowInto(GlobalWindows())
                      for stage, dl in stages.items()]
                     | 'AllDeadLetters' >> beam.Flatten())
+    if opts.bigquery_enabled:
+        # Rows of the dead_letter table that BigQuery rejects are reported in the Kafka topic only (never fed back).
+        dead_letters_bq = dead_letters | 'WriteDeadLettersToBigQuery' >> bigquery.WriteDeadLettersToBigQuery(
+            opts.bq_project, opts.bq_dataset, **bigquery.write_kwargs(opts))
+        dead_letters = ((dead_letters, dead_letters_bq.dead_letters
+                         | 'RejectedDeadLettersInGlobalWindow' >> beam.WindowInto(GlobalWindows()))
+                        | 'DeadLettersForKafka' >> beam.Flatten())
     dead_letters | 'WriteDeadLettersToKafka' >> WriteDeadLettersToKafka(
         opts.kafka_bootstrap_servers, opts.dead_letter_topic,
         producer_config={k: v for k, v in opts.kafka_consumer_config().items() if k != 'bootstrap_servers'})
-    return {'records': records, 'enriched': enriched.enriched, 'stats': stats.stats, 'dead_letters': dead_letters}
+    return {'records': records, 'enriched': enriched.enriched, 'stats': stats.stats, 'dead_letters': dead_letters,
+            **outputs}
 
 
-def plan_replay(opts: EngagementOptions) -> int | None:
+def plan_replay(opts: EngagementOptions) -> ReplayPlan | None:
     if opts.start_offset != 'committed':
         return None
     topics = [t for t in (opts.cdc_topic, opts.raw_topic) if t]
@@ -126,7 +172,9 @@ def plan_replay(opts: EngagementOptions) -> int | None:
                                   opts.replay_margin_seconds)
     _LOG.info('start: group %s, %d committed partitions, replay from %s', opts.consumer_group,
               sum(1 for off, _ in positions.values() if off is not None), replay_from)
-    return replay_from
+    if replay_from is None:
+        return None
+    return ReplayPlan(replay_from, {tp: offset for tp, (offset, _) in positions.items() if offset is not None})
 
 
 def print_help() -> None:
@@ -141,6 +189,10 @@ def print_help() -> None:
     parser.print_help()
 
 
+def _runner_name(runner) -> str:
+    return runner if isinstance(runner, str) else type(runner).__name__
+
+
 def run(argv: list[str] | None = None) -> int:
     if argv and ('--help' in argv or '-h' in argv):
         print_help()
@@ -150,7 +202,7 @@ def run(argv: list[str] | None = None) -> int:
     try:
         opts.validate()
         runner = select_runner(options)
-    except (InvalidOption, PrismUnavailable) as exc:
+    except (InvalidOption, RunnerUnavailable) as exc:
         print(f'error: {exc}', file=sys.stderr)
         return 2
     portable = options.view_as(PortableOptions)
@@ -162,10 +214,24 @@ def run(argv: list[str] | None = None) -> int:
     if not standard.streaming:
         _LOG.info('the Kafka source is unbounded: running in streaming mode')
         standard.streaming = True
-    replay_from = plan_replay(opts)
+    dry_run = options.view_as(TestOptions).dry_run
+    # A dry run only translates the graph: no Kafka to ask for committed positions.
+    replay = None if dry_run else plan_replay(opts)
+    if opts.bigquery_enabled and opts.bq_endpoint and not dry_run:
+        # Tables are created up front with their partitioning and clustering (a table a load job creates has
+        # neither); idempotent. Real BigQuery: once, `python -m connectors.bigquery --endpoint= ensure`.
+        bigquery.ensure_tables(opts.bq_project, opts.bq_dataset, opts.bq_endpoint)
     pipeline = beam.Pipeline(runner=runner, options=options)
-    build(pipeline, opts, replay_from)
+    build(pipeline, opts, replay)
     result = pipeline.run()
+    if dry_run:
+        _LOG.info('dry run: the graph was translated for %s and not submitted', runner)
+        return 0
+    if standard.no_wait_until_finish or _runner_name(runner) == 'DataflowRunner':
+        # A Dataflow job runs on Google's service: submitting is all this process does (the Flex Template
+        # launcher relies on it to return).
+        _LOG.info('submitted; not waiting for the job to finish')
+        return 0
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         result.wait_until_finish()
@@ -175,6 +241,8 @@ def run(argv: list[str] | None = None) -> int:
             result.cancel()
         except Exception as exc:  # the job may already be gone; the process exits either way
             _LOG.warning('cancel failed: %s', exc)
+    finally:
+        stop_job_server_children(options)  # a Flink job server JVM we started (Beam's atexit hook is a backstop)
     return 0
 
 

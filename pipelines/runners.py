@@ -6,21 +6,82 @@ the pipeline on the FnApiRunner instead. For a streaming job that is a silent di
 results only at the end. So for `--runner=DirectRunner` we check that the Prism binary is there (the one
 `make install` builds, found at Beam's cache path or `--prism_location`) and hand the pipeline to `PrismRunner`
 directly: if Prism fails, the run fails with Prism's error instead of quietly running elsewhere.
+
+For `--runner=FlinkRunner` we preset what Beam cannot find or guess here (`flink_presets`): the job server jar that
+`make install` assembles (Beam would try to download one, and none is published for this version), an embedded
+Flink (`--flink_master=[local]`) with the SDK worker inside the driver (`--environment_type=LOOPBACK`), a heap cap for
+the job server JVM, a java launcher that stops the job server when this process dies (even by SIGKILL), and
+checkpointing: Flink calls bundle finalization, where the Kafka reader commits its offsets, only when a checkpoint
+completes. `stop_job_server_children()` stops the job server JVM explicitly (Beam does it only at interpreter
+exit).
 """
 from __future__ import annotations
 
 import logging
 import os
+import shutil
+import signal
+import time
+from pathlib import Path
 
-from apache_beam.options.pipeline_options import PipelineOptions, PrismRunnerOptions, StandardOptions
+from apache_beam.options.pipeline_options import (FlinkRunnerOptions, JobServerOptions, PipelineOptions,
+                                                  PortableOptions, PrismRunnerOptions, StandardOptions)
 from apache_beam.version import __version__ as BEAM_VERSION
 
 _LOG = logging.getLogger(__name__)
 DIRECT_NAMES = {None, 'DirectRunner', 'direct', 'Direct', 'PrismRunner', 'prism', 'Prism'}
+FLINK_NAMES = {'FlinkRunner', 'flink', 'Flink'}
+# The Flink version inside the job server `make install` assembles (beam-runners-flink-1.19:2.62.0).
+FLINK_VERSION = '1.19'
+# The job server JVM runs embedded Flink, with the pipeline's state (windows, SDF residuals) on its heap. Uncapped,
+# the JVM sizes its heap from the machine's memory and grew to 1.1 GB on a 200k-event backlog.
+FLINK_JOB_SERVER_HEAP = '-Xmx1g'
+FLINK_CHECKPOINT_INTERVAL_MS = 5000
+# Flink closes a bundle after 1000 elements or 1 s by default. The windows pre-aggregate per bundle and the sinks
+# flush per bundle, so small bundles cost: a 200k-event backlog was exact after 168 s with the defaults and after
+# 98 s with these (same machine, busy), which match the reader's own bundle bounds (pipelines/engagement.py).
+FLINK_MAX_BUNDLE_SIZE = 40_000
+FLINK_MAX_BUNDLE_TIME_MS = 2000
 
 
-class PrismUnavailable(RuntimeError):
+class RunnerUnavailable(RuntimeError):
+    """The chosen runner cannot start on this machine; the message says what to do."""
+
+
+class PrismUnavailable(RunnerUnavailable):
     pass
+
+
+class FlinkJobServerUnavailable(RunnerUnavailable):
+    """A PrismUnavailable only so that callers catching that (pipelines/engagement.py) print it as one line."""
+
+
+class FlinkPresetOptions(PipelineOptions):
+    """The Flink options we preset that Beam's Python SDK does not declare (the job server's own options are learnt
+    only when the job is submitted, too late to give them a default)."""
+
+    @classmethod
+    def _add_argparse_args(cls, parser):
+        parser.add_argument('--checkpointing_interval', type=int, default=None,
+                            help='Flink checkpoint interval in milliseconds. Bundle finalization, where the Kafka '
+                                 'reader commits its offsets, runs when a checkpoint completes, so without '
+                                 f'checkpoints no offset is ever committed. Default {FLINK_CHECKPOINT_INTERVAL_MS} '
+                                 'on --runner=FlinkRunner; -1 disables checkpointing.')
+        parser.add_argument('--flink_conf_dir', default=None,
+                            help='Directory of a Flink config.yaml for the Flink the job server starts or submits '
+                                 'to. Default for --flink_master=[local]: the one `make install` writes (REST '
+                                 'endpoint on 127.0.0.1).')
+        parser.add_argument('--max_bundle_size', type=int, default=None,
+                            help='Elements per Flink bundle at most. Default {} on --runner=FlinkRunner (Flink: '
+                                 '1000).'.format(FLINK_MAX_BUNDLE_SIZE))
+        parser.add_argument('--max_bundle_time_mills', type=int, default=None,
+                            help='Milliseconds a Flink bundle stays open at most. Default {} on '
+                                 '--runner=FlinkRunner (Flink: 1000).'.format(FLINK_MAX_BUNDLE_TIME_MS))
+        parser.add_argument('--finish_bundle_before_checkpointing', action='store_true', default=None,
+                            help='Finish the bundle in flight before Flink takes a checkpoint, instead of buffering '
+                                 'its output in the checkpoint. Always on for --runner=FlinkRunner: without it a '
+                                 'backlog read in large bundles stalled for good in 6 of 10 runs (nothing reached '
+                                 'Redis), with it none of 3 did.')
 
 
 def prism_cache_zip() -> str:
@@ -45,14 +106,149 @@ def prism_source(options: PipelineOptions) -> str:
     return cached
 
 
-def select_runner(options: PipelineOptions):
-    """The runner object to build the pipeline with: PrismRunner for the DirectRunner, else the named runner."""
+def engagement_home() -> Path:
+    """$ENGAGEMENT_HOME as `make install` resolves it (where it put the jars)."""
+    from launch import config as stack_config
+    return stack_config.load(environ={'ENGAGEMENT_HOME': os.environ.get('ENGAGEMENT_HOME', '')}).home
+
+
+def flink_job_server_jar() -> Path:
+    from launch.install import flink_job_server_jar as installed_jar
+    return installed_jar(engagement_home())
+
+
+def flink_conf_dir() -> Path:
+    from launch.install import flink_conf_dir as installed_conf_dir
+    return installed_conf_dir(engagement_home())
+
+
+def flink_java_launcher() -> Path:
+    from launch.install import flink_java_launcher as installed_launcher
+    return installed_launcher(engagement_home())
+
+
+def flink_presets(options: PipelineOptions) -> dict:
+    """Fill in the Flink options the user did not give; returns what was preset (for the log).
+
+    Raises FlinkJobServerUnavailable when the job server jar is neither given nor installed."""
+    flink = options.view_as(FlinkRunnerOptions)
+    portable = options.view_as(PortableOptions)
+    job_server = options.view_as(JobServerOptions)
+    presets_in = options.view_as(FlinkPresetOptions)
+    preset = {}
+    if flink.flink_job_server_jar:
+        if '://' not in flink.flink_job_server_jar and not os.path.isfile(flink.flink_job_server_jar):
+            raise FlinkJobServerUnavailable(
+                f'--flink_job_server_jar={flink.flink_job_server_jar} does not exist; fix the path, or leave the '
+                'flag out to use the job server `make install` assembles.')
+    elif not flink.flink_submit_uber_jar:
+        jar = flink_job_server_jar()
+        if not jar.is_file():
+            raise FlinkJobServerUnavailable(
+                f'the Flink job server is not installed at {jar}; run `make install` (it assembles Beam\'s Flink '
+                'job server from Maven), or pass --flink_job_server_jar=<jar>.')
+        preset['flink_job_server_jar'] = flink.flink_job_server_jar = str(jar)
+        preset['flink_version'] = flink.flink_version = FLINK_VERSION
+    if flink.flink_master == '[auto]':
+        preset['flink_master'] = flink.flink_master = '[local]'
+    if flink.flink_master in ('[local]', '[auto]'):
+        if not portable.environment_type:
+            # The SDK worker runs inside this driver process: no Docker image, no worker to install.
+            preset['environment_type'] = portable.environment_type = 'LOOPBACK'
+        conf_dir = flink_conf_dir()
+        if presets_in.flink_conf_dir is None and conf_dir.is_dir():
+            preset['flink_conf_dir'] = presets_in.flink_conf_dir = str(conf_dir)
+    if job_server.expansion_port == 0:
+        # The job server would also serve a Java expansion service (cross-language transforms): we use none.
+        preset['expansion_port'] = job_server.expansion_port = -1
+    bound_java = flink_java_launcher()
+    if job_server.job_server_java_launcher == 'java' and bound_java.is_file() and shutil.which('setpriv'):
+        # java that gets SIGTERM when this process dies, even by SIGKILL (Beam's own stop runs only at exit).
+        preset['job_server_java_launcher'] = job_server.job_server_java_launcher = str(bound_java)
+    if not any(p.startswith('-Xmx') for p in job_server.job_server_jvm_properties):
+        job_server.job_server_jvm_properties = [*job_server.job_server_jvm_properties, FLINK_JOB_SERVER_HEAP]
+        preset['job_server_jvm_properties'] = FLINK_JOB_SERVER_HEAP
+    if presets_in.checkpointing_interval is None:  # batch runs ignore it; this pipeline always streams
+        preset['checkpointing_interval'] = presets_in.checkpointing_interval = FLINK_CHECKPOINT_INTERVAL_MS
+    if presets_in.max_bundle_size is None:
+        preset['max_bundle_size'] = presets_in.max_bundle_size = FLINK_MAX_BUNDLE_SIZE
+    if presets_in.max_bundle_time_mills is None:
+        preset['max_bundle_time_mills'] = presets_in.max_bundle_time_mills = FLINK_MAX_BUNDLE_TIME_MS
+    if not presets_in.finish_bundle_before_checkpointing:
+        preset['finish_bundle_before_checkpointing'] = presets_in.finish_bundle_before_checkpointing = True
+    return preset
+
+
+def _runner_name(options: PipelineOptions):
     name = options.view_as(StandardOptions).runner
-    if isinstance(name, str) and name.endswith('DirectRunner') and '.' in name:
+    if isinstance(name, str) and name.endswith(('DirectRunner', 'FlinkRunner')) and '.' in name:
         name = name.rsplit('.', 1)[1]
+    return name
+
+
+def select_runner(options: PipelineOptions):
+    """The runner object to build the pipeline with: PrismRunner for the DirectRunner, FlinkRunner with our
+    presets for Flink, else the named runner."""
+    name = _runner_name(options)
+    if name in FLINK_NAMES:
+        _LOG.info('FlinkRunner: presets %s', flink_presets(options))
+        return 'FlinkRunner'
     if name not in DIRECT_NAMES:
         return name
     from apache_beam.runners.portability.prism_runner import PrismRunner
     source = prism_source(options)
     _LOG.info('DirectRunner: running on Prism from %s', source)
     return PrismRunner()
+
+
+def _job_server_pids(jar: str) -> list[int]:
+    from launch.stack import descendants
+    found = []
+    for pid in descendants(os.getpid()):
+        try:
+            argv = Path(f'/proc/{pid}/cmdline').read_bytes().split(b'\0')
+        except OSError:
+            continue
+        if b'-jar' in argv and jar.encode() in argv:
+            found.append(pid)
+    return found
+
+
+def stop_job_server_children(options: PipelineOptions, timeout: float = 15.0) -> list[int]:
+    """Stop the Flink job server JVM(s) this process started; returns their PIDs.
+
+    Beam stops the job server it started only from an atexit hook, which does not run when the driver is killed,
+    and a JVM running embedded Flink may take longer than Beam waits. Call this when the pipeline has stopped
+    (after `wait_until_finish()` returned or the job was cancelled). Only our own children running the job server
+    jar are stopped: SIGTERM (the JVM runs its shutdown hooks), SIGKILL after `timeout`."""
+    if _runner_name(options) not in FLINK_NAMES:
+        return []
+    jar = options.view_as(FlinkRunnerOptions).flink_job_server_jar or str(flink_job_server_jar())
+    pids = _job_server_pids(jar)
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+    deadline = time.monotonic() + timeout
+    alive = list(pids)
+    while alive and time.monotonic() < deadline:
+        time.sleep(0.2)
+        alive = [pid for pid in alive if _running(pid)]
+    for pid in alive:
+        _LOG.warning('Flink job server (pid %d) still running %.0f s after SIGTERM: killing it', pid, timeout)
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    if pids:
+        _LOG.info('stopped the Flink job server (pid %s)', ', '.join(map(str, pids)))
+    return pids
+
+
+def _running(pid: int) -> bool:
+    """False once `pid` has exited (a zombie waiting for Beam's Popen to collect it counts as exited)."""
+    try:
+        return Path(f'/proc/{pid}/stat').read_text().rsplit(')', 1)[1].split()[0] != 'Z'
+    except OSError:
+        return False

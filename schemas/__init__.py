@@ -8,8 +8,8 @@ from schemas.debezium import DebeziumEnvelope, DebeziumSource
 from schemas.events import (EVENT_TYPES, CdcEngagementRow, DirectEvent, EngagementEvent, EnrichedEvent, EventType,
                             IngestedEvent)
 from schemas.kafka import KafkaRecord
-from schemas.stats import ContentWindowStats
+from schemas.stats import ContentWindowStats, ContentWindowStatsRow
 
-__all__ = ['EVENT_TYPES', 'CdcEngagementRow', 'Content', 'ContentType', 'ContentWindowStats', 'DeadLetter',
+__all__ = ['EVENT_TYPES', 'CdcEngagementRow', 'Content', 'ContentType', 'ContentWindowStats', 'ContentWindowStatsRow', 'DeadLetter',
            'DebeziumEnvelope', 'DebeziumSource', 'DirectEvent', 'EngagementEvent', 'EnrichedEvent', 'EventType',
            'IngestedEvent', 'KafkaRecord', 'Stage', 'bigquery_fields']

@@ -1,12 +1,13 @@
 """Per-content, per-window engagement figures: what the windowed aggregation emits for each pane."""
 from __future__ import annotations
 
+from datetime import datetime, timezone
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, computed_field
 
 from schemas.content import ContentType
-from schemas.types import BigInt, UuidStr
+from schemas.types import BigInt, UtcDatetime, UuidStr
 
 PaneTiming = Literal['EARLY', 'ON_TIME', 'LATE', 'UNKNOWN']
 
@@ -38,3 +39,17 @@ class ContentWindowStats(BaseModel):
     @property
     def engagement_seconds(self) -> float:
         return self.engagement_ms / 1000
+
+
+class ContentWindowStatsRow(ContentWindowStats):
+    """A pane as one row of the append-only BigQuery table `content_minute_stats_raw`: the pane, when the sink
+    wrote it, and the window start as a TIMESTAMP (the table's DAY partitioning column). A (content, window) gets
+    a row per pane; the newest written one is its current value (the `content_minute_stats` view), as in Redis."""
+    written_ts: UtcDatetime = Field(description='When the sink received this pane from the windowing (UTC, wall '
+                                                'clock; before any shuffle, so it keeps the order of the panes); the '
+                                                'newest row per (content_id, window_start) is the current value.')
+
+    @computed_field(description='window_start as a TIMESTAMP (the DAY partitioning column).')
+    @property
+    def window_start_ts(self) -> datetime:
+        return datetime.fromtimestamp(self.window_start, timezone.utc)

@@ -34,9 +34,10 @@ def private_config(**overrides) -> stack_config.StackConfig:
     """A stack configuration on free ports with a fresh state directory that the `postgres` user can reach."""
     state = Path(tempfile.mkdtemp(prefix='engagement-test-', dir='/var/tmp'))
     os.chmod(state, 0o755)
-    pg, redis, kafka, controller, connect = free_ports(5)
+    pg, redis, kafka, controller, connect, api, bq, gcs = free_ports(8)
     values = dict(state_dir=str(state), pg_port=pg, redis_port=redis, kafka_port=kafka,
-                  kafka_controller_port=controller, connect_port=connect)
+                  kafka_controller_port=controller, connect_port=connect, api_port=api, bq_port=bq,
+                  gcs_port=gcs)
     values.update(overrides)
     return stack_config.load(values)
 

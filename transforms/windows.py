@@ -104,25 +104,33 @@ class _FixedWindowArithmetic:
 class RouteTooLateFn(beam.DoFn):
     """EnrichedEvent -> the event (main) or a `too_late` DeadLetter (tagged), by the reader's watermark stamp."""
 
-    def __init__(self, window_fn: FixedWindows, allowed_lateness_seconds: int):
+    def __init__(self, window_fn: FixedWindows, allowed_lateness_seconds: int, closed_before_ms: int | None = None):
         self._windows = _FixedWindowArithmetic(window_fn)
         self._lateness_seconds = allowed_lateness_seconds
+        self._closed_before_us = None if closed_before_ms is None else closed_before_ms * 1000
         self._unchecked = Metrics.counter(self.__class__, 'passed_unchecked')
         self._too_late = Metrics.counter(self.__class__, f'dead_letter_{reasons.TOO_LATE}')
 
     def process(self, event: EnrichedEvent):
+        start = self._windows.start(event)
+        end = start + self._windows.size
+        if self._closed_before_us is not None and end <= self._closed_before_us:
+            self._too_late.inc()
+            yield beam.pvalue.TaggedOutput(DEAD_LETTER, DeadLetter.for_event(
+                event, stage='window', reason=reasons.TOO_LATE, now=datetime.now(timezone.utc),
+                error=(f'event_ts {event.event_ts.isoformat()}: its window [{_iso(start)}, {_iso(end)}) was final '
+                       f'before the pipeline restarted (replay point {_iso(self._closed_before_us)})')))
+            return
         watermark_ms = event.watermark_ms
         if watermark_ms is None:
             self._unchecked.inc()
             yield event
             return
-        start = self._windows.start(event)
         deadline = start + self._windows.size - 1 + self._lateness_seconds * 1_000_000
         if deadline > watermark_ms * 1000:
             yield event
             return
         self._too_late.inc()
-        end = start + self._windows.size
         yield beam.pvalue.TaggedOutput(DEAD_LETTER, DeadLetter.for_event(
             event, stage='window', reason=reasons.TOO_LATE, now=datetime.now(timezone.utc),
             error=(f'event_ts {event.event_ts.isoformat()} is beyond the allowed lateness: its window '
@@ -133,9 +141,9 @@ class RouteTooLateFn(beam.DoFn):
 class RouteTooLateEvents(beam.PTransform):
     """EnrichedEvent -> outputs `on_time` (events the windows will count) and `dead_letter` (too_late)."""
 
-    def __init__(self, window_fn: FixedWindows, allowed_lateness_seconds: int):
+    def __init__(self, window_fn: FixedWindows, allowed_lateness_seconds: int, closed_before_ms: int | None = None):
         super().__init__()
-        self._fn = RouteTooLateFn(window_fn, allowed_lateness_seconds)
+        self._fn = RouteTooLateFn(window_fn, allowed_lateness_seconds, closed_before_ms)
 
     def expand(self, events):
         return events | 'CompareWithReaderWatermark' >> beam.ParDo(self._fn).with_outputs(DEAD_LETTER, main=ON_TIME)
@@ -258,10 +266,12 @@ class ContentMinuteStats(beam.PTransform):
 
     window_seconds: width of the event-time windows; early_firing_seconds: processing-time delay of early
     panes (an int: Prism rejects a float), None for no early panes (bounded runs); allowed_lateness_seconds:
-    how long after its end a window still takes late events (later ones: see the module docstring)."""
+    how long after its end a window still takes late events (later ones: see the module docstring);
+    closed_before_ms: after a restart, windows ending at or before this time (epoch ms) were final before it, and
+    their events are too_late whatever the watermark (see pipelines.engagement)."""
 
     def __init__(self, window_seconds: int = 60, early_firing_seconds: int | None = 1,
-                 allowed_lateness_seconds: int = 300):
+                 allowed_lateness_seconds: int = 300, closed_before_ms: int | None = None):
         super().__init__()
         for name, value, low in (('window_seconds', window_seconds, 1),
                                  ('allowed_lateness_seconds', allowed_lateness_seconds, 0),
@@ -273,6 +283,7 @@ class ContentMinuteStats(beam.PTransform):
         self._window_fn = FixedWindows(window_seconds)
         self._early_firing_seconds = early_firing_seconds
         self._allowed_lateness_seconds = allowed_lateness_seconds
+        self._closed_before_ms = closed_before_ms
 
     def _trigger(self):
         if self._early_firing_seconds is None:
@@ -281,7 +292,8 @@ class ContentMinuteStats(beam.PTransform):
                                       late=trigger.AfterCount(1))
 
     def expand(self, events):
-        routed = events | 'RouteTooLateEvents' >> RouteTooLateEvents(self._window_fn, self._allowed_lateness_seconds)
+        routed = events | 'RouteTooLateEvents' >> RouteTooLateEvents(self._window_fn, self._allowed_lateness_seconds,
+                                                                     self._closed_before_ms)
         stats = (routed[ON_TIME]
                  | 'CombineWithinBundle' >> beam.ParDo(CombineWithinBundleFn(self._window_fn))
                  | 'FixedWindows' >> beam.WindowInto(

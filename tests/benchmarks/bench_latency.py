@@ -1,6 +1,6 @@
 """Benchmark: insert -> Redis-visible latency of the running pipeline, under background load.
 
-    .venv/bin/python -m tests.benchmarks.bench_latency --rate 1000 --duration 120 [--probes-per-second 5]
+    .venv/bin/python -m tests.benchmarks.bench_latency --rate 1000 --duration 120 [--probes-per-second 5] [-- pipeline flags]
 
 Starts a private stack and `python -m pipelines.engagement --runner=DirectRunner --streaming`, runs the load
 generator at `--rate` rows/s, and meanwhile inserts probe events (one row each, its own transaction) on a content
@@ -35,6 +35,7 @@ def main(argv=None) -> int:
     parser.add_argument('--duration', type=float, default=120, help='seconds of load')
     parser.add_argument('--probes-per-second', type=float, default=5)
     parser.add_argument('--warmup', type=float, default=30, help='seconds before probes count')
+    parser.add_argument('pipeline_args', nargs='*', help='extra pipeline flags (after --)')
     args = parser.parse_args(argv)
     cfg = private_config()
     stack = Stack(cfg, out=sys.stderr)
@@ -42,7 +43,7 @@ def main(argv=None) -> int:
     pipeline = None
     try:
         pipeline = subprocess.Popen([sys.executable, '-m', 'pipelines.engagement', '--runner=DirectRunner',
-                                     '--streaming'], env={**os.environ, **cfg.env()}, stdout=subprocess.DEVNULL,
+                                     '--streaming', *args.pipeline_args], env={**os.environ, **cfg.env()}, stdout=subprocess.DEVNULL,
                                     stderr=open(cfg.state_dir / 'pipeline.log', 'wb'))
         flags = cfg.cli_flags()
         load = threading.Thread(target=generate.main, args=(

@@ -1,12 +1,13 @@
 """Benchmark: catch-up throughput of the whole pipeline (Kafka -> parse -> enrich -> windows -> Redis) on Prism.
 
-    .venv/bin/python -m tests.benchmarks.bench_pipeline --events 200000 [--rate 5000] [--keep]
+    .venv/bin/python -m tests.benchmarks.bench_pipeline --events 200000 [--rate 5000] [--keep] [--runner FlinkRunner]
 
 Starts a private stack (free ports, fresh state), inserts `--events` rows with the generator at `--rate` rows/s
 (so the backlog spans events/rate seconds of event time), waits until Debezium has them all on Kafka, then starts
 `python -m pipelines.engagement --runner=DirectRunner --streaming` and polls Redis until every stats hash, top
 ZSET and totals hash equals SQL (`launch.verify`). Prints the time to exact results, events/s with and without the
-pipeline's start-up, and the peak RSS of the pipeline's processes. Not a test: it prints figures.
+pipeline's start-up, and the peak RSS of the pipeline's processes (on Flink also that of the job server JVM,
+which is one of them). Not a test: it prints figures.
 """
 from __future__ import annotations
 
@@ -17,12 +18,24 @@ import sys
 import time
 
 from launch import generate, verify
-from launch.stack import Stack, tree_rss_mb
+from launch.stack import Stack, descendants, tree_rss_mb
 from tests.conftest import private_config
 
 
 def cdc_end_offset(stack: Stack) -> int:
     return stack.component('kafka').end_offsets()[stack.cfg.events_topic]
+
+
+def java_children(pid: int) -> list[int]:
+    """The JVMs below the pipeline process: Flink's job server."""
+    found = []
+    for child in descendants(pid):
+        try:
+            if os.path.basename(open(f'/proc/{child}/cmdline', 'rb').read().split(b'\0')[0]) == b'java':
+                found.append(child)
+        except OSError:
+            pass
+    return found
 
 
 def main(argv=None) -> int:
@@ -31,6 +44,7 @@ def main(argv=None) -> int:
     parser.add_argument('--rate', type=float, default=5000)
     parser.add_argument('--timeout', type=float, default=900)
     parser.add_argument('--keep', action='store_true', help='leave the private stack running')
+    parser.add_argument('--runner', default='DirectRunner', help='DirectRunner (Prism) or FlinkRunner (embedded)')
     parser.add_argument('pipeline_args', nargs='*', help='extra pipeline flags (after --)')
     args = parser.parse_args(argv)
     cfg = private_config()
@@ -45,17 +59,18 @@ def main(argv=None) -> int:
         print(f'backlog on Kafka: {cdc_end_offset(stack):,} change events', file=sys.stderr)
         env = {**os.environ, **cfg.env()}
         started = time.monotonic()
-        pipeline = subprocess.Popen([sys.executable, '-m', 'pipelines.engagement', '--runner=DirectRunner',
+        pipeline = subprocess.Popen([sys.executable, '-m', 'pipelines.engagement', f'--runner={args.runner}',
                                      '--streaming', *args.pipeline_args], env=env,
                                     stdout=subprocess.DEVNULL, stderr=open(cfg.state_dir / 'pipeline.log', 'wb'))
         first_output = None
-        peak_rss = 0.0
+        peak_rss = peak_jvm_rss = 0.0
         diffs = ['not checked']
         import redis
         client = redis.Redis.from_url(cfg.redis_url)
         while time.monotonic() - started < args.timeout:
             time.sleep(1.0)
             peak_rss = max(peak_rss, tree_rss_mb(pipeline.pid))
+            peak_jvm_rss = max(peak_jvm_rss, sum(tree_rss_mb(pid) for pid in java_children(pipeline.pid)))
             if first_output is None and client.dbsize():
                 first_output = time.monotonic() - started
             if pipeline.poll() is not None:
@@ -76,7 +91,8 @@ def main(argv=None) -> int:
               f'{elapsed:.1f} s after the pipeline started (first output at {first_output:.1f} s); '
               f'{args.events / elapsed:,.0f} events/s including start-up, '
               f'{args.events / max(elapsed - first_output, 1e-9):,.0f} events/s after first output; '
-              f'peak RSS of the pipeline processes {peak_rss:,.0f} MB')
+              f'peak RSS of the pipeline processes {peak_rss:,.0f} MB'
+              + (f' (job server JVM {peak_jvm_rss:,.0f} MB)' if peak_jvm_rss else ''))
         return 0
     finally:
         if not args.keep:

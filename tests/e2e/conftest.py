@@ -43,6 +43,9 @@ class Pipeline:
              f'--kafka_bootstrap_servers={self.cfg.kafka_bootstrap}', f'--cdc_topic={self.cfg.events_topic}',
              f'--raw_topic={self.cfg.raw_topic}', f'--dead_letter_topic={self.cfg.dead_letter_topic}',
              f'--redis_url={self.cfg.redis_url}', f'--pg_dsn={self.cfg.pg_dsn}', '--content_refresh_seconds=10',
+             f'--api_url={self.cfg.api_url}', f'--bq_endpoint={self.cfg.bq_endpoint}',
+             f'--gcs_endpoint={self.cfg.gcs_endpoint}', f'--bq_project={self.cfg.bq_project}',
+             f'--bq_dataset={self.cfg.bq_dataset}',
              *self.extra_args],
             stdout=log, stderr=subprocess.STDOUT, env={**os.environ, 'ENGAGEMENT_LOG_LEVEL': 'INFO'})
 

@@ -1,6 +1,7 @@
 """End to end on the real stack, DirectRunner (Prism), streaming: Redis must equal what SQL computes from
 Postgres, exactly, after a `kill -9` of the pipeline and a SIGKILL of Kafka Connect mid-run; every bad record
-sent to the raw topic must be in the dead-letter topic with its reason.
+sent to the raw topic must be in the dead-letter topic with its reason; the REST API receiver must hold every
+valid event exactly once by idempotency key, and BigQuery one row per event id and stats equal to SQL.
 
 Runs `python -m pipelines.engagement` as a user would (a subprocess, flags for the private stack)."""
 from __future__ import annotations
@@ -9,7 +10,9 @@ import collections
 import json
 import threading
 import time
+import urllib.request
 
+import psycopg2
 import pytest
 from kafka import KafkaConsumer, TopicPartition
 
@@ -19,6 +22,7 @@ from tests.e2e.conftest import Pipeline
 pytestmark = pytest.mark.integration
 
 CAUGHT_UP_TIMEOUT_S = 600
+BIGQUERY_CATCH_UP_S = 300
 
 
 def read_dead_letters(cfg) -> list[dict]:
@@ -36,6 +40,12 @@ def read_dead_letters(cfg) -> list[dict]:
         return out
     finally:
         consumer.close()
+
+
+def api_keys(cfg) -> dict[str, int]:
+    """Idempotency keys the local API receiver stored, with how often each was received."""
+    with urllib.request.urlopen(f'{cfg.api_url}/v1/events/keys', timeout=30) as answer:
+        return json.loads(answer.read())['keys']
 
 
 def wait_exact(cfg, pipeline: Pipeline, timeout: float) -> list[str]:
@@ -95,5 +105,21 @@ def test_redis_equals_sql_after_pipeline_and_connect_crashes(e2e_stack):
             got[d['reason']].add(d['event_id'])
         for kind, ids in sent['bad_ids'].items():
             assert got[kind] == set(ids), f'dead letters with reason {kind} differ from what was sent'
+
+        # The REST API holds every valid event exactly once by idempotency key (replays answered as duplicates).
+        with psycopg2.connect(cfg.pg_dsn) as conn, conn.cursor() as cur:
+            cur.execute('SELECT id FROM engagement_events')
+            ids = {str(row[0]) for row in cur.fetchall()}
+        received = api_keys(cfg)
+        assert set(received) == ids, (f'API keys differ from Postgres ids: {len(ids - set(received))} missing, '
+                                      f'{len(set(received) - ids)} unexpected')
+        assert not [d for d in read_dead_letters(cfg) if d['stage'] == 'api'], 'no API dead letters expected'
+
+        # BigQuery (the emulator, ~1k rows/s: it may still be catching up): one events_enriched row per event id,
+        # content_minute_stats equal to SQL.
+        deadline = time.monotonic() + BIGQUERY_CATCH_UP_S
+        while (bq_diffs := verify.verify_bigquery(cfg, 60)) and time.monotonic() < deadline:
+            time.sleep(5)
+        assert bq_diffs == [], f'{len(bq_diffs)} differences between BigQuery and SQL, e.g. {bq_diffs[:5]}'
     finally:
         pipeline.stop()

@@ -20,7 +20,7 @@ def test_wrong_prism_location_is_named(tmp_path):
 
 
 def test_other_runners_pass_through():
-    assert runners.select_runner(PipelineOptions(['--runner=FlinkRunner'])) == 'FlinkRunner'
+    assert runners.select_runner(PipelineOptions(['--runner=DataflowRunner'])) == 'DataflowRunner'
 
 
 def test_direct_runner_runs_on_prism():

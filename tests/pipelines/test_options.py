@@ -94,3 +94,21 @@ def test_replay_point_is_window_aligned_and_covers_lateness_and_margin():
     assert start % 60_000 == 0
     assert replay_start_ms({('t', 0): (5, None)}, 60, 600, 60) is None
     assert replay_start_ms({}, 60, 600, 60) is None
+
+
+def test_a_restart_skips_only_events_handled_before_it():
+    """Final window + before the committed offset: handled (skipped). Final window at/after the committed offset:
+    never processed (goes on, to the event sinks and as too_late). Open window: recounted whatever the offset."""
+    from apache_beam.utils.timestamp import Timestamp
+
+    from pipelines.engagement import ReplayPlan, SkipProcessedEvents
+    from tests.transforms.builders import ingested
+    fn = SkipProcessedEvents(ReplayPlan(from_ms=120_000, committed={('engagement.raw_events', 0): 100}), 60)
+
+    def passes(ts, offset):
+        event = ingested(id=offset, ts=ts, offset=offset)
+        return list(fn.process(event, timestamp=Timestamp(ts))) == [event]
+
+    assert not passes(ts=100, offset=99)
+    assert passes(ts=100, offset=100)
+    assert passes(ts=130, offset=5)

@@ -146,6 +146,16 @@ def test_an_unstamped_event_passes_unchecked():
     assert route(event) is event
 
 
+def test_after_a_restart_an_event_of_a_window_final_before_it_is_too_late_whatever_its_stamp():
+    fn = RouteTooLateFn(FixedWindows(60), 30, closed_before_ms=120_000)   # windows ending <= 120 s were final
+    [final] = list(fn.process(enriched(id=1, ts=119, watermark_ms=0)))
+    [open_window] = list(fn.process(enriched(id=2, ts=120, watermark_ms=0)))
+
+    assert final.tag == DEAD_LETTER and (final.value.reason, final.value.event_id) == ('too_late', 1)
+    assert 'final before the pipeline restarted' in final.value.error
+    assert open_window.event_ts.timestamp() == 120
+
+
 # -- settings ----------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize('settings, flag', [
