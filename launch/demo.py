@@ -73,6 +73,10 @@ def watch(cfg: stack_config.StackConfig, out=sys.stdout, seconds: float | None =
     return total
 
 
+RUNNER_ALIASES = {'directrunner': 'DirectRunner', 'direct': 'DirectRunner', 'prism': 'DirectRunner',
+                  'prismrunner': 'DirectRunner', 'flinkrunner': 'FlinkRunner', 'flink': 'FlinkRunner'}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog='python -m launch.demo', description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -80,6 +84,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument('--bad-rate', type=float, default=2,
                         help='bad JSON records per second onto the raw topic (dead-letter demo), 0 for none; '
                              'default 2')
+    parser.add_argument('--runner', default='DirectRunner', type=lambda v: RUNNER_ALIASES.get(v.lower(), v),
+                        choices=sorted(set(RUNNER_ALIASES.values())),
+                        help='DirectRunner (Prism, default) or FlinkRunner (embedded Flink); also prism, flink')
     parser.add_argument('--keep-stack', action='store_true', help='leave the stack running on exit')
     parser.add_argument('--cdc-only', action='store_true',
                         help='no pipeline: watch the change events arrive on Kafka')
@@ -112,9 +119,10 @@ def main(argv: list[str] | None = None) -> int:
                   'on Kafka. Ctrl-C stops everything this demo started.', flush=True)
             watch(cfg)
         else:
-            start('pipeline', 'pipelines.engagement', '--runner=DirectRunner', '--streaming')
+            start('pipeline', 'pipelines.engagement', f'--runner={args.runner}', '--streaming')
+            engine = 'Prism' if args.runner == 'DirectRunner' else 'embedded Flink (first output after ~20-50 s)'
             print(f'generator at {args.rate:,.0f} events/s into Postgres, {args.bad_rate:g} bad records/s onto '
-                  f'{cfg.raw_topic}; pipeline starting on Prism (log {cfg.log_file("pipeline")}). '
+                  f'{cfg.raw_topic}; pipeline starting on {engine} (log {cfg.log_file("pipeline")}). '
                   'Ctrl-C stops everything this demo started.', flush=True)
             dashboard.run(cfg, 'engagement', 60, 'engagement-pipeline',
                           alive=lambda: all(p.poll() is None for _, p in children))

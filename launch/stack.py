@@ -347,8 +347,12 @@ class Redis(Component):
             raise StackError('redis-server not found: run `make install` (it installs the Debian package).')
         self.dir.mkdir(parents=True, exist_ok=True)
         conf = self.dir / 'redis.conf'
+        # Durable like a production Redis: the pipeline resumes from committed Kafka offsets and does not rewrite
+        # windows that were final, so a Redis that came back empty (a restart, `stack down` + `up`) would stay
+        # wrong. The append-only file is synced at every write (the sink writes in pipelined batches, one sync each),
+        # so not even a SIGKILL loses an acknowledged write.
         conf.write_text(f'bind 127.0.0.1\nport {self.cfg.redis_port}\ndaemonize no\ndir {self.dir}\n'
-                        'save ""\nappendonly no\nprotected-mode yes\n')
+                        'save ""\nappendonly yes\nappendfsync always\nprotected-mode yes\n')
         self.proc.spawn([binary, str(conf)])
         _wait('PING', self.proc, self._ping)
 

@@ -37,7 +37,8 @@ from typing import NamedTuple
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
-from apache_beam.options.pipeline_options import PipelineOptions, PortableOptions, StandardOptions, TestOptions
+from apache_beam.options.pipeline_options import (FlinkRunnerOptions, PipelineOptions, PortableOptions, StandardOptions,
+                                                  TestOptions)
 from apache_beam.transforms.window import GlobalWindows
 
 from connectors import bigquery
@@ -204,6 +205,12 @@ def run(argv: list[str] | None = None) -> int:
         runner = select_runner(options)
     except (InvalidOption, RunnerUnavailable) as exc:
         print(f'error: {exc}', file=sys.stderr)
+        return 2
+    if (options.view_as(StandardOptions).no_wait_until_finish and _runner_name(runner) == 'FlinkRunner'
+            and options.view_as(FlinkRunnerOptions).flink_master == '[local]'):
+        print('error: --no_wait_until_finish with --flink_master=[local]: the embedded Flink lives in a job server '
+              'this process starts and stops, so the job would end when the command returns; drop the flag or '
+              'give --flink_master=host:port of a cluster', file=sys.stderr)
         return 2
     portable = options.view_as(PortableOptions)
     if not any(arg.startswith('--job_server_timeout') for arg in argv or ()):

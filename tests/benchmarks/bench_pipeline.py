@@ -7,7 +7,9 @@ Starts a private stack (free ports, fresh state), inserts `--events` rows with t
 `python -m pipelines.engagement --runner=DirectRunner --streaming` and polls Redis until every stats hash, top
 ZSET and totals hash equals SQL (`launch.verify`). Prints the time to exact results, events/s with and without the
 pipeline's start-up, and the peak RSS of the pipeline's processes (on Flink also that of the job server JVM,
-which is one of them). Not a test: it prints figures.
+which is one of them). Then, for each event sink that is on (the REST API unless `-- --api_url=`, BigQuery unless
+`-- --bq_enabled=false`), when it held every event (receiver's accepted count; distinct ids in the raw table).
+Not a test: it prints figures.
 """
 from __future__ import annotations
 
@@ -36,6 +38,41 @@ def java_children(pid: int) -> list[int]:
         except OSError:
             pass
     return found
+
+
+def api_accepted(cfg) -> int:
+    import json
+    import urllib.request
+    with urllib.request.urlopen(f'{cfg.api_url}/v1/stats', timeout=10) as answer:
+        return json.loads(answer.read())['accepted_events']
+
+
+def bigquery_events(cfg) -> int:
+    from connectors.bigquery import gcp_client
+    client = gcp_client(cfg.bq_project, cfg.bq_endpoint)
+    try:
+        table = f'`{cfg.bq_project}.{cfg.bq_dataset}.events_enriched_raw`'
+        return list(client.query(f'SELECT COUNT(DISTINCT id) AS n FROM {table}').result())[0]['n']
+    finally:
+        client.close()
+
+
+def wait_for_sinks(cfg, pipeline_args, events: int, started: float, timeout: float) -> dict[str, float]:
+    """Seconds after the pipeline's start at which each event sink that is on held every event."""
+    sinks = {}
+    if '--api_url=' not in pipeline_args:
+        sinks['REST API'] = api_accepted
+    if '--bq_enabled=false' not in pipeline_args:
+        sinks['BigQuery'] = bigquery_events
+    done = {}
+    while sinks and time.monotonic() - started < timeout:
+        for name, count in list(sinks.items()):
+            if count(cfg) >= events:
+                done[name] = time.monotonic() - started
+                del sinks[name]
+        time.sleep(1.0)
+    done.update({name: float('nan') for name in sinks})
+    return done
 
 
 def main(argv=None) -> int:
@@ -82,6 +119,7 @@ def main(argv=None) -> int:
                 if not diffs:
                     break
         elapsed = time.monotonic() - started
+        sinks = {} if diffs else wait_for_sinks(cfg, args.pipeline_args, args.events, started, args.timeout)
         pipeline.terminate()
         pipeline.wait(30)
         if diffs:
@@ -93,6 +131,8 @@ def main(argv=None) -> int:
               f'{args.events / max(elapsed - first_output, 1e-9):,.0f} events/s after first output; '
               f'peak RSS of the pipeline processes {peak_rss:,.0f} MB'
               + (f' (job server JVM {peak_jvm_rss:,.0f} MB)' if peak_jvm_rss else ''))
+        for name, seconds in sinks.items():
+            print(f'{name}: every event after {seconds:.1f} s ({args.events / seconds:,.0f} events/s incl. start-up)')
         return 0
     finally:
         if not args.keep:

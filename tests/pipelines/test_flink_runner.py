@@ -142,3 +142,10 @@ def test_stop_job_server_children_stops_our_job_server_only(tmp_path):
         for proc in (ours, other):
             proc.kill()
             proc.wait()
+
+
+def test_no_wait_is_refused_with_embedded_flink(capsys):
+    """The embedded Flink dies with the command: submitting without waiting would start a job that ends at once."""
+    from pipelines.engagement import run
+    assert run(['--runner=FlinkRunner', '--no_wait_until_finish', '--flink_job_server_jar=/bin/true']) == 2
+    assert '--no_wait_until_finish with --flink_master=[local]' in capsys.readouterr().err
