@@ -254,3 +254,31 @@ def busy_port_message(setting_name: str, port: int) -> str:
     s = _BY_NAME[setting_name]
     return (f'port {port} on 127.0.0.1 is already in use by another program: '
             f'set {s.env} (or {s.flag}) to a free port.')
+
+
+def free_ports(n: int) -> list[int]:
+    """`n` distinct TCP ports that are free on 127.0.0.1 right now (>= 1024)."""
+    socks, ports = [], []
+    try:
+        while len(ports) < n:
+            s = socket.socket()
+            s.bind(('127.0.0.1', 0))
+            socks.append(s)
+            if s.getsockname()[1] >= 1024:
+                ports.append(s.getsockname()[1])
+    finally:
+        for s in socks:
+            s.close()
+    return ports
+
+
+def private_config(prefix: str = 'engagement-test-', **overrides) -> 'StackConfig':
+    """A configuration on free ports (every port setting) with a fresh state directory under /var/tmp that the
+    `postgres` user can reach: for tests, benchmarks and `launch.golden`, never touching a developer's stack."""
+    import tempfile
+    state = Path(tempfile.mkdtemp(prefix=prefix, dir='/var/tmp'))
+    os.chmod(state, 0o755)
+    port_settings = [st.name for st in SETTINGS if st.kind == 'port']
+    values = {'state_dir': str(state), **dict(zip(port_settings, free_ports(len(port_settings))))}
+    values.update(overrides)
+    return load(values)

@@ -3,11 +3,7 @@ free ports and in a private state directory, so they never touch a stack a devel
 from __future__ import annotations
 
 import contextlib
-import os
 import shutil
-import socket
-import tempfile
-from pathlib import Path
 
 import pytest
 
@@ -15,31 +11,8 @@ from launch import config as stack_config
 from launch.stack import Stack
 
 
-def free_ports(n: int) -> list[int]:
-    socks, ports = [], []
-    try:
-        while len(ports) < n:
-            s = socket.socket()
-            s.bind(('127.0.0.1', 0))
-            socks.append(s)
-            if s.getsockname()[1] >= 1024:
-                ports.append(s.getsockname()[1])
-    finally:
-        for s in socks:
-            s.close()
-    return ports
-
-
-def private_config(**overrides) -> stack_config.StackConfig:
-    """A stack configuration on free ports with a fresh state directory that the `postgres` user can reach."""
-    state = Path(tempfile.mkdtemp(prefix='engagement-test-', dir='/var/tmp'))
-    os.chmod(state, 0o755)
-    pg, redis, kafka, controller, connect, api, bq, gcs = free_ports(8)
-    values = dict(state_dir=str(state), pg_port=pg, redis_port=redis, kafka_port=kafka,
-                  kafka_controller_port=controller, connect_port=connect, api_port=api, bq_port=bq,
-                  gcs_port=gcs)
-    values.update(overrides)
-    return stack_config.load(values)
+free_ports = stack_config.free_ports
+private_config = stack_config.private_config
 
 
 @contextlib.contextmanager
