@@ -22,15 +22,15 @@ again reads back what it wrote before and adds 0; a later pane adds exactly what
 one. So the totals always equal the sum over the stats hashes, however often a pane is written, and a batch that
 failed half-way can simply be written again.
 
-Why there is no "only move forward" guard. A pane with fewer events than the stored one is written as is:
-- within one run Beam hands the panes of one key and window to this DoFn in order (the sink runs fused after the
-  aggregation; do not put a Reshuffle in between) and a batch is executed in arrival order, so the last write is
-  the newest pane;
-- after a restart the reader replays from a window-aligned point and the window is recomputed from its start, so
-  its early panes briefly lower the stored values and its final pane restores exactly what a run without a crash
-  holds. A guard would hide that dip, but it would also freeze any value that is too high (say a window counted
-  before duplicates were removed, or with different late data) until the key expires: the recomputation is the
-  truth, so it must win.
+Why an "only move forward" guard. Each pane is stamped with the time the sink received it (`pane_us`, stored in
+the hash), and the script refuses a pane with fewer distinct events than the stored one, or as many and an earlier
+stamp. Panes of one key reach this DoFn in order, but bundles run concurrently and each retries its batch on its
+own: after a Redis outage the retried batches land in any order, and without the guard an early pane written last
+left a final window too low for good (seen in the 30 s outage test). The guard cannot freeze a wrong value: a pane
+counts a subset of its window's distinct events (deduplicated by id), so the final pane, which has them all, is
+never refused; after a restart the partial recount of a window no longer dips the stored value either, and its
+final pane overwrites it. (A CDC update that moves an event to another content or window is the known exception:
+it is counted in both places with or without the guard.)
 The one assumption: `ttl_seconds` exceeds allowed lateness plus the replay horizon. If a content's stats hash
 expired while its window's totals hash lived on, a later pane for it would be counted in the totals twice.
 
@@ -92,16 +92,26 @@ _RETRYABLE = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
 _NOT_RETRYABLE = (redis.exceptions.AuthenticationError, redis.exceptions.AuthorizationError)
 
 # KEYS: stats hash, top set of the content type, top set of all, totals hash.
-# ARGV: top-set key prefix (P:top:W:), content_id, content_type, title, engagement_seconds, ttl, then the counters.
+# ARGV: top-set key prefix (P:top:W:), content_id, content_type, title, engagement_seconds, ttl, the counters
+# (events, play, pause, finish, click), then pane_us: when the sink received the pane (µs since the epoch).
+# A pane older than the stored one (fewer distinct events, or as many and received earlier) changes nothing:
+# batches retried after a Redis outage land in any order, and a pane counts a subset of its window's events, so
+# the final pane (all of them) is never refused, also after a restart's partial recount.
 WRITE_STATS_LUA = """
 local counters = {'events', 'play', 'pause', 'finish', 'click'}
 local top_prefix, content_id, content_type = ARGV[1], ARGV[2], ARGV[3]
-local old = redis.call('HMGET', KEYS[1], 'events', 'play', 'pause', 'finish', 'click', 'content_type')
+local old = redis.call('HMGET', KEYS[1], 'events', 'play', 'pause', 'finish', 'click', 'content_type', 'pane_us')
+local new_events, new_us = tonumber(ARGV[7]), tonumber(ARGV[12])
+local old_events, old_us = tonumber(old[1]), tonumber(old[7])
+if old_events and (new_events < old_events or (new_events == old_events and old_us and new_us < old_us)) then
+  return 0
+end
 for i, field in ipairs(counters) do
   redis.call('HINCRBY', KEYS[4], field, tonumber(ARGV[6 + i]) - (tonumber(old[i]) or 0))
 end
 redis.call('HSET', KEYS[1], 'events', ARGV[7], 'play', ARGV[8], 'pause', ARGV[9], 'finish', ARGV[10],
-           'click', ARGV[11], 'engagement_seconds', ARGV[5], 'title', ARGV[4], 'content_type', content_type)
+           'click', ARGV[11], 'engagement_seconds', ARGV[5], 'title', ARGV[4], 'content_type', content_type,
+           'pane_us', ARGV[12])
 if old[6] and old[6] ~= content_type then
   redis.call('ZREM', top_prefix .. old[6], content_id)
 end
@@ -180,8 +190,10 @@ class StatsKeys:
                    top_all=top + 'all', totals=f'{prefix}:totals:{window_start}', top_prefix=top)
 
 
-def script_call(stats: Any, prefix: str, ttl_seconds: int) -> tuple[list[str], list[Any]]:
-    """KEYS and ARGV of the Lua script for one stats element; raises InvalidStats for a bad element."""
+def script_call(stats: Any, prefix: str, ttl_seconds: int,
+                pane_us: int | None = None) -> tuple[list[str], list[Any]]:
+    """KEYS and ARGV of the Lua script for one stats element; raises InvalidStats for a bad element. `pane_us`:
+    when the sink received the pane (default now), what orders panes with as many events."""
     try:
         window_start = _count(stats, 'window_start')
         content_id, content_type = _name(stats, 'content_id'), _name(stats, 'content_type')
@@ -194,7 +206,8 @@ def script_call(stats: Any, prefix: str, ttl_seconds: int) -> tuple[list[str], l
         raise InvalidStats(f'missing field: {exc}') from None
     keys = StatsKeys.of(prefix, window_start, content_id, content_type)
     return ([keys.stats, keys.top_type, keys.top_all, keys.totals],
-            [keys.top_prefix, content_id, content_type, title, seconds, ttl_seconds, *counts])
+            [keys.top_prefix, content_id, content_type, title, seconds, ttl_seconds, *counts,
+             time.time_ns() // 1000 if pane_us is None else pane_us])
 
 
 def _payload(stats: Any) -> str:

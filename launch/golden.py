@@ -210,7 +210,8 @@ def redis_part(cfg, base: int) -> dict:
             name = ':'.join(parts[1:])
             kind = client.type(key)
             if kind == 'hash':
-                out[name] = dict(sorted(client.hgetall(key).items()))
+                # pane_us is the sink's bookkeeping (wall-clock time a pane was received), not data.
+                out[name] = dict(sorted((f, v) for f, v in client.hgetall(key).items() if f != 'pane_us'))
             elif kind == 'zset':
                 out[name] = {m: _plain(s) for m, s in client.zrange(key, 0, -1, withscores=True)}
             elif kind == 'string':
