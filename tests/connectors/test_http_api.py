@@ -14,15 +14,14 @@ import apache_beam as beam
 import pytest
 from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.testing.util import assert_that, equal_to
-from apache_beam.transforms.window import GlobalWindow
 from apache_beam.utils.timestamp import Timestamp
-from apache_beam.utils.windowed_value import PANE_INFO_UNKNOWN
 
 from connectors.http_api import ApiClient, ApiSinkConfig, DeliverToApi, DeliverToApiFn
 from schemas import EnrichedEvent
 from schemas.dead_letter import DeadLetter
 from tests.api_support import ReceiverProcess
 from tests.conftest import free_ports
+from tests.dofn_support import run_bundles
 from tests.transforms.builders import enriched
 
 pytestmark = pytest.mark.integration
@@ -57,29 +56,7 @@ class CountingClient(ApiClient):
 def run_fn(cfg: ApiSinkConfig, *bundles):
     """Drive the DoFn as a runner would (setup, then start/process/finish per bundle; a callable in place of a
     bundle runs between bundles). Returns (deliveries, dead letters)."""
-    fn = DeliverToApiFn(cfg)
-    delivered, dead = [], []
-
-    def collect(outputs):
-        for out in outputs or ():
-            if isinstance(out, beam.pvalue.TaggedOutput):
-                dead.append(out.value.value)
-            else:
-                delivered.append(out.value)
-
-    fn.setup()
-    try:
-        for bundle in bundles:
-            if callable(bundle):
-                bundle()
-                continue
-            fn.start_bundle()
-            for event in bundle:
-                collect(fn.process(event, Timestamp(0), GlobalWindow(), PANE_INFO_UNKNOWN))
-            collect(fn.finish_bundle())
-    finally:
-        fn.teardown()
-    return delivered, dead
+    return run_bundles(DeliverToApiFn(cfg), bundles, Timestamp(0))
 
 
 @pytest.fixture(scope='module')

@@ -22,6 +22,7 @@ from apache_beam.utils.windowed_value import PANE_INFO_UNKNOWN
 
 from connectors.redis import (RedisSinkUnavailable, UpsertContentStatsFn, WriteContentStatsToRedis, exact_seconds,
                               redact_url)
+from tests.dofn_support import run_bundles
 
 W = 1_764_000_000  # a window start, epoch seconds UTC
 COUNTERS = ('events', 'play', 'pause', 'finish', 'click')
@@ -66,28 +67,7 @@ def write_bundles(url, *bundles, **options):
     fn = UpsertContentStatsFn(**{**dict(redis_url=url, prefix='engagement', ttl_seconds=86400, batch_size=500,
                                         max_attempts=3, initial_backoff_seconds=0.01, max_backoff_seconds=0.05,
                                         socket_timeout_seconds=2.0), **options})
-    written, dead = [], []
-
-    def collect(outputs):
-        for out in outputs or ():
-            if isinstance(out, beam.pvalue.TaggedOutput):
-                dead.append(getattr(out.value, 'value', out.value))
-            else:
-                written.append(out.value)
-
-    fn.setup()
-    try:
-        for bundle in bundles:
-            if callable(bundle):
-                bundle()
-                continue
-            fn.start_bundle()
-            for element in bundle:
-                collect(fn.process(element, Timestamp(W), GlobalWindow(), PANE_INFO_UNKNOWN))
-            collect(fn.finish_bundle())
-    finally:
-        fn.teardown()
-    return written, dead
+    return run_bundles(fn, bundles, Timestamp(W))
 
 
 def snapshot(client, prefix='engagement'):
