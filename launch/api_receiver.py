@@ -24,8 +24,10 @@ Endpoints
   GET  /health             {"status": "ok", "faults": {...}}
   GET  /v1/stats           accepted_events (unique keys stored), duplicates, rejected, requests (calls of
                            /v1/events, any outcome), token_requests,
-                           tokens_issued, unauthorized, injected (per kind and total), max_calls_per_request
-  GET  /v1/events/keys     {"count": n, "keys": {"<key>": <times received>}} (received = accepted once + duplicates)
+                           tokens_issued, unauthorized, injected (per kind and total), max_calls_per_request,
+                           calls_per_request ({"<calls>": <requests>}: how many request ids made 1, 2, ... calls)
+  GET  /v1/events/keys     {"count": n, "keys": {"<key>": <times received>}} (received = accepted once + duplicates);
+                           `?key=K&key=L...` answers only those keys it holds (a cheap lookup for latency probes)
   GET  /admin/faults       the fault settings in force
   POST /admin/faults       replace them (keys left out go back to "no fault"; {} clears all):
                            {"error_rate": 0.5, "status": 503, "timeout_rate": 0.1, "timeout_seconds": 5,
@@ -187,14 +189,27 @@ class Store:
             counters.update(self._db.execute('SELECT name, value FROM counters').fetchall())
             accepted = self._db.execute('SELECT count(*) FROM events').fetchone()[0]
             max_calls = self._db.execute('SELECT coalesce(max(calls), 0) FROM request_calls').fetchone()[0]
+            per_calls = self._db.execute('SELECT calls, count(*) FROM request_calls GROUP BY calls '
+                                         'ORDER BY calls').fetchall()
         injected = {name.removeprefix('injected_'): counters.pop(name) for name in list(counters)
                     if name.startswith('injected_')}
         injected['total'] = sum(injected.values())
-        return {'accepted_events': accepted, **counters, 'injected': injected, 'max_calls_per_request': max_calls}
+        return {'accepted_events': accepted, **counters, 'injected': injected, 'max_calls_per_request': max_calls,
+                'calls_per_request': {str(calls): n for calls, n in per_calls}}
 
-    def keys(self) -> dict[str, int]:
+    def keys(self, only: list[str] | None = None) -> dict[str, int]:
+        """Every stored key with how often it was received; with `only`, just those of them that are stored."""
         with self._lock:
-            return dict(self._db.execute('SELECT key, received FROM events ORDER BY first_seen, key').fetchall())
+            if only is None:
+                rows = self._db.execute('SELECT key, received FROM events ORDER BY first_seen, key').fetchall()
+            else:
+                rows = []
+                for start in range(0, len(only), 500):  # sqlite's limit on bound parameters
+                    chunk = only[start:start + 500]
+                    rows += self._db.execute(f'SELECT key, received FROM events WHERE key IN '
+                                             f'({",".join("?" * len(chunk))}) ORDER BY first_seen, key',
+                                             chunk).fetchall()
+        return dict(rows)
 
     def reset(self) -> None:
         with self._lock:
@@ -310,14 +325,16 @@ class Handler(BaseHTTPRequestHandler):
 
     # --- routing
     def do_GET(self):
-        path = urlsplit(self.path).path
+        url = urlsplit(self.path)
+        path = url.path
         store = self.receiver.store
         if path == '/health':
             self._send(200, {'status': 'ok', 'faults': self.receiver.faults})
         elif path == '/v1/stats':
             self._send(200, {**store.stats(), 'faults': self.receiver.faults})
         elif path == '/v1/events/keys':
-            keys = store.keys()
+            params = parse_qsl(url.query, keep_blank_values=True)
+            keys = store.keys([v for n, v in params if n == 'key'] if any(n == 'key' for n, _ in params) else None)
             self._send(200, {'count': len(keys), 'keys': keys})
         elif path == '/admin/faults':
             self._send(200, self.receiver.faults)

@@ -1,23 +1,38 @@
-"""Benchmark: insert -> Redis-visible latency of the running pipeline, under background load.
+"""Benchmark: insert -> visible latency of the running pipeline, per sink, under background load.
 
-    .venv/bin/python -m tests.benchmarks.bench_latency --rate 1000 --duration 120 [--probes-per-second 5] [-- pipeline flags]
+    .venv/bin/python -m tests.benchmarks.bench_latency --rate 1000 --duration 120 [--sink redis|api|bigquery] \
+        [--probes-per-second 5] [-- pipeline flags]
 
-Starts a private stack and `python -m pipelines.engagement --runner=DirectRunner --streaming`, runs the load
-generator at `--rate` rows/s, and meanwhile inserts probe events (one row each, its own transaction) on a content
-row created for the benchmark after the generator has read the catalogue (so only probes use it). A poller reads that content's `stats` hash every 10 ms; the latency of probe n is
-the time from its INSERT's commit to the first read where the window's `events` reached n. Probes of the first
-`--warmup` seconds are not counted. Prints p50/p90/p99/max and the pipeline's peak RSS. Not a test.
+Starts a private stack and `python -m pipelines.engagement --runner=DirectRunner --streaming` (every sink on unless
+pipeline flags say otherwise), runs the load generator at `--rate` rows/s, and meanwhile inserts probe events (one
+row each, its own transaction) on a content row created for the benchmark after the generator has read the
+catalogue (so only probes use it). The latency of a probe is the time from its INSERT's commit to the first poll
+that sees it in the chosen sink (`--sink`, default redis):
+
+  redis     the probe content's `stats` hash of the probe's window, read every 10 ms: probe n of a window is
+            visible at the first read where the window's `events` reached n;
+  api       the local API receiver holds the probe's event id as idempotency key: `GET /v1/events/keys?key=...`
+            for the probes not seen yet, every 20 ms;
+  bigquery  the probe's row is queryable in the emulator's `events_enriched_raw` (a query for the ids not seen
+            yet, every 250 ms: a query costs the emulator tens of ms, so the figures are that much coarser).
+
+Probes of the first `--warmup` seconds are not counted. Prints p50/p90/p99/max and the pipeline's peak RSS.
+Not a test.
 """
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import subprocess
 import sys
 import threading
 import time
+import urllib.parse
+import urllib.request
 import uuid
+from typing import NamedTuple
 
 import psycopg2
 import redis
@@ -27,12 +42,61 @@ from launch.stack import Stack, stop_tree, tree_rss_mb
 from tests.conftest import private_config
 
 PROBE_CONTENT = str(uuid.uuid5(uuid.NAMESPACE_URL, 'engagement-latency-probe'))
+POLL_SECONDS = {'redis': 0.01, 'api': 0.02, 'bigquery': 0.25}
+WHERE = {'redis': 'Redis', 'api': 'the REST API receiver', 'bigquery': 'BigQuery events_enriched_raw'}
+
+
+class Probe(NamedTuple):
+    committed: float    # time.monotonic() right after the INSERT's commit
+    window: int         # start of its 60 s window (epoch seconds), for the Redis hash
+
+
+class RedisWatch:
+    """Probes of a window are counted in order: probe n is visible once the window's `events` reached n."""
+
+    def __init__(self, cfg):
+        self._client = redis.Redis.from_url(cfg.redis_url)
+
+    def visible(self, probes: dict[int, Probe], pending: set[int]) -> set[int]:
+        out = set()
+        for window in {probes[i].window for i in pending}:
+            count = int(self._client.hget(f'engagement:stats:{window}:{PROBE_CONTENT}', 'events') or 0)
+            in_window = [i for i, p in probes.items() if p.window == window]  # commit order
+            out.update(i for i in in_window[:count] if i in pending)
+        return out
+
+
+class ApiWatch:
+    def __init__(self, cfg):
+        self._url = f'{cfg.api_url}/v1/events/keys'
+
+    def visible(self, probes: dict[int, Probe], pending: set[int]) -> set[int]:
+        query = urllib.parse.urlencode([('key', str(i)) for i in sorted(pending)])
+        with urllib.request.urlopen(f'{self._url}?{query}', timeout=10) as answer:
+            return {int(key) for key in json.loads(answer.read())['keys']}
+
+
+class BigQueryWatch:
+    def __init__(self, cfg):
+        from connectors.bigquery import gcp_client
+        self._client = gcp_client(cfg.bq_project, cfg.bq_endpoint)
+        self._table = f'`{cfg.bq_project}.{cfg.bq_dataset}.events_enriched_raw`'
+
+    def visible(self, probes: dict[int, Probe], pending: set[int]) -> set[int]:
+        ids = ','.join(str(i) for i in sorted(pending))
+        rows = self._client.query(f'SELECT DISTINCT id FROM {self._table} WHERE id IN ({ids})').result()
+        return {row['id'] for row in rows}
+
+
+WATCHES = {'redis': RedisWatch, 'api': ApiWatch, 'bigquery': BigQueryWatch}
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--rate', type=float, default=1000, help='background rows/s')
     parser.add_argument('--duration', type=float, default=120, help='seconds of load')
+    parser.add_argument('--sink', choices=sorted(WATCHES), default='redis',
+                        help='where a probe must be visible (default redis)')
     parser.add_argument('--probes-per-second', type=float, default=5)
     parser.add_argument('--warmup', type=float, default=30, help='seconds before probes count')
     parser.add_argument('pipeline_args', nargs='*', help='extra pipeline flags (after --)')
@@ -43,8 +107,8 @@ def main(argv=None) -> int:
     pipeline = None
     try:
         pipeline = subprocess.Popen([sys.executable, '-m', 'pipelines.engagement', '--runner=DirectRunner',
-                                     '--streaming', *args.pipeline_args], env={**os.environ, **cfg.env()}, stdout=subprocess.DEVNULL,
-                                    stderr=open(cfg.state_dir / 'pipeline.log', 'wb'))
+                                     '--streaming', *args.pipeline_args], env={**os.environ, **cfg.env()},
+                                    stdout=subprocess.DEVNULL, stderr=open(cfg.state_dir / 'pipeline.log', 'wb'))
         flags = cfg.cli_flags()
         load = threading.Thread(target=generate.main, args=(
             ['--rate', str(args.rate), '--duration', str(args.duration + args.warmup), '--late-share', '0',
@@ -56,48 +120,50 @@ def main(argv=None) -> int:
         with psycopg2.connect(cfg.pg_dsn) as conn, conn.cursor() as cur:
             cur.execute("INSERT INTO content VALUES (%s, 'latency-probe', 'Latency probe', 'video', 600, now()) "
                         'ON CONFLICT DO NOTHING', (PROBE_CONTENT,))
-        client = redis.Redis.from_url(cfg.redis_url)
-        sent: dict[int, list[float]] = {}      # window -> commit times of its probes, in order
+        watch = WATCHES[args.sink](cfg)
+        probes: dict[int, Probe] = {}   # event id -> probe, in commit order
+        pending: set[int] = set()
         latencies: list[float] = []
-        seen: dict[int, int] = {}
         conn = psycopg2.connect(cfg.pg_dsn)
         cur = conn.cursor()
         started = time.monotonic()
-        next_probe = started
+        next_probe = next_poll = started
         peak_rss = 0.0
         while time.monotonic() - started < args.duration + args.warmup:
             now = time.monotonic()
             if now >= next_probe:
                 cur.execute("INSERT INTO engagement_events (content_id, user_id, event_type, event_ts, duration_ms) "
-                            "VALUES (%s, %s, 'play', now(), 1000) RETURNING extract(epoch FROM event_ts)",
+                            "VALUES (%s, %s, 'play', now(), 1000) RETURNING id, extract(epoch FROM event_ts)",
                             (PROBE_CONTENT, str(uuid.uuid4())))
-                window = int(cur.fetchone()[0]) // 60 * 60
+                event_id, event_ts = cur.fetchone()
                 conn.commit()
-                sent.setdefault(window, []).append(time.monotonic())
+                probes[event_id] = Probe(time.monotonic(), int(event_ts) // 60 * 60)
+                pending.add(event_id)
                 next_probe += 1 / args.probes_per_second
-            for window, times in sent.items():
-                count = int(client.hget(f'engagement:stats:{window}:{PROBE_CONTENT}', 'events') or 0)
+            if pending and now >= next_poll:
+                seen = watch.visible(probes, pending)
                 t = time.monotonic()
-                for n in range(seen.get(window, 0), min(count, len(times))):
-                    if times[n] - started >= args.warmup:
-                        latencies.append(t - times[n])
-                seen[window] = max(seen.get(window, 0), min(count, len(times)))
+                for event_id in seen & pending:
+                    if probes[event_id].committed - started >= args.warmup:
+                        latencies.append(t - probes[event_id].committed)
+                pending -= seen
+                next_poll = now + POLL_SECONDS[args.sink]
             if int(now - started) % 5 == 0:
                 peak_rss = max(peak_rss, tree_rss_mb(pipeline.pid))
             if pipeline.poll() is not None:
                 print(f'pipeline exited; see {cfg.state_dir / "pipeline.log"}', file=sys.stderr)
                 return 1
-            time.sleep(0.01)
-        pending = sum(len(t) for t in sent.values()) - sum(seen.values())
+            time.sleep(0.005)
         if not latencies:
-            print(f'no probe became visible in Redis ({pending} pending)')
+            print(f'no probe became visible in {WHERE[args.sink]} ({len(pending)} pending)')
             return 1
         latencies.sort()
         q = lambda p: latencies[min(len(latencies) - 1, int(p * len(latencies)))]  # noqa: E731
-        print(f'insert -> Redis visible at {args.rate:,.0f} rows/s background for {args.duration:.0f} s '
-              f'({len(latencies)} probes, {pending} still pending at the end): p50 {q(0.5) * 1000:.0f} ms, '
-              f'p90 {q(0.9) * 1000:.0f} ms, p99 {q(0.99) * 1000:.0f} ms, max {latencies[-1] * 1000:.0f} ms, '
-              f'mean {statistics.mean(latencies) * 1000:.0f} ms; pipeline peak RSS {peak_rss:,.0f} MB')
+        print(f'insert -> visible in {WHERE[args.sink]} (polled every {POLL_SECONDS[args.sink] * 1000:.0f} ms) at '
+              f'{args.rate:,.0f} rows/s background for {args.duration:.0f} s ({len(latencies)} probes, '
+              f'{len(pending)} still pending at the end): p50 {q(0.5) * 1000:.0f} ms, p90 {q(0.9) * 1000:.0f} ms, '
+              f'p99 {q(0.99) * 1000:.0f} ms, max {latencies[-1] * 1000:.0f} ms, mean '
+              f'{statistics.mean(latencies) * 1000:.0f} ms; pipeline peak RSS {peak_rss:,.0f} MB')
         return 0
     finally:
         if pipeline is not None:

@@ -80,6 +80,8 @@ def test_each_key_is_stored_once_and_duplicates_are_answered_idempotently(fresh)
     status, _, body = post_events(fresh, batch(2, 4, key_type=int), token)  # integer keys are the same keys
     assert [r['status'] for r in body['results']] == ['duplicate', 'accepted']
     assert fresh.keys() == {'1': 1, '2': 3, '4': 1}
+    assert fresh.get('/v1/events/keys?key=2&key=3&key=4') == {'count': 2, 'keys': {'2': 3, '4': 1}}
+    assert fresh.get('/v1/events/keys?key=') == {'count': 0, 'keys': {}}
     stats = fresh.stats()
     assert (stats['accepted_events'], stats['duplicates'], stats['rejected'], stats['requests']) == (3, 2, 2, 2)
 
@@ -109,6 +111,8 @@ def test_injected_errors_record_nothing_and_are_counted(fresh):
     assert stats['injected'] == {'down': 0, 'rate_limit': 1, 'error': 1, 'timeout': 1, 'lost_response': 0,
                                  'total': 3}
     assert stats['max_calls_per_request'] == 4 and stats['accepted_events'] == 2
+    assert post_events(fresh, batch(3), token, 'req-b')[0] == 200
+    assert fresh.stats()['calls_per_request'] == {'1': 1, '4': 1}
 
 
 def test_a_lost_response_was_recorded_and_the_retry_is_a_duplicate(fresh):
