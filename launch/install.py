@@ -14,6 +14,11 @@ Steps (each printed with its duration):
      `beam-flink-job-server.jar` (Main-Class, Class-Path, JDK 17 Add-Opens) that `--runner=FlinkRunner` starts,
      `java-bound-to-parent`, the java launcher that makes the job server die with the pipeline that started it,
      and `conf/config.yaml`, the embedded Flink's settings (its REST endpoint on 127.0.0.1).
+  7. Beam's Java expansion service with KafkaIO 2.73.0 (`--kafka_reader=xlang`), resolved by Maven from
+     `launch/maven/kafka-expansion-service.pom.xml` into `$ENGAGEMENT_HOME/kafka-expansion-service/lib`, plus a
+     launcher jar `beam-kafka-expansion-service.jar` holding `launch/java/LoopbackExpansionService.java` compiled
+     with javac (the service bound to 127.0.0.1, with its loopback Java worker) and a manifest (Main-Class,
+     Class-Path).
 Build caches (the Maven repository, Go's module and build caches) are deleted once their results are in place.
 Standard library only: it runs before the virtualenv exists.
 """
@@ -130,6 +135,21 @@ exec setpriv --pdeathsig TERM -- "${JAVA_HOME:+$JAVA_HOME/bin/}java" "$@"
 '''
 
 
+KAFKA_EXPANSION_SERVICE_POM = 'kafka-expansion-service.pom.xml'
+KAFKA_EXPANSION_SERVICE_SOURCE = stack_config.REPO_ROOT / 'launch' / 'java' / 'LoopbackExpansionService.java'
+KAFKA_EXPANSION_SERVICE_MAIN = 'engagement.xlang.LoopbackExpansionService'
+# slf4j-simple at WARN, less the expansion service's warning at every expansion that KafkaIO's configuration class
+# "has no schema registered" (it then uses the setters, as designed).
+KAFKA_EXPANSION_SERVICE_LOGGING = (
+    'org.slf4j.simpleLogger.defaultLogLevel=warn\n'
+    'org.slf4j.simpleLogger.log.org.apache.beam.sdk.expansion.service.ExpansionService=error\n')
+
+
+def kafka_expansion_service_jar(home: Path) -> Path:
+    """The launcher jar of the cross-language Kafka reader's expansion service (`java -jar <it> <port>`)."""
+    return home / 'kafka-expansion-service' / 'beam-kafka-expansion-service.jar'
+
+
 def beam_prism_cache_zip() -> Path:
     """Where Beam's PrismRunner looks before it tries to download (apache_beam/runners/portability/prism_runner.py)."""
     name = f'apache_beam-v{BEAM_VERSION}-prism-linux-amd64'
@@ -172,9 +192,10 @@ class Installer:
             missing.append('redis-server')
         if not (PG_BIN / 'postgres').exists():
             missing.append('postgresql-15')
-        for tool, package in (('java', 'openjdk-17-jdk-headless'), ('mvn', 'maven'),
+        for tool, package in (('java', 'openjdk-17-jdk-headless'), ('javac', 'openjdk-17-jdk-headless'),
+                              ('mvn', 'maven'),
                               ('shellcheck', 'shellcheck')):  # lints launch/dataflow/template.sh (a test)
-            if not shutil.which(tool):
+            if not shutil.which(tool) and package not in missing:
                 missing.append(package)
         if not missing:
             return 'all present'
@@ -302,6 +323,50 @@ class Installer:
             return f'{"resolved" if resolved else "cached"} {lib} ({jars} jars); built {launcher}'
         return f'cached {launcher}'
 
+    # 7. Beam's Java expansion service with KafkaIO
+    def kafka_expansion_service(self) -> str:
+        pom = stack_config.REPO_ROOT / 'launch' / 'maven' / KAFKA_EXPANSION_SERVICE_POM
+        launcher = kafka_expansion_service_jar(self.home)
+        lib = launcher.parent / 'lib'
+        marker = lib / '.pom.sha256'
+        wanted = _sha256(pom)
+        resolved = False
+        if not (marker.exists() and marker.read_text() == wanted):
+            repo = self.home / 'build' / 'm2-kafka-expansion'
+            staging = lib.with_name(lib.name + '.partial')
+            shutil.rmtree(staging, ignore_errors=True)
+            _run(['mvn', '-q', '-B', '-f', str(pom), f'-Dmaven.repo.local={repo}',
+                  f'{MAVEN_DEPENDENCY_PLUGIN}:copy-dependencies', '-DincludeScope=runtime',
+                  f'-DoutputDirectory={staging}'], self.logs / 'maven.log')
+            (staging / '.pom.sha256').write_text(wanted)
+            shutil.rmtree(lib, ignore_errors=True)
+            staging.rename(lib)
+            shutil.rmtree(repo, ignore_errors=True)
+            resolved = True
+        built = launcher.parent / '.launcher.sha256'
+        wanted_launcher = _sha256(pom, KAFKA_EXPANSION_SERVICE_SOURCE) + hashlib.sha256(
+            KAFKA_EXPANSION_SERVICE_LOGGING.encode()).hexdigest()
+        if not resolved and launcher.exists() and built.exists() and built.read_text() == wanted_launcher:
+            return f'cached {launcher}'
+        classes = self.home / 'build' / 'kafka-expansion-classes'
+        shutil.rmtree(classes, ignore_errors=True)
+        _run(['javac', '-nowarn', '--release', '11', '-cp', f'{lib}/*', '-d', str(classes),
+              str(KAFKA_EXPANSION_SERVICE_SOURCE)], self.logs / 'javac.log')
+        jars = sorted(p.name for p in lib.glob('*.jar'))
+        manifest = _manifest({'Manifest-Version': '1.0', 'Created-By': 'launch.install',
+                              'Main-Class': KAFKA_EXPANSION_SERVICE_MAIN,
+                              'Class-Path': ' '.join(f'{lib.name}/{jar}' for jar in jars)})
+        partial = launcher.with_suffix('.partial')
+        with zipfile.ZipFile(partial, 'w', zipfile.ZIP_DEFLATED) as zf:
+            zf.writestr('META-INF/MANIFEST.MF', manifest)
+            zf.writestr('simplelogger.properties', KAFKA_EXPANSION_SERVICE_LOGGING)
+            for path in sorted(classes.rglob('*.class')):
+                zf.write(path, path.relative_to(classes).as_posix())
+        partial.rename(launcher)
+        shutil.rmtree(classes, ignore_errors=True)
+        built.write_text(wanted_launcher)
+        return f'{"resolved" if resolved else "cached"} {lib} ({len(jars)} jars); built {launcher}'
+
     def run(self) -> None:
         self.home.mkdir(parents=True, exist_ok=True)
         started = time.monotonic()
@@ -311,6 +376,7 @@ class Installer:
         self.step(f'Beam Prism runner v{BEAM_VERSION} (go install)', self.prism)
         self.step('BigQuery + GCS emulators (bqemulator 1.4.0, gcp-storage-emulator 2026.7.19)', self.bq_emulator)
         self.step('Beam Flink job server (beam-runners-flink-1.19 2.62.0, Maven) + launcher jar', self.flink_job_server)
+        self.step('Beam Kafka expansion service (KafkaIO 2.73.0, Maven) + launcher jar', self.kafka_expansion_service)
         print(f'install complete in {time.monotonic() - started:.1f} s; downloads and builds in {self.home}')
 
 

@@ -48,6 +48,7 @@ from connectors.kafka import ReadFromKafka, committed_positions
 from connectors.redis import WriteContentStatsToRedis
 from pipelines.options import EngagementOptions, InvalidOption
 from pipelines.runners import RunnerUnavailable, select_runner, stop_job_server_children
+from pipelines.xlang import read_from_kafka_xlang
 from transforms.enrich import EnrichWithContent, PostgresContentLoader
 from transforms.parse import ParseEvents
 from transforms.windows import ContentMinuteStats
@@ -109,11 +110,14 @@ def build(p: beam.Pipeline, opts: EngagementOptions, replay: ReplayPlan | None =
     """Assemble the graph on `p`; returns the PCollections tests and callers may want to observe."""
     replay_from_ms = replay.from_ms if replay else None
     topics = [t for t in (opts.cdc_topic, opts.raw_topic) if t]
-    records = p | 'ReadFromKafka' >> ReadFromKafka(
-        opts.kafka_consumer_config(), topics, group_id=opts.consumer_group, start_offset=opts.start_offset,
-        start_timestamp_ms=replay_from_ms, max_delay_ms=READER_MAX_DELAY_MS,
-        max_bundle_records=READER_MAX_BUNDLE_RECORDS, max_bundle_seconds=READER_MAX_BUNDLE_SECONDS,
-        live_bundle_seconds=READER_LIVE_BUNDLE_SECONDS)
+    if opts.kafka_reader == 'xlang':  # Beam's cross-language reader (pipelines/xlang.py)
+        records = p | 'ReadFromKafka' >> read_from_kafka_xlang(opts, replay_from_ms, READER_MAX_DELAY_MS)
+    else:
+        records = p | 'ReadFromKafka' >> ReadFromKafka(
+            opts.kafka_consumer_config(), topics, group_id=opts.consumer_group, start_offset=opts.start_offset,
+            start_timestamp_ms=replay_from_ms, max_delay_ms=READER_MAX_DELAY_MS,
+            max_bundle_records=READER_MAX_BUNDLE_RECORDS, max_bundle_seconds=READER_MAX_BUNDLE_SECONDS,
+            live_bundle_seconds=READER_LIVE_BUNDLE_SECONDS)
     parsed = records | 'ParseEvents' >> ParseEvents(cdc_topics=[opts.cdc_topic])
     events = parsed.events
     if replay is not None:

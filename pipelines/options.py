@@ -13,6 +13,7 @@ from urllib.parse import urlsplit
 from apache_beam.options.pipeline_options import PipelineOptions
 
 START_OFFSETS = ('committed', 'earliest', 'latest')
+KAFKA_READERS = ('python', 'xlang')
 KAFKA_SECURITY_PROTOCOLS = ('PLAINTEXT', 'SSL', 'SASL_PLAINTEXT', 'SASL_SSL')
 KAFKA_SASL_MECHANISMS = ('PLAIN', 'SCRAM-SHA-256', 'SCRAM-SHA-512', 'OAUTHBEARER')
 BQ_WRITE_METHODS = ('streaming_inserts', 'file_loads', 'storage_write_api')
@@ -60,6 +61,16 @@ class EngagementOptions(PipelineOptions):
                            help='Where to start reading: committed (the group\'s commits, rewound to replay every '
                                 'window that was not final; earliest when the group has none), earliest, or '
                                 'latest. Default committed.')
+        kafka.add_argument('--kafka_reader', default='python',
+                           help='python: our kafka-python splittable DoFn (connectors/kafka.py), on every runner; '
+                                'xlang: Beam\'s cross-language ReadFromKafka (Java KafkaIO 2.73, '
+                                'connectors/kafka_xlang.py) through a Java expansion service (see README, "The '
+                                'cross-language Kafka reader"). Default python.')
+        kafka.add_argument('--kafka_expansion_service', default='',
+                           help='With --kafka_reader=xlang: host:port of a running Java expansion service with '
+                                'KafkaIO. Default: on DataflowRunner Beam\'s own (downloaded by Beam), on other '
+                                'runners the one make install assembles, started on a free 127.0.0.1 port for the '
+                                'run.')
         kafka.add_argument('--kafka_security_protocol', default=_env('KAFKA_SECURITY_PROTOCOL', 'PLAINTEXT'),
                            help='PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL. Env KAFKA_SECURITY_PROTOCOL; '
                                 'default PLAINTEXT.')
@@ -186,6 +197,15 @@ class EngagementOptions(PipelineOptions):
             bad('raw_topic', self.raw_topic, 'expected a topic name (or empty to not read one)')
         if self.start_offset not in START_OFFSETS:
             bad('start_offset', self.start_offset, f'expected one of {", ".join(START_OFFSETS)}')
+        if self.kafka_reader not in KAFKA_READERS:
+            bad('kafka_reader', self.kafka_reader, f'expected one of {", ".join(KAFKA_READERS)}')
+        if self.kafka_expansion_service and not re.fullmatch(r'[^\s:,/]+:\d{1,5}', self.kafka_expansion_service):
+            bad('kafka_expansion_service', self.kafka_expansion_service, 'expected host:port')
+        if self.kafka_expansion_service and self.kafka_reader != 'xlang':
+            bad('kafka_expansion_service', self.kafka_expansion_service, 'only used with --kafka_reader=xlang')
+        if self.kafka_reader == 'xlang' and self.kafka_sasl_mechanism == 'OAUTHBEARER':
+            bad('kafka_sasl_mechanism', self.kafka_sasl_mechanism,
+                'not supported with --kafka_reader=xlang (the Java consumer needs a login callback handler)')
         if self.kafka_security_protocol not in KAFKA_SECURITY_PROTOCOLS:
             bad('kafka_security_protocol', self.kafka_security_protocol,
                 f'expected one of {", ".join(KAFKA_SECURITY_PROTOCOLS)}')

@@ -25,6 +25,7 @@ REQUIRED_ON_DATAFLOW = ('kafka_bootstrap_servers', 'pg_dsn', 'redis_url')
 # Flags whose value is one of a fixed set (validated by EngagementOptions.validate() too).
 ENUMERATIONS = {
     'start_offset': pipeline_options.START_OFFSETS,
+    'kafka_reader': pipeline_options.KAFKA_READERS,
     'kafka_security_protocol': pipeline_options.KAFKA_SECURITY_PROTOCOLS,
     'kafka_sasl_mechanism': pipeline_options.KAFKA_SASL_MECHANISMS,
 }

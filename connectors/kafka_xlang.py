@@ -1,0 +1,336 @@
+"""Read Kafka with Beam's cross-language `apache_beam.io.kafka.ReadFromKafka` (Java KafkaIO), as the same
+`KafkaRecord`s our own reader (`connectors.kafka.ReadFromKafka`) emits: the pipeline's `--kafka_reader=xlang`.
+
+    with LocalExpansionService(launcher_jar) as service:          # or an existing service's 'host:port'
+        records = p | ReadFromKafkaXlang({'bootstrap_servers': '127.0.0.1:19092'}, ['engagement.raw_events'],
+                                         group_id='engagement-pipeline', expansion_service=service.address)
+
+Beam concepts used
+  - A cross-language transform: Java KafkaIO is expanded at construction time by a Java *expansion service* and
+    runs in a Java SDK harness. On Prism (which has no Java harness of its own) that harness is the expansion
+    service's loopback worker: the service must live as long as the pipeline (`LocalExpansionService`).
+  - `with_metadata=True` Rows (topic, partition, offset, timestamp, key, value, headers...) with the `CreateTime`
+    timestamp policy: the Beam timestamp of each element is its Kafka record timestamp, as with our reader.
+  - A Python `DoFn` right after the read (`_ToKafkaRecord`) turns each Row into a `KafkaRecord` and commits
+    offsets in bundle finalization (`DoFn.BundleFinalizerParam`), with a watermark in the commit metadata.
+
+Offsets. KafkaIO's own `commit_offset_in_finalize` cannot be used: its commit step (`KafkaCommitOffset`) requires
+stable input, which Prism 2.77 refuses ("prism runner doesn't support the following required features:
+beam:requirement:pardo:stable_input:v1"), and KafkaIO documents it as unsupported for cross-language use on
+Dataflow. So `_ToKafkaRecord` commits: once the runner has durably taken a bundle of the Python stage that the
+read feeds (the parse, enrich and window routing steps fuse into it), the next offset of every partition in that
+bundle is committed for `group_id` with `{"watermark_ms": <newest record timestamp of the partition so far -
+max_delay_ms>}` as metadata: the format `connectors.kafka.committed_positions` reads, so the pipeline's replay
+after a restart (`pipelines.engagement.plan_replay`) works for both readers. The Java reader never commits and
+starts each partition at the group's committed offset (Kafka's `auto.offset.reset=earliest` without one).
+Where to start is therefore set by committing before the pipeline starts (`set_start_positions`, called when the
+transform is applied): with `start_timestamp_ms` (a replay) or `start_offset` earliest/latest, each partition's
+start offset is chosen exactly as `connectors.kafka.ReadFromKafka` chooses it and committed for the group
+(with the watermark the group had, so a crash before the next commit replays from the same point). KafkaIO's
+`start_read_time` is not used: every partition would start at its first record at or after that time, ignoring
+commits, and a partition without such a record (empty, or idle since before it) fails the read
+(`checkStateNotNull` in `ReadFromKafkaDoFn.initialRestriction`).
+
+Too-late routing. A Python DoFn cannot read the Java reader's watermark, so `KafkaRecord.watermark_ms` is the
+record's own timestamp: an upper bound of every downstream watermark while the record is being processed (the
+runner holds a stage's output watermark at the timestamps of the elements it is processing, and the read's output
+reaches the windows through this one fused Python stage). `transforms.windows.RouteTooLateFn` routes an event to
+the dead letters when its window's deadline is at or before that stamp, so what it lets through is never dropped
+as late: an event is `too_late` when its record reached Kafka more than the allowed lateness after its window
+ended. Conservative, never silent, and the same on every replay.
+"""
+from __future__ import annotations
+
+import atexit
+import json
+import logging
+import os
+import shutil
+import socket
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import apache_beam as beam
+from apache_beam.io.kafka import ReadFromKafka as BeamReadFromKafka
+from apache_beam.metrics import Metrics
+from kafka import TopicPartition
+from kafka.structs import OffsetAndMetadata
+
+from connectors.kafka import (METRICS_NAMESPACE, START_OFFSETS, KafkaRecord, _check_consumer_config, _consumer,
+                              _PlanRead, committed_positions)
+
+_LOG = logging.getLogger(__name__)
+_COMMIT_TIMEOUT_MS = 10_000
+# kafka-python setting -> Java consumer property, for the settings the pipeline passes (options.kafka_consumer_config).
+_JAVA_NAMES = {'bootstrap_servers': 'bootstrap.servers', 'security_protocol': 'security.protocol',
+               'sasl_mechanism': 'sasl.mechanism', 'client_id': 'client.id'}
+_SCRAM = ('SCRAM-SHA-256', 'SCRAM-SHA-512')
+
+
+def _log(event: str, **fields) -> None:
+    _LOG.info(json.dumps({'event': event, **fields}, default=str))
+
+
+def java_consumer_config(consumer_config: dict, group_id: str | None) -> dict[str, str]:
+    """kafka-python settings -> the Java consumer properties KafkaIO takes (secrets included: never log it).
+    SASL PLAIN/SCRAM become `sasl.jaas.config`; a PEM `ssl_cafile` becomes a PEM trust store."""
+    config = dict(consumer_config)
+    java = {'auto.offset.reset': 'earliest', 'enable.auto.commit': 'false'}
+    if group_id:
+        java['group.id'] = group_id
+    for name, java_name in _JAVA_NAMES.items():
+        value = config.pop(name, None)
+        if value is not None:
+            java[java_name] = ','.join(value) if isinstance(value, (list, tuple)) else str(value)
+    username, password = config.pop('sasl_plain_username', None), config.pop('sasl_plain_password', None)
+    if username is not None:
+        module = ('org.apache.kafka.common.security.scram.ScramLoginModule' if java.get('sasl.mechanism') in _SCRAM
+                  else 'org.apache.kafka.common.security.plain.PlainLoginModule')
+        java['sasl.jaas.config'] = f'{module} required username={json.dumps(username)} password={json.dumps(password)};'
+    cafile = config.pop('ssl_cafile', None)
+    if cafile:
+        java.update({'ssl.truststore.type': 'PEM', 'ssl.truststore.location': str(cafile)})
+    if config:
+        raise ValueError(f'ReadFromKafkaXlang: no Java equivalent known for {", ".join(sorted(config))}')
+    return java
+
+
+def set_start_positions(consumer_config: dict, topics: list[str], group_id: str, start_offset: str,
+                        start_timestamp_ms: int | None) -> dict:
+    """Commit, for `group_id`, the offset each partition of `topics` must start from, chosen as
+    `connectors.kafka.ReadFromKafka` chooses it; the Java reader starts at the committed offsets. Keeps each
+    partition's committed watermark. Returns {(topic, partition): offset}. Driver side, before the pipeline runs."""
+    config = _check_consumer_config(consumer_config)
+    previous = committed_positions(config, group_id, topics)
+    plan = next(iter(_PlanRead(config, topics, group_id, start_offset, start_timestamp_ms).process(None)))
+    offsets = {}
+    for (topic, partition), offset in zip(plan.partitions, plan.start_offsets):
+        watermark = previous.get((topic, partition), (None, None))[1]
+        offsets[TopicPartition(topic, partition)] = OffsetAndMetadata(
+            offset, json.dumps({'watermark_ms': watermark}) if watermark is not None else '', -1)
+    consumer = _consumer(config, group_id)
+    try:
+        consumer.commit(offsets=offsets, timeout_ms=_COMMIT_TIMEOUT_MS)
+    finally:
+        consumer.close()
+    start = {(tp.topic, tp.partition): om.offset for tp, om in offsets.items()}
+    _log('kafka_xlang_start_positions_committed', group_id=group_id, start_offset=start_offset,
+         start_timestamp_ms=start_timestamp_ms, start={f'{t}/{p}': o for (t, p), o in start.items()})
+    return start
+
+
+# (group_id, TopicPartition) -> offset committed last by this process. Per process, not per DoFn instance: a runner
+# runs several instances of the stage at once, and a bundle of one may be finalized after a later bundle of another.
+_committed_offsets: dict = {}
+_committed_lock = threading.Lock()
+
+
+class _ToKafkaRecord(beam.DoFn):
+    """KafkaIO's metadata Row -> `KafkaRecord` (watermark_ms = the record timestamp, see the module docstring);
+    commits the offsets of each bundle in its finalization."""
+
+    def __init__(self, consumer_config: dict, group_id: str | None, commit_offsets: bool, max_delay_ms: int):
+        self._config, self._group_id = consumer_config, group_id
+        self._commit_offsets, self._max_delay_ms = commit_offsets, max_delay_ms
+        self._records = Metrics.counter(METRICS_NAMESPACE, 'records')
+        self._bytes = Metrics.counter(METRICS_NAMESPACE, 'bytes')
+
+    def setup(self):
+        self._committer = None
+        self._lock = threading.Lock()
+        self._newest = {}        # TopicPartition -> newest record timestamp seen by this instance
+        self._torn_down = False
+
+    def start_bundle(self):
+        self._bundle = {}        # TopicPartition -> next offset
+        self._registered = False
+
+    def process(self, row, finalizer=beam.DoFn.BundleFinalizerParam):
+        if not self._registered:
+            bundle = self._bundle
+            finalizer.register(lambda: self._commit(bundle))
+            self._registered = True
+        key, value, ts = row.key, row.value, row.timestamp
+        tp = TopicPartition(row.topic, row.partition)
+        if row.offset + 1 > self._bundle.get(tp, -1):
+            self._bundle[tp] = row.offset + 1
+        if ts > self._newest.get(tp, -1):
+            self._newest[tp] = ts
+        self._records.inc()
+        self._bytes.inc(len(key or b'') + len(value or b''))
+        yield KafkaRecord(row.topic, row.partition, row.offset, key, value, ts, ts)
+
+    def teardown(self):
+        with self._lock:
+            self._torn_down = True
+            if self._committer is not None:
+                self._committer.close(autocommit=False)
+                self._committer = None
+
+    def _commit(self, bundle: dict) -> None:
+        """Bundle finalization: the runner holds this bundle's output durably; commit where it ended."""
+        if not (self._commit_offsets and bundle):
+            return
+        with self._lock, _committed_lock:
+            if self._torn_down:
+                return
+            offsets = {tp: OffsetAndMetadata(offset, json.dumps(
+                           {'watermark_ms': self._newest[tp] - self._max_delay_ms}), -1)
+                       for tp, offset in bundle.items()
+                       if offset > _committed_offsets.get((self._group_id, tp), -1)}
+            if not offsets:
+                return  # an older bundle finalized late
+            if self._committer is None:
+                self._committer = _consumer(self._config, self._group_id)
+            # Bounded: kafka-python's commit otherwise retries forever while the broker is away. A failed commit
+            # is logged by Beam; the next bundle commits.
+            self._committer.commit(offsets=offsets, timeout_ms=_COMMIT_TIMEOUT_MS)
+            for tp, committed in offsets.items():
+                _committed_offsets[(self._group_id, tp)] = committed.offset
+
+
+class ReadFromKafkaXlang(beam.PTransform):
+    """Unbounded read of `topics` with Java KafkaIO, as `KafkaRecord`s timestamped with the record timestamp.
+
+    Args:
+      consumer_config: kafka-python settings, as for `connectors.kafka.ReadFromKafka` (translated for Java by
+        `java_consumer_config`).
+      topics: topic names; all their partitions are read.
+      group_id: consumer group whose committed offsets the read starts from and that offsets are committed for.
+      start_offset: 'committed', 'earliest' or 'latest' (see `set_start_positions`).
+      start_timestamp_ms: start each partition no later than its first record at or after this time (a replay).
+      commit_offsets: commit offsets (with a watermark as metadata) on bundle finalization.
+      max_delay_ms: subtracted from the newest record timestamp for the watermark written with a commit.
+      expansion_service: 'host:port' of a running Java expansion service with KafkaIO, or None for Beam's default
+        (`apache_beam.io.kafka.default_io_expansion_service`: downloads the version-matched jar and runs it with
+        java; what Dataflow users normally have).
+      set_positions: commit the start positions when applied (False: leave the group's offsets alone; the read
+        then starts at the committed offsets whatever `start_offset` says).
+    """
+
+    def __init__(self, consumer_config: dict, topics: list[str], group_id: str | None = None,
+                 start_offset: str = 'committed', start_timestamp_ms: int | None = None,
+                 commit_offsets: bool = True, max_delay_ms: int = 1000, expansion_service: str | None = None,
+                 consumer_polling_timeout_s: int = 1, set_positions: bool = True):
+        super().__init__()
+        self._config = _check_consumer_config(consumer_config)
+        if isinstance(topics, str) or not topics or not all(isinstance(t, str) and t for t in topics):
+            raise ValueError(f'ReadFromKafkaXlang: topics must be a non-empty list of topic names, got {topics!r}.')
+        if start_offset not in START_OFFSETS:
+            raise ValueError(f'ReadFromKafkaXlang: start_offset must be one of {", ".join(START_OFFSETS)}, '
+                             f'got {start_offset!r}.')
+        if not group_id and (start_offset != 'committed' or start_timestamp_ms is not None or commit_offsets):
+            raise ValueError('ReadFromKafkaXlang: group_id is required: the Java reader starts at the group\'s '
+                             'committed offsets, and offsets are committed for it.')
+        if start_timestamp_ms is not None and (not isinstance(start_timestamp_ms, int) or start_timestamp_ms < 0):
+            raise ValueError(f'ReadFromKafkaXlang: start_timestamp_ms must be epoch milliseconds >= 0, '
+                             f'got {start_timestamp_ms!r}.')
+        self._java_config = java_consumer_config(self._config, group_id)
+        self._topics, self._group_id = list(topics), group_id
+        self._start_offset, self._start_timestamp_ms = start_offset, start_timestamp_ms
+        self._set_positions = set_positions
+        self._expansion_service = expansion_service
+        self._polling_timeout_s = consumer_polling_timeout_s
+        self._to_records = _ToKafkaRecord(self._config, group_id, commit_offsets, max_delay_ms)
+
+    def expand(self, pbegin):
+        if self._set_positions and (self._start_offset != 'committed' or self._start_timestamp_ms is not None):
+            set_start_positions(self._config, self._topics, self._group_id, self._start_offset,
+                                self._start_timestamp_ms)
+        return (pbegin
+                | 'KafkaIO' >> BeamReadFromKafka(
+                    self._java_config, self._topics, with_metadata=True,
+                    timestamp_policy=BeamReadFromKafka.create_time_policy, commit_offset_in_finalize=False,
+                    consumer_polling_timeout=self._polling_timeout_s, expansion_service=self._expansion_service)
+                | 'ToKafkaRecord' >> beam.ParDo(self._to_records).with_output_types(KafkaRecord))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+
+class ExpansionServiceUnavailable(RuntimeError):
+    """The local expansion service could not be started; the message says why and what to do."""
+
+
+class LocalExpansionService:
+    """`java -jar <launcher jar> <port>`: the expansion service `make install` assembles (see
+    launch/java/LoopbackExpansionService.java), on a free port of 127.0.0.1, with its loopback Java worker.
+
+    It must outlive the pipeline's expansion: on Prism the Java read runs in it. `start()` waits until the port
+    answers; `stop()` (also at interpreter exit, and when used as a context manager) sends SIGTERM, SIGKILL after
+    `stop_timeout_s`. The JVM runs under `setpriv --pdeathsig TERM`, so it also stops when the process that
+    started it dies by SIGKILL."""
+
+    def __init__(self, launcher_jar: str | os.PathLike, java: str | None = None, jvm_args: tuple = ('-Xmx512m',),
+                 startup_timeout_s: float = 60.0, stop_timeout_s: float = 10.0, log_path: str | None = None):
+        self.launcher_jar = Path(launcher_jar)
+        self._java = java or (str(Path(os.environ['JAVA_HOME']) / 'bin' / 'java') if os.environ.get('JAVA_HOME')
+                              else 'java')
+        self._jvm_args = tuple(jvm_args)
+        self._startup_timeout_s, self._stop_timeout_s = startup_timeout_s, stop_timeout_s
+        self._log_path = log_path
+        self._proc: subprocess.Popen | None = None
+        self.port: int | None = None
+
+    @property
+    def address(self) -> str:
+        if self.port is None:
+            raise ExpansionServiceUnavailable('the expansion service is not started')
+        return f'127.0.0.1:{self.port}'
+
+    @property
+    def pid(self) -> int | None:
+        return None if self._proc is None else self._proc.pid
+
+    def start(self) -> str:
+        if self._proc is not None:
+            return self.address
+        if not self.launcher_jar.is_file():
+            raise ExpansionServiceUnavailable(f'the Kafka expansion service is not installed at {self.launcher_jar}; '
+                                              'run `make install`')
+        with socket.socket() as s:
+            s.bind(('127.0.0.1', 0))
+            self.port = s.getsockname()[1]
+        cmd = [self._java, *self._jvm_args, '-jar', str(self.launcher_jar), str(self.port)]
+        if shutil.which('setpriv'):
+            cmd = ['setpriv', '--pdeathsig', 'TERM', '--', *cmd]
+        out = open(self._log_path, 'ab') if self._log_path else subprocess.DEVNULL
+        self._proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT if self._log_path else None,
+                                      stdin=subprocess.DEVNULL)
+        atexit.register(self.stop)
+        deadline = time.monotonic() + self._startup_timeout_s
+        while time.monotonic() < deadline:
+            if self._proc.poll() is not None:
+                code = self._proc.returncode
+                self._proc = None
+                raise ExpansionServiceUnavailable(f'the Kafka expansion service ({self.launcher_jar}) exited with '
+                                                  f'code {code} at start')
+            try:
+                socket.create_connection(('127.0.0.1', self.port), timeout=1).close()
+                _log('kafka_expansion_service_started', address=self.address, pid=self._proc.pid)
+                return self.address
+            except OSError:
+                time.sleep(0.2)
+        self.stop()
+        raise ExpansionServiceUnavailable(f'the Kafka expansion service did not listen on 127.0.0.1:{self.port} '
+                                          f'within {self._startup_timeout_s:.0f} s')
+
+    def stop(self) -> None:
+        proc, self._proc = self._proc, None
+        if proc is None or proc.poll() is not None:
+            return
+        proc.terminate()
+        try:
+            proc.wait(self._stop_timeout_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        _log('kafka_expansion_service_stopped', pid=proc.pid)
+
+    def __enter__(self) -> 'LocalExpansionService':
+        self.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
