@@ -405,9 +405,11 @@ class _ReadPartitionsFn(beam.DoFn):
         fetcher = self._reader_at(restriction)
         partitions = restriction.partitions
         poll_timeout_s = self._poll_timeout_ms / 1000
-        started, read, polls = time.monotonic(), 0, 0
+        started, read, polls, wait_s = time.monotonic(), 0, 0, poll_timeout_s
         while read < self._max_records and time.monotonic() - started < self._max_seconds:
-            batches = fetcher.poll(poll_timeout_s, min(_RECORDS_PER_POLL, self._max_records - read))
+            # librdkafka's consume() waits for its record count or the timeout, whichever comes first; a live
+            # stream rarely fills it, so once live the wait is what remains of live_bundle_seconds.
+            batches = fetcher.poll(wait_s, min(_RECORDS_PER_POLL, self._max_records - read))
             polls += 1
             if not batches:
                 break
@@ -437,10 +439,14 @@ class _ReadPartitionsFn(beam.DoFn):
                 self._records.inc(len(records))
                 self._bytes.inc(size)
             self._advance_watermark(watermark, progress.watermarks)
-            if time.monotonic() - started >= self._live_seconds and all(
-                    (end := fetcher.highwater(i)) is not None and progress.offsets[i] >= end
-                    for i in range(len(partitions))):
-                break  # live: everything the broker had at its last fetch response is out; hand it on
+            if all((end := fetcher.highwater(i)) is not None and progress.offsets[i] >= end
+                   for i in range(len(partitions))):
+                elapsed = time.monotonic() - started
+                if elapsed >= self._live_seconds:
+                    break  # live: everything the broker had at its last fetch response is out; hand it on
+                wait_s = min(poll_timeout_s, max(0.001, self._live_seconds - elapsed))
+            else:
+                wait_s = poll_timeout_s
         if not self._mark_caught_up(fetcher, tracker, progress):
             return
         self._advance_watermark(watermark, progress.watermarks)
