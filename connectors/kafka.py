@@ -1,4 +1,5 @@
-"""Read Kafka topics into Beam with kafka-python: an unbounded splittable DoFn that runs on every runner.
+"""Read Kafka topics into Beam: an unbounded splittable DoFn that runs on every runner (librdkafka fetches the
+records, kafka-python plans and commits).
 
     records = p | ReadFromKafka({'bootstrap_servers': '127.0.0.1:19092'}, ['engagement.public.engagement_events'],
                                 group_id='engagement-pipeline', start_offset='committed')
@@ -63,11 +64,11 @@ Splits
   size is sampled, and the split then crashes in the SDK (`cannot convert float NaN to integer`).
 
 Throughput
-  kafka-python verifies record CRCs in pure Python unless the `crc32c` package is installed: measured on 2 shared
-  cores, 200k records read and counted on Prism at ~15k events/s without it and ~40-60k events/s with it
-  (tests/benchmarks/bench_kafka_reader.py). `check_crcs=False` in consumer_config is the other way out.
-  Even so, kafka-python decodes every record in Python (~15 us per record on this machine kind): a quarter to a
-  third of the engagement pipeline's CPU per event.
+  Records are fetched with librdkafka (`confluent-kafka`, `connectors/kafka_fetch.py`): it fetches, decompresses
+  and checks them in C threads outside the GIL. With kafka-python, which decodes every record in Python, the
+  fetch took a fifth of the pipeline's CPU per event (profiled); see kafka_fetch.py for the figures. Partition
+  discovery, start offsets, committed offsets and commits (with the watermark as metadata) stay on kafka-python:
+  they run once per start or once per bundle. `consumer_config` is written in kafka-python's terms for both.
   Bundle size: each process() call is one bundle. A backlog read in larger bundles (`max_bundle_seconds`) means
   fewer, larger outputs per bundle downstream; `live_bundle_seconds` ends a call early once the reader has caught
   up with the broker's last reported end offsets, so live records are not held back by the larger bound.
@@ -89,8 +90,10 @@ from apache_beam.transforms.window import GlobalWindow
 from apache_beam.utils.timestamp import Duration, Timestamp
 from apache_beam.utils.windowed_value import WindowedValue
 from kafka import KafkaConsumer, TopicPartition
-from kafka.errors import KafkaError
 from kafka.structs import OffsetAndMetadata
+from confluent_kafka import KafkaException
+
+from connectors.kafka_fetch import Fetcher
 
 _LOG = logging.getLogger(__name__)
 METRICS_NAMESPACE = 'kafka_reader'
@@ -100,6 +103,7 @@ _RESERVED_SETTINGS = ('group_id', 'enable_auto_commit', 'key_deserializer', 'val
 # Records taken from one poll: the time bound of a process() call is checked between polls.
 _RECORDS_PER_POLL = 500
 _COMMIT_TIMEOUT_MS = 10_000
+_END_OFFSETS_TIMEOUT_S = 5.0
 # Watermark-only commits (an idle partition's watermark moves, its offset does not) at most this often.
 _WATERMARK_COMMIT_INTERVAL_S = 1.0
 _GLOBAL_WINDOW = (GlobalWindow(),)
@@ -348,7 +352,7 @@ class _ReadPartitionsFn(beam.DoFn):
         self._bytes = Metrics.counter(METRICS_NAMESPACE, 'bytes')
 
     def setup(self):
-        self._readers = {}                 # partitions -> KafkaConsumer assigned to them (used by process only)
+        self._readers = {}                 # partitions -> Fetcher assigned to them (used by process only)
         self._committer = None             # KafkaConsumer with group_id, used by finalization callbacks only
         self._commit_lock = threading.Lock()
         self._torn_down = False
@@ -366,8 +370,8 @@ class _ReadPartitionsFn(beam.DoFn):
                 self._busy.release()
 
     def _close_consumers(self):
-        for consumer in self._readers.values():
-            consumer.close(autocommit=False)
+        for fetcher in self._readers.values():
+            fetcher.close()
         self._readers.clear()
         with self._commit_lock:
             self._torn_down = True         # a finalization arriving later only means a longer replay
@@ -375,21 +379,16 @@ class _ReadPartitionsFn(beam.DoFn):
                 self._committer.close(autocommit=False)
                 self._committer = None
 
-    def _reader_at(self, restriction: _Partitions):
-        """The cached consumer of these partitions, positioned at the restriction's offsets (seeks only where the
-        consumer is elsewhere, so its prefetched records survive from one call to the next)."""
-        tps = [TopicPartition(t, p) for t, p in restriction.partitions]
-        consumer = self._readers.get(restriction.partitions)
-        fresh = consumer is None
-        if fresh:
-            # A poll waits for the broker's fetch (fetch_max_wait_ms, 500 by default) whatever its own timeout.
-            settings = {'fetch_max_wait_ms': self._poll_timeout_ms, **self._config}
-            consumer = self._readers[restriction.partitions] = _consumer(settings)
-            consumer.assign(tps)
-        for tp, offset in zip(tps, restriction.offsets):
-            if fresh or consumer.position(tp) != offset:
-                consumer.seek(tp, offset)
-        return consumer, tps
+    def _reader_at(self, restriction: _Partitions) -> Fetcher:
+        """The cached fetcher of these partitions, positioned at the restriction's offsets (it re-assigns only if
+        it is elsewhere, so its prefetched records survive from one call to the next)."""
+        fetcher = self._readers.get(restriction.partitions)
+        if fetcher is None:
+            # A poll waits for the broker's fetch (fetch.wait.max.ms) whatever its own timeout.
+            fetcher = self._readers[restriction.partitions] = Fetcher(
+                self._config, list(restriction.partitions), fetch_wait_ms=self._poll_timeout_ms)
+        fetcher.position_at(restriction.offsets)
+        return fetcher
 
     @beam.DoFn.unbounded_per_element()
     def process(self, plan: _ReadPlan,
@@ -403,43 +402,52 @@ class _ReadPartitionsFn(beam.DoFn):
         progress = _Progress(restriction)
         # Registered first and always: Prism finalizes every bundle and fails one that registered no callback.
         finalizer.register(lambda: self._commit(restriction.partitions, progress))
-        consumer, tps = self._reader_at(restriction)
-        index = {tp: i for i, tp in enumerate(tps)}
-        started, read, polls = time.monotonic(), 0, 0
+        fetcher = self._reader_at(restriction)
+        partitions = restriction.partitions
+        poll_timeout_s = self._poll_timeout_ms / 1000
+        started, read, polls, wait_s = time.monotonic(), 0, 0, poll_timeout_s
         while read < self._max_records and time.monotonic() - started < self._max_seconds:
-            batches = consumer.poll(timeout_ms=self._poll_timeout_ms,
-                                    max_records=min(_RECORDS_PER_POLL, self._max_records - read))
+            # librdkafka's consume() waits for its record count or the timeout, whichever comes first; a live
+            # stream rarely fills it, so once live the wait is what remains of live_bundle_seconds.
+            batches = fetcher.poll(wait_s, min(_RECORDS_PER_POLL, self._max_records - read))
             polls += 1
             if not batches:
                 break
-            for tp, records in batches.items():
-                i = index[tp]
+            for i, records in batches.items():
+                topic, partition = partitions[i]
                 # A record without a timestamp (message format < 0.10) is stamped with the time it is read.
-                stamps = [r.timestamp if r.timestamp >= 0 else _now_ms() for r in records]
+                stamps = [stamp if (stamp := r.timestamp()[1]) >= 0 else _now_ms() for r in records]
                 mark = max(stamps) - self._max_delay_ms
                 if progress.watermarks[i] is not None:
                     mark = max(mark, progress.watermarks[i])
-                if not tracker.try_claim(_Advance(i, records[-1].offset + 1, mark)):
+                last = records[-1]
+                if not tracker.try_claim(_Advance(i, last.offset() + 1, mark)):
                     return
-                progress.offsets[i], progress.watermarks[i] = records[-1].offset + 1, mark
-                progress.leader_epochs[i] = records[-1].leader_epoch
+                progress.offsets[i], progress.watermarks[i] = last.offset() + 1, mark
+                epoch = last.leader_epoch()
+                progress.leader_epochs[i] = -1 if epoch is None else epoch
                 size = 0
                 emitted_at = _min_watermark(progress.watermarks)
                 for r, ts in zip(records, stamps):
-                    size += len(r.key or b'') + len(r.value or b'')
+                    key, value = r.key(), r.value()
+                    size += len(key or b'') + len(value or b'')
                     # A WindowedValue rather than a TimestampedValue: the read element lives in the global window
                     # (Impulse), and Beam would otherwise assign the global window anew for every record.
-                    yield WindowedValue(KafkaRecord(r.topic, r.partition, r.offset, r.key, r.value, ts, emitted_at),
+                    yield WindowedValue(KafkaRecord(topic, partition, r.offset(), key, value, ts, emitted_at),
                                         Timestamp(micros=ts * 1000), _GLOBAL_WINDOW)
                 read += len(records)
                 self._records.inc(len(records))
                 self._bytes.inc(size)
             self._advance_watermark(watermark, progress.watermarks)
-            if time.monotonic() - started >= self._live_seconds and all(
-                    (end := consumer.highwater(tp)) is not None and progress.offsets[i] >= end
-                    for i, tp in enumerate(tps)):
-                break  # live: everything the broker had at its last fetch response is out; hand it on
-        if not self._mark_caught_up(consumer, tps, tracker, progress):
+            if all((end := fetcher.highwater(i)) is not None and progress.offsets[i] >= end
+                   for i in range(len(partitions))):
+                elapsed = time.monotonic() - started
+                if elapsed >= self._live_seconds:
+                    break  # live: everything the broker had at its last fetch response is out; hand it on
+                wait_s = min(poll_timeout_s, max(0.001, self._live_seconds - elapsed))
+            else:
+                wait_s = poll_timeout_s
+        if not self._mark_caught_up(fetcher, tracker, progress):
             return
         self._advance_watermark(watermark, progress.watermarks)
         if _LOG.isEnabledFor(logging.DEBUG):
@@ -449,18 +457,19 @@ class _ReadPartitionsFn(beam.DoFn):
                                                         for w in progress.watermarks]}))
         tracker.defer_remainder(None if read else self._idle_delay)
 
-    def _mark_caught_up(self, consumer, tps, tracker, progress: _Progress) -> bool:
+    def _mark_caught_up(self, fetcher: Fetcher, tracker, progress: _Progress) -> bool:
         """Move the watermark of every caught-up partition to wall clock; False if a claim was refused."""
         asked_at = _now_ms()
         try:
-            ends = consumer.end_offsets(tps)
-        except KafkaError as exc:  # the broker is briefly away: keep the watermarks, read on
+            ends = fetcher.end_offsets(_END_OFFSETS_TIMEOUT_S)
+            positions = fetcher.positions()
+        except KafkaException as exc:  # the broker is briefly away: keep the watermarks, read on
             _log('kafka_end_offsets_failed', error=f'{type(exc).__name__}: {exc}')
             return True
-        for i, tp in enumerate(tps):
-            position = max(progress.offsets[i], consumer.position(tp))
-            self._lag_gauge(tp).set(max(0, ends[tp] - position))
-            if position < ends[tp]:
+        for i, (topic, partition) in enumerate(fetcher.partitions):
+            position = max(progress.offsets[i], positions[i])
+            self._lag_gauge(topic, partition).set(max(0, ends[i] - position))
+            if position < ends[i]:
                 continue
             mark = asked_at - self._max_delay_ms
             if progress.watermarks[i] is not None:
@@ -473,10 +482,10 @@ class _ReadPartitionsFn(beam.DoFn):
             progress.offsets[i], progress.watermarks[i] = position, mark
         return True
 
-    def _lag_gauge(self, tp):
-        gauge = self._lag_gauges.get(tp)
+    def _lag_gauge(self, topic, partition):
+        gauge = self._lag_gauges.get((topic, partition))
         if gauge is None:
-            gauge = self._lag_gauges[tp] = Metrics.gauge(METRICS_NAMESPACE, f'lag/{tp.topic}/{tp.partition}')
+            gauge = self._lag_gauges[(topic, partition)] = Metrics.gauge(METRICS_NAMESPACE, f'lag/{topic}/{partition}')
         return gauge
 
     @staticmethod

@@ -216,6 +216,12 @@ def run(argv: list[str] | None = None) -> int:
               'this process starts and stops, so the job would end when the command returns; drop the flag or '
               'give --flink_master=host:port of a cluster', file=sys.stderr)
         return 2
+    if _runner_name(runner) == 'DataflowRunner' and opts.early_firing_seconds != int(opts.early_firing_seconds):
+        # The Python SDK round-trips a Dataflow pipeline through Beam's own AfterProcessingTime, which keeps
+        # whole seconds only (transforms.windows.AfterProcessingTimeMillis).
+        print(f'error: --early_firing_seconds={opts.early_firing_seconds}: whole seconds on Dataflow',
+              file=sys.stderr)
+        return 2
     portable = options.view_as(PortableOptions)
     if not any(arg.startswith('--job_server_timeout') for arg in argv or ()):
         # Beam opens the job's state stream with this as its gRPC deadline (default 300 s): a streaming job on a

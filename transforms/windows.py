@@ -260,26 +260,53 @@ class ToContentWindowStatsFn(beam.DoFn):
             **figures)
 
 
+class AfterProcessingTimeMillis(trigger.AfterProcessingTime):
+    """`AfterProcessingTime` with a delay of any whole number of milliseconds. Beam's own (2.77) writes
+    `delay * 1000` into the proto's int64 `delay_millis`, so a fractional delay (0.5 s) fails to translate, and
+    reads the proto back with `// 1000`, whole seconds. This one writes integral milliseconds; runners that
+    evaluate triggers themselves (Prism, Flink, Dataflow) read `delay_millis` as it is. A pipeline that is
+    round-tripped through the runner API in Python (the Python SDK does so only for non-portable runners, e.g.
+    DataflowRunner) would come back with whole seconds: the pipeline refuses a fractional delay there."""
+
+    def __init__(self, delay_seconds: float):
+        millis = round(delay_seconds * 1000)
+        if millis < 1:
+            raise ValueError(f'AfterProcessingTimeMillis: delay must be at least 1 ms, got {delay_seconds!r} s')
+        super().__init__(delay=millis / 1000)
+        self.millis = millis
+
+    def __repr__(self):
+        return f'AfterProcessingTimeMillis(delay={self.millis} ms)'
+
+    def to_runner_api(self, unused_context):
+        from apache_beam.portability.api import beam_runner_api_pb2
+        return beam_runner_api_pb2.Trigger(after_processing_time=beam_runner_api_pb2.Trigger.AfterProcessingTime(
+            timestamp_transforms=[beam_runner_api_pb2.TimestampTransform(
+                delay=beam_runner_api_pb2.TimestampTransform.Delay(delay_millis=self.millis))]))
+
+
 class ContentMinuteStats(beam.PTransform):
     """EnrichedEvent -> ContentWindowStats per pane, plus `too_late` dead letters. Events are windowed by their
     `event_ts` (the element timestamp ParseEvents gives them; the element timestamp itself is not read).
 
     window_seconds: width of the event-time windows; early_firing_seconds: processing-time delay of early
-    panes (an int: Prism rejects a float), None for no early panes (bounded runs); allowed_lateness_seconds:
+    panes in seconds, to the millisecond (0.25 is fine: see AfterProcessingTimeMillis), None for no early panes
+    (bounded runs); allowed_lateness_seconds:
     how long after its end a window still takes late events (later ones: see the module docstring);
     closed_before_ms: after a restart, windows ending at or before this time (epoch ms) were final before it, and
     their events are too_late whatever the watermark (see pipelines.engagement)."""
 
-    def __init__(self, window_seconds: int = 60, early_firing_seconds: int | None = 1,
+    def __init__(self, window_seconds: int = 60, early_firing_seconds: float | None = 1,
                  allowed_lateness_seconds: int = 300, closed_before_ms: int | None = None):
         super().__init__()
         for name, value, low in (('window_seconds', window_seconds, 1),
-                                 ('allowed_lateness_seconds', allowed_lateness_seconds, 0),
-                                 ('early_firing_seconds', early_firing_seconds, 1)):
-            if name == 'early_firing_seconds' and value is None:
-                continue
+                                 ('allowed_lateness_seconds', allowed_lateness_seconds, 0)):
             if type(value) is not int or value < low:
                 raise ValueError(f'ContentMinuteStats: {name} must be an integer >= {low}, got {value!r}')
+        if early_firing_seconds is not None and (type(early_firing_seconds) not in (int, float)
+                                                 or not early_firing_seconds >= 0.001):
+            raise ValueError(f'ContentMinuteStats: early_firing_seconds must be a number of seconds >= 0.001 '
+                             f'(or None), got {early_firing_seconds!r}')
         self._window_fn = FixedWindows(window_seconds)
         self._early_firing_seconds = early_firing_seconds
         self._allowed_lateness_seconds = allowed_lateness_seconds
@@ -288,7 +315,7 @@ class ContentMinuteStats(beam.PTransform):
     def _trigger(self):
         if self._early_firing_seconds is None:
             return trigger.AfterWatermark(late=trigger.AfterCount(1))
-        return trigger.AfterWatermark(early=trigger.AfterProcessingTime(self._early_firing_seconds),
+        return trigger.AfterWatermark(early=AfterProcessingTimeMillis(self._early_firing_seconds),
                                       late=trigger.AfterCount(1))
 
     def expand(self, events):

@@ -40,6 +40,57 @@ def java_children(pid: int) -> list[int]:
     return found
 
 
+_TICKS = os.sysconf('SC_CLK_TCK')
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds a process has used so far (0 once it is gone)."""
+    try:
+        stat = open(f'/proc/{pid}/stat').read()
+    except OSError:
+        return 0.0
+    fields = stat[stat.rindex(')') + 2:].split()
+    return (int(fields[11]) + int(fields[12])) / _TICKS
+
+
+def process_name(pid: int) -> str:
+    try:
+        argv = open(f'/proc/{pid}/cmdline', 'rb').read().split(b'\0')
+    except OSError:
+        return '?'
+    name = os.path.basename(argv[0]).decode()
+    return f'{name} -m {argv[2].decode()}' if len(argv) > 2 and argv[1] == b'-m' else name
+
+
+class CpuAccount:
+    """CPU seconds per process of the pipeline tree and the stack's services, from when it is created."""
+
+    def __init__(self, stack: Stack, pipeline_pid: int):
+        self.stack, self.pipeline_pid = stack, pipeline_pid
+        self.start = {name: cpu_seconds(pid) for name, pid in self._services().items()}
+        self.seen: dict[int, tuple[str, float]] = {}
+
+    def _services(self) -> dict[str, int]:
+        found = {}
+        for component in self.stack.components:
+            pid = component.proc.pid() if getattr(component, 'proc', None) else None
+            if pid:
+                found[component.name] = pid
+        return found
+
+    def sample(self) -> None:
+        for pid in [self.pipeline_pid, *descendants(self.pipeline_pid)]:
+            used = cpu_seconds(pid)
+            if used:
+                self.seen[pid] = (self.seen.get(pid, (process_name(pid), 0))[0], used)
+
+    def report(self) -> str:
+        parts = [f'{name} {used:.1f}' for name, used in sorted(self.seen.values(), key=lambda item: -item[1])]
+        services = self._services()
+        parts += [f'{name} {cpu_seconds(pid) - self.start.get(name, 0):.1f}' for name, pid in services.items()]
+        return 'CPU-s: ' + ', '.join(parts)
+
+
 def api_accepted(cfg) -> int:
     import json
     import urllib.request
@@ -99,6 +150,7 @@ def main(argv=None) -> int:
         pipeline = subprocess.Popen([sys.executable, '-m', 'pipelines.engagement', f'--runner={args.runner}',
                                      '--streaming', *args.pipeline_args], env=env,
                                     stdout=subprocess.DEVNULL, stderr=open(cfg.state_dir / 'pipeline.log', 'wb'))
+        cpu = CpuAccount(stack, pipeline.pid)
         first_output = None
         peak_rss = peak_jvm_rss = 0.0
         diffs = ['not checked']
@@ -107,6 +159,7 @@ def main(argv=None) -> int:
         while time.monotonic() - started < args.timeout:
             time.sleep(1.0)
             peak_rss = max(peak_rss, tree_rss_mb(pipeline.pid))
+            cpu.sample()
             peak_jvm_rss = max(peak_jvm_rss, sum(tree_rss_mb(pid) for pid in java_children(pipeline.pid)))
             if first_output is None and client.dbsize():
                 first_output = time.monotonic() - started
@@ -119,6 +172,8 @@ def main(argv=None) -> int:
                 if not diffs:
                     break
         elapsed = time.monotonic() - started
+        cpu.sample()
+        cpu_report = cpu.report()
         sinks = {} if diffs else wait_for_sinks(cfg, args.pipeline_args, args.events, started, args.timeout)
         pipeline.terminate()
         pipeline.wait(30)
@@ -131,6 +186,7 @@ def main(argv=None) -> int:
               f'{args.events / max(elapsed - first_output, 1e-9):,.0f} events/s after first output; '
               f'peak RSS of the pipeline processes {peak_rss:,.0f} MB'
               + (f' (job server JVM {peak_jvm_rss:,.0f} MB)' if peak_jvm_rss else ''))
+        print(f'{cpu_report} (until Redis was exact; load average {os.getloadavg()[0]:.1f})')
         for name, seconds in sinks.items():
             print(f'{name}: every event after {seconds:.1f} s ({args.events / seconds:,.0f} events/s incl. start-up)')
         return 0

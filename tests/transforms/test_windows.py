@@ -159,7 +159,8 @@ def test_after_a_restart_an_event_of_a_window_final_before_it_is_too_late_whatev
 # -- settings ----------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize('settings, flag', [
-    (dict(early_firing_seconds=1.0), 'early_firing_seconds'),   # Prism rejects float processing-time delays
+    (dict(early_firing_seconds=0), 'early_firing_seconds'),
+    (dict(early_firing_seconds='1'), 'early_firing_seconds'),
     (dict(window_seconds=0), 'window_seconds'),
     (dict(allowed_lateness_seconds=-1), 'allowed_lateness_seconds'),
 ])
@@ -378,3 +379,11 @@ def test_an_event_the_reader_passed_is_counted_although_the_same_bundle_moves_th
         time.sleep(2)
     assert seen('stats')[-1] == 1
     assert seen('dead') == [[2, 'too_late']]
+
+
+@pytest.mark.parametrize('seconds, millis', [(1, 1000), (0.5, 500), (0.25, 250), (2.0004, 2000)])
+def test_early_firing_delay_reaches_the_runner_in_milliseconds(seconds, millis):
+    """Beam's AfterProcessingTime cannot translate 0.5 s (it writes a float into an int64 field)."""
+    proto = ContentMinuteStats(early_firing_seconds=seconds)._trigger().to_runner_api(None)
+    early = proto.after_end_of_window.early_firings.after_processing_time
+    assert early.timestamp_transforms[0].delay.delay_millis == millis
