@@ -23,10 +23,11 @@ Partitions are discovered once, at start: partitions added later are read after 
 partitions means one worker thread reads at a time; on runners with several workers (Dataflow, Flink) a
 `beam.Reshuffle()` after the read spreads the processing.
 
-Why not Beam's own `apache_beam.io.kafka.ReadFromKafka`? It is a cross-language transform: it needs a Java
-expansion service, and the `beam-sdks-java-io-expansion-service` jar is not served for the Beam versions this
-project uses (a hand-assembled classpath works but pairs a Java SDK of another version with Python 2.77). On
-Dataflow, where the Java harness exists, it stays an option; this reader is the default on Prism, Flink and Dataflow.
+Why not Beam's own `apache_beam.io.kafka.ReadFromKafka` by default? It is a cross-language transform: it needs a
+Java expansion service, and the `beam-sdks-java-io-expansion-service` jar is not served for the Beam versions this
+project uses. `--kafka_reader=xlang` (connectors/kafka_xlang.py) runs it through one assembled from Maven jars of
+another Beam version (2.73.0) than the Python SDK (2.77.0): it works here, but is not a pairing Beam guarantees.
+This reader is the default on Prism, Flink and Dataflow.
 
 Offsets
   `start_offset` picks each partition's first offset: 'committed' (the group's committed offset; a partition the

@@ -239,7 +239,11 @@ def run(argv: list[str] | None = None) -> int:
         # neither); idempotent. Real BigQuery: once, `python -m connectors.bigquery --endpoint= ensure`.
         bigquery.ensure_tables(opts.bq_project, opts.bq_dataset, opts.bq_endpoint)
     pipeline = beam.Pipeline(runner=runner, options=options)
-    build(pipeline, opts, replay)
+    try:
+        build(pipeline, opts, replay)
+    except InvalidOption as exc:  # e.g. --kafka_reader=xlang without the expansion service `make install` builds
+        print(f'error: {exc}', file=sys.stderr)
+        return 2
     result = pipeline.run()
     if dry_run:
         _LOG.info('dry run: the graph was translated for %s and not submitted', runner)

@@ -62,7 +62,7 @@ class EngagementOptions(PipelineOptions):
                                 'window that was not final; earliest when the group has none), earliest, or '
                                 'latest. Default committed.')
         kafka.add_argument('--kafka_reader', default='python',
-                           help='python: our kafka-python splittable DoFn (connectors/kafka.py), on every runner; '
+                           help='python: our splittable DoFn (connectors/kafka.py, librdkafka fetch), on every runner; '
                                 'xlang: Beam\'s cross-language ReadFromKafka (Java KafkaIO 2.73, '
                                 'connectors/kafka_xlang.py) through a Java expansion service (see README, "The '
                                 'cross-language Kafka reader"). Default python.')
