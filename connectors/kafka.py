@@ -11,8 +11,9 @@ Beam concepts used
   - `Impulse` -> `_PlanRead` (a plain DoFn) discovers the partitions of the topics and picks each partition's start
     offset at run time, so a pipeline can be built (and a Dataflow template launched) without reaching Kafka.
   - A splittable DoFn (`_ReadPartitionsFn`, `@unbounded_per_element`) with its own restriction: ONE element owns
-    all partitions; the restriction carries every partition's next offset and watermark. No module-level state, so
-    it is correct however many SDK processes a runner starts.
+    all partitions; the restriction carries every partition's next offset and watermark, so it is correct however
+    many SDK processes a runner starts. Each process keeps its Kafka fetchers in a pool (`kafka_fetch.POOL`), a
+    cache only: a fetcher is lent to one process() call at a time and re-positioned if it is elsewhere.
   - `ManualWatermarkEstimator`: the output watermark is the minimum of the partition watermarks.
   - `tracker.defer_remainder()` (self-checkpoint) after a bounded amount of work, so output flows downstream and the
     runner can persist progress; with a short resume delay when nothing was read.
@@ -45,9 +46,9 @@ Offsets
 
 Watermark
   A partition's watermark is the newest record timestamp read from it minus `max_delay_ms`. When a partition is
-  caught up (its position >= its end offset, asked from the broker after reading; kafka-python's first poll after
-  a seek is often empty, so an empty poll proves nothing), its watermark moves to the wall-clock time of that
-  question minus `max_delay_ms`: an idle partition does not hold the pipeline back. A partition neither read nor
+  caught up (its position >= its end offset as of librdkafka's last fetch response, which is at most
+  `poll_timeout_ms` old; an empty poll proves nothing), its watermark moves to the wall-clock time minus that age
+  minus `max_delay_ms`: an idle partition does not hold the pipeline back. A partition neither read nor
   caught up yet holds the watermark at its initial value. The output watermark is the minimum over all partitions,
   so the slowest partition decides which windows may close.
   Every record carries `watermark_ms`: the output watermark as of that record (the minimum over the partitions,
@@ -92,9 +93,8 @@ from apache_beam.utils.timestamp import Duration, Timestamp
 from apache_beam.utils.windowed_value import WindowedValue
 from kafka import KafkaConsumer, TopicPartition
 from kafka.structs import OffsetAndMetadata
-from confluent_kafka import KafkaException
 
-from connectors.kafka_fetch import Fetcher
+from connectors.kafka_fetch import POOL, Fetcher
 
 _LOG = logging.getLogger(__name__)
 METRICS_NAMESPACE = 'kafka_reader'
@@ -104,7 +104,6 @@ _RESERVED_SETTINGS = ('group_id', 'enable_auto_commit', 'key_deserializer', 'val
 # Records taken from one poll: the time bound of a process() call is checked between polls.
 _RECORDS_PER_POLL = 500
 _COMMIT_TIMEOUT_MS = 10_000
-_END_OFFSETS_TIMEOUT_S = 5.0
 # Watermark-only commits (an idle partition's watermark moves, its offset does not) at most this often.
 _WATERMARK_COMMIT_INTERVAL_S = 1.0
 _GLOBAL_WINDOW = (GlobalWindow(),)
@@ -353,7 +352,6 @@ class _ReadPartitionsFn(beam.DoFn):
         self._bytes = Metrics.counter(METRICS_NAMESPACE, 'bytes')
 
     def setup(self):
-        self._readers = {}                 # partitions -> Fetcher assigned to them (used by process only)
         self._committer = None             # KafkaConsumer with group_id, used by finalization callbacks only
         self._commit_lock = threading.Lock()
         self._torn_down = False
@@ -362,7 +360,8 @@ class _ReadPartitionsFn(beam.DoFn):
         self._busy = threading.Lock()      # held by process(): a worker shutting down calls teardown concurrently
 
     def teardown(self):
-        # Wait for a running process() (bounded by max_bundle_seconds + one poll) before closing its consumer.
+        # Wait for a running process() (bounded by max_bundle_seconds + one poll) before closing the committer.
+        # The fetchers belong to the process (kafka_fetch.POOL), not to this instance.
         acquired = self._busy.acquire(timeout=self._max_seconds + self._poll_timeout_ms / 1000 + 5)
         try:
             self._close_consumers()
@@ -371,42 +370,34 @@ class _ReadPartitionsFn(beam.DoFn):
                 self._busy.release()
 
     def _close_consumers(self):
-        for fetcher in self._readers.values():
-            fetcher.close()
-        self._readers.clear()
         with self._commit_lock:
             self._torn_down = True         # a finalization arriving later only means a longer replay
             if self._committer is not None:
                 self._committer.close(autocommit=False)
                 self._committer = None
 
-    def _reader_at(self, restriction: _Partitions) -> Fetcher:
-        """The cached fetcher of these partitions, positioned at the restriction's offsets (it re-assigns only if
-        it is elsewhere, so its prefetched records survive from one call to the next)."""
-        fetcher = self._readers.get(restriction.partitions)
-        if fetcher is None:
-            # A poll waits for the broker's fetch (fetch.wait.max.ms) whatever its own timeout.
-            fetcher = self._readers[restriction.partitions] = Fetcher(
-                self._config, list(restriction.partitions), fetch_wait_ms=self._poll_timeout_ms)
-        fetcher.position_at(restriction.offsets)
-        return fetcher
-
     @beam.DoFn.unbounded_per_element()
     def process(self, plan: _ReadPlan,
                 finalizer=beam.DoFn.BundleFinalizerParam,
                 tracker=beam.DoFn.RestrictionParam(_PartitionsProvider()),
                 watermark=beam.DoFn.WatermarkEstimatorParam(_MinWatermarkProvider())):
+        restriction = tracker.current_restriction()
         with self._busy:
-            yield from self._read(tracker.current_restriction(), finalizer, tracker, watermark)
+            # A poll waits for the broker's fetch (fetch.wait.max.ms) whatever its own timeout.
+            fetcher = POOL.take(self._config, restriction.partitions, self._poll_timeout_ms, restriction.offsets)
+            try:
+                yield from self._read(restriction, fetcher, finalizer, tracker, watermark)
+            finally:
+                POOL.give_back(fetcher, self._config, self._poll_timeout_ms)
 
-    def _read(self, restriction: _Partitions, finalizer, tracker, watermark):
+    def _read(self, restriction: _Partitions, fetcher: Fetcher, finalizer, tracker, watermark):
         progress = _Progress(restriction)
         # Registered first and always: Prism finalizes every bundle and fails one that registered no callback.
         finalizer.register(lambda: self._commit(restriction.partitions, progress))
-        fetcher = self._reader_at(restriction)
         partitions = restriction.partitions
         poll_timeout_s = self._poll_timeout_ms / 1000
-        started, read, polls, wait_s = time.monotonic(), 0, 0, poll_timeout_s
+        # The first consume waits at most the live bundle time: with a backlog it returns full at once.
+        started, read, polls, wait_s = time.monotonic(), 0, 0, min(poll_timeout_s, self._live_seconds)
         while read < self._max_records and time.monotonic() - started < self._max_seconds:
             # librdkafka's consume() waits for its record count or the timeout, whichever comes first; a live
             # stream rarely fills it, so once live the wait is what remains of live_bundle_seconds.
@@ -459,18 +450,21 @@ class _ReadPartitionsFn(beam.DoFn):
         tracker.defer_remainder(None if read else self._idle_delay)
 
     def _mark_caught_up(self, fetcher: Fetcher, tracker, progress: _Progress) -> bool:
-        """Move the watermark of every caught-up partition to wall clock; False if a claim was refused."""
-        asked_at = _now_ms()
-        try:
-            ends = fetcher.end_offsets(_END_OFFSETS_TIMEOUT_S)
-            positions = fetcher.positions()
-        except KafkaException as exc:  # the broker is briefly away: keep the watermarks, read on
-            _log('kafka_end_offsets_failed', error=f'{type(exc).__name__}: {exc}')
-            return True
+        """Move the watermark of every caught-up partition to wall clock; False if a claim was refused.
+
+        The end offsets are those of librdkafka's last fetch response (it long-polls every assigned partition in
+        the background, so they are at most `poll_timeout_ms` old); asking the broker instead took ~0.2 s per
+        partition, per call. A record appended since that response has a timestamp after it, so the watermark
+        moves to the wall clock minus that age bound minus `max_delay_ms`."""
+        asked_at = _now_ms() - self._poll_timeout_ms
+        positions = fetcher.positions()
         for i, (topic, partition) in enumerate(fetcher.partitions):
+            end = fetcher.highwater(i)
+            if end is None:
+                continue  # no fetch response yet: not known to be caught up
             position = max(progress.offsets[i], positions[i])
-            self._lag_gauge(topic, partition).set(max(0, ends[i] - position))
-            if position < ends[i]:
+            self._lag_gauge(topic, partition).set(max(0, end - position))
+            if position < end:
                 continue
             mark = asked_at - self._max_delay_ms
             if progress.watermarks[i] is not None:

@@ -4,20 +4,22 @@ Why a second Kafka client next to kafka-python. kafka-python decodes every recor
 pipeline it took a fifth of the SDK worker's CPU (its poll ~15%, its network thread ~5%), and one Python worker
 is what bounds the pipeline's throughput on Prism. confluent-kafka (librdkafka) fetches, decompresses and checks
 records in its own threads outside the GIL; 200k Debezium records cost 0.67 CPU-s to consume against 1.80 with
-kafka-python (same broker and machine). It is used for the hot path only (assign, consume, end offsets);
+kafka-python (same broker and machine). It is used for the hot path only (assign, consume, end offsets of the last fetch);
 planning, committed offsets and commits with metadata stay on kafka-python (cold paths, per bundle at most).
 
     fetcher = Fetcher(consumer_config, [('topic', 0), ('topic', 1)], fetch_wait_ms=200)
     fetcher.position_at((120, 48))                 # next offsets, one per partition
     batches = fetcher.poll(0.2, 500)               # {partition index: [Message, ...]} in offset order
     fetcher.highwater(0)                           # end offset of the last fetch response, or None
-    fetcher.end_offsets(timeout=5)                 # asked from the broker now
     fetcher.close()
 
 `consumer_config` holds kafka-python style settings (what `pipelines.options` and the reader's callers pass);
 `librdkafka_settings` translates the ones a deployment sets and refuses any other with its name.
 """
 from __future__ import annotations
+
+import logging
+import threading
 
 import confluent_kafka
 
@@ -54,13 +56,16 @@ _IGNORED = frozenset({'api_version', 'consumer_timeout_ms', 'max_poll_records', 
 _UNJOINED_GROUP = 'engagement-reader-fetch-only'
 # librdkafka prefetches into a local queue; bounded so a paused reader holds at most this much per partition set.
 _QUEUE_KBYTES = 32 * 1024
+_LIBRDKAFKA_LOG = logging.getLogger('connectors.kafka_fetch.librdkafka')
 
 
 def librdkafka_settings(consumer_config: dict, fetch_wait_ms: int) -> dict:
     """librdkafka properties from kafka-python style `consumer_config`; ValueError names an unknown setting."""
     settings = {'group.id': _UNJOINED_GROUP, 'enable.auto.commit': False, 'enable.auto.offset.store': False,
                 'enable.partition.eof': False, 'auto.offset.reset': 'earliest', 'fetch.wait.max.ms': fetch_wait_ms,
-                'queued.max.messages.kbytes': _QUEUE_KBYTES, 'log_level': 3}
+                'queued.max.messages.kbytes': _QUEUE_KBYTES,
+                # librdkafka's own log lines (a broker that is away, say) go through Python logging, not stderr.
+                'logger': _LIBRDKAFKA_LOG}
     for name, value in consumer_config.items():
         if name in _IGNORED:
             continue
@@ -120,12 +125,6 @@ class Fetcher:
                                                        cached=True)
         return high if high >= 0 else None
 
-    def end_offsets(self, timeout_s: float) -> list[int]:
-        """Each partition's end offset, asked from the broker now (KafkaException if it does not answer)."""
-        return [self._consumer.get_watermark_offsets(confluent_kafka.TopicPartition(topic, partition),
-                                                     timeout=timeout_s, cached=False)[1]
-                for topic, partition in self.partitions]
-
     def positions(self) -> list[int]:
         """The next offset of each partition: past the last record delivered, and past what librdkafka skipped
         without delivering (transaction markers, aborted records), as its consumer position says."""
@@ -135,3 +134,46 @@ class Fetcher:
 
     def close(self) -> None:
         self._consumer.close()
+
+
+class FetcherPool:
+    """Fetchers of one process, lent to one caller at a time; a returned fetcher is at the offsets its borrower
+    read to, which is where the next bundle of the same restriction starts, so no re-positioning is needed."""
+
+    _IDLE_PER_KEY = 2
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._idle: dict[tuple, list[Fetcher]] = {}
+
+    @staticmethod
+    def _key(consumer_config: dict, partitions, fetch_wait_ms: int) -> tuple:
+        return (tuple(sorted((name, repr(value)) for name, value in consumer_config.items())), tuple(partitions),
+                fetch_wait_ms)
+
+    def take(self, consumer_config: dict, partitions, fetch_wait_ms: int, offsets) -> Fetcher:
+        """A fetcher of `partitions` positioned at `offsets`: an idle one already there if any, else any idle one
+        (re-positioned), else a new one."""
+        key, offsets = self._key(consumer_config, partitions, fetch_wait_ms), list(offsets)
+        with self._lock:
+            idle = self._idle.get(key, [])
+            fetcher = next((f for f in idle if f._next == offsets), idle[-1] if idle else None)
+            if fetcher is not None:
+                idle.remove(fetcher)
+        if fetcher is None:
+            fetcher = Fetcher(consumer_config, list(partitions), fetch_wait_ms)
+        fetcher.position_at(offsets)
+        return fetcher
+
+    def give_back(self, fetcher: Fetcher, consumer_config: dict, fetch_wait_ms: int) -> None:
+        key = self._key(consumer_config, fetcher.partitions, fetch_wait_ms)
+        with self._lock:
+            idle = self._idle.setdefault(key, [])
+            idle.append(fetcher)
+            surplus = idle[:-self._IDLE_PER_KEY]
+            del idle[:-self._IDLE_PER_KEY]
+        for extra in surplus:
+            extra.close()
+
+
+POOL = FetcherPool()
