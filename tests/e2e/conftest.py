@@ -5,10 +5,14 @@ import os
 import signal
 import subprocess
 import sys
+import threading
+import time
 
 import pytest
+from kafka import KafkaConsumer, TopicPartition
 
-from launch.stack import descendants, stop_tree
+from launch import generate, verify
+from launch.stack import _proc_start_time, descendants, stop_tree
 from tests.conftest import private_stack
 
 
@@ -64,3 +68,85 @@ class Pipeline:
             stop_tree(self.proc, timeout=30)
 
 
+
+
+def wait_for(check, timeout: float, step: float = 1.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(step)
+    return check()
+
+
+def gone(pids: list[int], timeout: float) -> bool:
+    return wait_for(lambda: all(_proc_start_time(pid) is None for pid in pids), timeout, 0.5)
+
+
+def java_children(pipeline: Pipeline, jar: str) -> list[int]:
+    """PIDs below the pipeline's driver whose command line runs `jar` (the Flink job server, the expansion
+    service)."""
+    found = []
+    for pid in descendants(pipeline.proc.pid):
+        try:
+            argv = open(f'/proc/{pid}/cmdline', 'rb').read().split(b'\0')
+        except OSError:
+            continue
+        if any(arg.endswith(jar.encode()) for arg in argv):
+            found.append(pid)
+    return found
+
+
+def uncommitted(cfg) -> dict:
+    """Per CDC partition, how far the pipeline's committed offset is behind the end of the topic."""
+    consumer = KafkaConsumer(bootstrap_servers=cfg.kafka_bootstrap, group_id='engagement-pipeline',
+                             enable_auto_commit=False)
+    try:
+        parts = [TopicPartition(cfg.events_topic, p) for p in consumer.partitions_for_topic(cfg.events_topic)]
+        ends = consumer.end_offsets(parts)
+        return {tp.partition: ends[tp] - (consumer.committed(tp) or 0) for tp in parts
+                if (consumer.committed(tp) or 0) < ends[tp]}
+    finally:
+        consumer.close()
+
+
+def crash_restart_and_check(pipeline: Pipeline, *, jar: str, generator_args: list[str], kill_after_s: float,
+                            min_events: int, exact_timeout_s: float) -> None:
+    """The crash scenario of a pipeline that runs a JVM of its own (`jar`): generator load, `kill -9` of the
+    driver mid-stream (the JVM must go with it), a restart with the same options; then Redis equals SQL, the
+    group's offsets reach the end of the CDC topic, and a normal stop takes the JVM along too."""
+    cfg = pipeline.cfg
+    what = jar.removesuffix('.jar')
+    try:
+        pipeline.start()
+        inserts = threading.Thread(target=generate.main, args=([*generator_args, *cfg.cli_flags()],))
+        inserts.start()
+        first = wait_for(lambda: java_children(pipeline, jar), 60)
+        assert first, f'no {what} started; see {pipeline.log}'
+        time.sleep(kill_after_s)
+        os.kill(pipeline.proc.pid, signal.SIGKILL)  # the driver only, as a crash would
+        pipeline.proc.wait()
+        assert gone(first, 15), f'the {what} outlived its killed driver'
+
+        pipeline.start()
+        inserts.join()
+        deadline = time.monotonic() + exact_timeout_s
+        diffs = ['not checked']
+        while diffs and time.monotonic() < deadline:
+            assert pipeline.alive(), f'pipeline exited; see {pipeline.log}'
+            diffs = verify.verify(cfg, 60, 'engagement')
+            time.sleep(0 if not diffs else 3)
+        assert diffs == [], f'{len(diffs)} differences between Redis and SQL, e.g. {diffs[:5]}; see {pipeline.log}'
+        assert sum(r['events'] for r in verify.ground_truth(cfg.pg_dsn, 60, 0).values()) >= min_events
+
+        lag = wait_for(lambda: not uncommitted(cfg), 30) or uncommitted(cfg)
+        assert lag is True, f'offsets not committed up to the end of {cfg.events_topic}: behind by {lag}'
+
+        running = java_children(pipeline, jar)
+        assert running
+        pipeline.proc.terminate()
+        pipeline.proc.wait(60)
+        assert gone(running, 15), f'the {what} outlived its stopped driver'
+    finally:
+        pipeline.stop()
