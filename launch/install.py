@@ -283,27 +283,32 @@ class Installer:
         marker.write_text(wanted)
         return f'{venv} installed from {BQ_EMULATOR_REQUIREMENTS.name}'
 
-    # 6. Beam's Flink job server
-    def flink_job_server(self) -> str:
-        pom = stack_config.REPO_ROOT / 'launch' / 'maven' / FLINK_JOB_SERVER_POM
-        launcher = flink_job_server_jar(self.home)
-        lib = launcher.parent / 'lib'
+    def _maven_closure(self, pom_name: str, lib: Path, repo_name: str) -> bool:
+        """Resolve the runtime closure of launch/maven/<pom_name> into `lib` unless `lib` holds it already (its
+        marker is the pom's hash); True if it was resolved now. A Maven repository of its own under build/
+        (another step deletes build/m2 when it is done), deleted afterwards."""
+        pom = stack_config.REPO_ROOT / 'launch' / 'maven' / pom_name
         marker = lib / '.pom.sha256'
         wanted = _sha256(pom)
-        resolved = False
-        if not (marker.exists() and marker.read_text() == wanted):
-            # A Maven repository of its own: another step deletes build/m2 when it is done.
-            repo = self.home / 'build' / 'm2-flink'
-            staging = lib.with_name(lib.name + '.partial')
-            shutil.rmtree(staging, ignore_errors=True)
-            _run(['mvn', '-q', '-B', '-f', str(pom), f'-Dmaven.repo.local={repo}',
-                  f'{MAVEN_DEPENDENCY_PLUGIN}:copy-dependencies', '-DincludeScope=runtime',
-                  f'-DoutputDirectory={staging}'], self.logs / 'maven.log')
-            (staging / '.pom.sha256').write_text(wanted)
-            shutil.rmtree(lib, ignore_errors=True)
-            staging.rename(lib)
-            shutil.rmtree(repo, ignore_errors=True)
-            resolved = True
+        if marker.exists() and marker.read_text() == wanted:
+            return False
+        repo = self.home / 'build' / repo_name
+        staging = lib.with_name(lib.name + '.partial')
+        shutil.rmtree(staging, ignore_errors=True)
+        _run(['mvn', '-q', '-B', '-f', str(pom), f'-Dmaven.repo.local={repo}',
+              f'{MAVEN_DEPENDENCY_PLUGIN}:copy-dependencies', '-DincludeScope=runtime',
+              f'-DoutputDirectory={staging}'], self.logs / 'maven.log')
+        (staging / '.pom.sha256').write_text(wanted)
+        shutil.rmtree(lib, ignore_errors=True)
+        staging.rename(lib)
+        shutil.rmtree(repo, ignore_errors=True)
+        return True
+
+    # 6. Beam's Flink job server
+    def flink_job_server(self) -> str:
+        launcher = flink_job_server_jar(self.home)
+        lib = launcher.parent / 'lib'
+        resolved = self._maven_closure(FLINK_JOB_SERVER_POM, lib, 'm2-flink')
         java = flink_java_launcher(self.home)
         if not (java.exists() and java.read_text() == FLINK_JAVA_LAUNCHER_SCRIPT):
             java.write_text(FLINK_JAVA_LAUNCHER_SCRIPT)
@@ -328,21 +333,7 @@ class Installer:
         pom = stack_config.REPO_ROOT / 'launch' / 'maven' / KAFKA_EXPANSION_SERVICE_POM
         launcher = kafka_expansion_service_jar(self.home)
         lib = launcher.parent / 'lib'
-        marker = lib / '.pom.sha256'
-        wanted = _sha256(pom)
-        resolved = False
-        if not (marker.exists() and marker.read_text() == wanted):
-            repo = self.home / 'build' / 'm2-kafka-expansion'
-            staging = lib.with_name(lib.name + '.partial')
-            shutil.rmtree(staging, ignore_errors=True)
-            _run(['mvn', '-q', '-B', '-f', str(pom), f'-Dmaven.repo.local={repo}',
-                  f'{MAVEN_DEPENDENCY_PLUGIN}:copy-dependencies', '-DincludeScope=runtime',
-                  f'-DoutputDirectory={staging}'], self.logs / 'maven.log')
-            (staging / '.pom.sha256').write_text(wanted)
-            shutil.rmtree(lib, ignore_errors=True)
-            staging.rename(lib)
-            shutil.rmtree(repo, ignore_errors=True)
-            resolved = True
+        resolved = self._maven_closure(KAFKA_EXPANSION_SERVICE_POM, lib, 'm2-kafka-expansion')
         built = launcher.parent / '.launcher.sha256'
         wanted_launcher = _sha256(pom, KAFKA_EXPANSION_SERVICE_SOURCE) + hashlib.sha256(
             KAFKA_EXPANSION_SERVICE_LOGGING.encode()).hexdigest()
