@@ -144,6 +144,18 @@ def _check_consumer_config(consumer_config: dict) -> dict:
     return dict(consumer_config)
 
 
+def check_read_arguments(transform: str, topics, start_offset: str, start_timestamp_ms) -> None:
+    """The arguments both Kafka readers take (this one and connectors.kafka_xlang's): ValueError naming them."""
+    if isinstance(topics, str) or not topics or not all(isinstance(t, str) and t for t in topics):
+        raise ValueError(f'{transform}: topics must be a non-empty list of topic names, got {topics!r}.')
+    if start_offset not in START_OFFSETS:
+        raise ValueError(f'{transform}: start_offset must be one of {", ".join(START_OFFSETS)}, '
+                         f'got {start_offset!r}.')
+    if start_timestamp_ms is not None and (not isinstance(start_timestamp_ms, int) or start_timestamp_ms < 0):
+        raise ValueError(f'{transform}: start_timestamp_ms must be epoch milliseconds >= 0, '
+                         f'got {start_timestamp_ms!r}.')
+
+
 def _consumer(consumer_config: dict, group_id: str | None = None):
     settings = {'auto_offset_reset': 'earliest', **consumer_config}
     return KafkaConsumer(**settings, group_id=group_id, enable_auto_commit=False)
@@ -555,17 +567,10 @@ class ReadFromKafka(beam.PTransform):
                  poll_timeout_ms: int = 200, idle_resume_delay_ms: int = 100, max_delay_ms: int = 1000):
         super().__init__()
         self._config = _check_consumer_config(consumer_config)
-        if isinstance(topics, str) or not topics or not all(isinstance(t, str) and t for t in topics):
-            raise ValueError(f'ReadFromKafka: topics must be a non-empty list of topic names, got {topics!r}.')
-        if start_offset not in START_OFFSETS:
-            raise ValueError(f'ReadFromKafka: start_offset must be one of {", ".join(START_OFFSETS)}, '
-                             f'got {start_offset!r}.')
+        check_read_arguments('ReadFromKafka', topics, start_offset, start_timestamp_ms)
         if not group_id and (start_offset == 'committed' or commit_offsets):
             raise ValueError("ReadFromKafka: group_id is required with start_offset='committed' or "
                              'commit_offsets=True.')
-        if start_timestamp_ms is not None and (not isinstance(start_timestamp_ms, int) or start_timestamp_ms < 0):
-            raise ValueError(f'ReadFromKafka: start_timestamp_ms must be epoch milliseconds >= 0, '
-                             f'got {start_timestamp_ms!r}.')
         if not isinstance(max_bundle_records, int):
             raise ValueError(f'ReadFromKafka: max_bundle_records must be a whole number, got {max_bundle_records!r}.')
         if live_bundle_seconds is None:

@@ -58,11 +58,10 @@ from apache_beam.metrics import Metrics
 from kafka import TopicPartition
 from kafka.structs import OffsetAndMetadata
 
-from connectors.kafka import (METRICS_NAMESPACE, START_OFFSETS, KafkaRecord, _check_consumer_config, _consumer,
-                              _PlanRead, committed_positions)
+from connectors.kafka import (_COMMIT_TIMEOUT_MS, METRICS_NAMESPACE, KafkaRecord, _check_consumer_config, _consumer,
+                              _PlanRead, check_read_arguments, committed_positions)
 
 _LOG = logging.getLogger(__name__)
-_COMMIT_TIMEOUT_MS = 10_000
 # kafka-python setting -> Java consumer property, for the settings the pipeline passes (options.kafka_consumer_config).
 _JAVA_NAMES = {'bootstrap_servers': 'bootstrap.servers', 'security_protocol': 'security.protocol',
                'sasl_mechanism': 'sasl.mechanism', 'client_id': 'client.id'}
@@ -216,17 +215,10 @@ class ReadFromKafkaXlang(beam.PTransform):
                  consumer_polling_timeout_s: int = 1, set_positions: bool = True):
         super().__init__()
         self._config = _check_consumer_config(consumer_config)
-        if isinstance(topics, str) or not topics or not all(isinstance(t, str) and t for t in topics):
-            raise ValueError(f'ReadFromKafkaXlang: topics must be a non-empty list of topic names, got {topics!r}.')
-        if start_offset not in START_OFFSETS:
-            raise ValueError(f'ReadFromKafkaXlang: start_offset must be one of {", ".join(START_OFFSETS)}, '
-                             f'got {start_offset!r}.')
+        check_read_arguments('ReadFromKafkaXlang', topics, start_offset, start_timestamp_ms)
         if not group_id and (start_offset != 'committed' or start_timestamp_ms is not None or commit_offsets):
             raise ValueError('ReadFromKafkaXlang: group_id is required: the Java reader starts at the group\'s '
                              'committed offsets, and offsets are committed for it.')
-        if start_timestamp_ms is not None and (not isinstance(start_timestamp_ms, int) or start_timestamp_ms < 0):
-            raise ValueError(f'ReadFromKafkaXlang: start_timestamp_ms must be epoch milliseconds >= 0, '
-                             f'got {start_timestamp_ms!r}.')
         self._java_config = java_consumer_config(self._config, group_id)
         self._topics, self._group_id = list(topics), group_id
         self._start_offset, self._start_timestamp_ms = start_offset, start_timestamp_ms

@@ -109,12 +109,11 @@ class SkipProcessedEvents(beam.DoFn):
 def build(p: beam.Pipeline, opts: EngagementOptions, replay: ReplayPlan | None = None):
     """Assemble the graph on `p`; returns the PCollections tests and callers may want to observe."""
     replay_from_ms = replay.from_ms if replay else None
-    topics = [t for t in (opts.cdc_topic, opts.raw_topic) if t]
     if opts.kafka_reader == 'xlang':  # Beam's cross-language reader (pipelines/xlang.py)
         records = p | 'ReadFromKafka' >> read_from_kafka_xlang(opts, replay_from_ms, READER_MAX_DELAY_MS)
     else:
         records = p | 'ReadFromKafka' >> ReadFromKafka(
-            opts.kafka_consumer_config(), topics, group_id=opts.consumer_group, start_offset=opts.start_offset,
+            opts.kafka_consumer_config(), opts.topics(), group_id=opts.consumer_group, start_offset=opts.start_offset,
             start_timestamp_ms=replay_from_ms, max_delay_ms=READER_MAX_DELAY_MS,
             max_bundle_records=READER_MAX_BUNDLE_RECORDS, max_bundle_seconds=READER_MAX_BUNDLE_SECONDS,
             live_bundle_seconds=READER_LIVE_BUNDLE_SECONDS)
@@ -171,8 +170,7 @@ def build(p: beam.Pipeline, opts: EngagementOptions, replay: ReplayPlan | None =
 def plan_replay(opts: EngagementOptions) -> ReplayPlan | None:
     if opts.start_offset != 'committed':
         return None
-    topics = [t for t in (opts.cdc_topic, opts.raw_topic) if t]
-    positions = committed_positions(opts.kafka_consumer_config(), opts.consumer_group, topics)
+    positions = committed_positions(opts.kafka_consumer_config(), opts.consumer_group, opts.topics())
     replay_from = replay_start_ms(positions, opts.window_seconds, opts.allowed_lateness_seconds,
                                   opts.replay_margin_seconds)
     _LOG.info('start: group %s, %d committed partitions, replay from %s', opts.consumer_group,

@@ -290,6 +290,10 @@ class EngagementOptions(PipelineOptions):
         if not 1 <= self.bq_load_frequency_seconds <= 86400:
             bad('bq_load_frequency_seconds', self.bq_load_frequency_seconds, 'expected 1..86400')
 
+    def topics(self) -> list[str]:
+        """The topics the pipeline reads: the CDC topic and the raw topic, either of which may be empty."""
+        return [t for t in (self.cdc_topic, self.raw_topic) if t]
+
     def kafka_consumer_config(self) -> dict:
         """kafka-python client settings from these options (secrets included: never log the result)."""
         config = {'bootstrap_servers': self.kafka_bootstrap_servers.split(','),

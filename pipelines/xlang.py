@@ -50,7 +50,6 @@ def expansion_service(options: PipelineOptions) -> str | None:
 def read_from_kafka_xlang(options: PipelineOptions, start_timestamp_ms: int | None,
                           max_delay_ms: int) -> ReadFromKafkaXlang:
     opts = options.view_as(EngagementOptions)
-    topics = [t for t in (opts.cdc_topic, opts.raw_topic) if t]
-    return ReadFromKafkaXlang(opts.kafka_consumer_config(), topics, group_id=opts.consumer_group,
+    return ReadFromKafkaXlang(opts.kafka_consumer_config(), opts.topics(), group_id=opts.consumer_group,
                               start_offset=opts.start_offset, start_timestamp_ms=start_timestamp_ms,
                               max_delay_ms=max_delay_ms, expansion_service=expansion_service(options))
