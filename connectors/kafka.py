@@ -50,7 +50,10 @@ Watermark
   `poll_timeout_ms` old; an empty poll proves nothing), its watermark moves to the wall-clock time minus that age
   minus `max_delay_ms`: an idle partition does not hold the pipeline back. A partition neither read nor
   caught up yet holds the watermark at its initial value. The output watermark is the minimum over all partitions,
-  so the slowest partition decides which windows may close.
+  so the slowest partition decides which windows may close. It is reported to the runner in whole seconds
+  (rounded down): every change of an upstream watermark makes Prism walk every element an aggregation holds
+  (for accumulating panes, every partial of every window within its allowed lateness); reporting the advance
+  of each 0.1 s live call cost Prism ~0.15 of a core more at 1,000 events/s (docs/benchmarks.md, session 4).
   Every record carries `watermark_ms`: the output watermark as of that record (the minimum over the partitions,
   including the advance of the poll it came from; None while some partition has none). It is never below the
   watermark the reader had reported when the bundle started, which bounds every downstream watermark until the
@@ -72,13 +75,22 @@ Throughput
   discovery, start offsets, committed offsets and commits (with the watermark as metadata) stay on kafka-python:
   they run once per start or once per bundle. `consumer_config` is written in kafka-python's terms for both.
   Bundle size: each process() call is one bundle. A backlog read in larger bundles (`max_bundle_seconds`) means
-  fewer, larger outputs per bundle downstream; `live_bundle_seconds` ends a call early once the reader has caught
-  up with the broker's last reported end offsets, so live records are not held back by the larger bound.
+  fewer, larger outputs per bundle downstream; `live_bundle_seconds` ends a call early once every partition is
+  within one poll (`_RECORDS_PER_POLL` records) of the broker's last reported end offsets, so live records are
+  not held back by the larger bound. (Requiring the exact end offset kept a call reading up to
+  `max_bundle_seconds` under a steady stream: each fetch response reports a newer end than the records it holds.)
+  With `live_grid_seconds` (the pipeline passes its early-firing period), a live call ends instead just before
+  the next point of that grid (`_GRID_LEAD_S` ahead of it), where the windows' early panes fire: the records of
+  a call reach the aggregation in time for the firing they would wait for anyway, and each (content, window)
+  gets one partial per period instead of one per 0.1 s call. An aggregation with accumulating panes holds every
+  partial until its window expires and Prism walks them all at every firing (transforms/windows.py, "Cost"):
+  at 1,000 events/s with 0.1 s calls, latency grew from 1.1 s to 1.8 s (p50) within six minutes.
 """
 from __future__ import annotations
 
 import json
 import logging
+import math
 import threading
 import time
 from typing import Iterable, NamedTuple, Optional
@@ -104,6 +116,10 @@ _RESERVED_SETTINGS = ('group_id', 'enable_auto_commit', 'key_deserializer', 'val
 # Records taken from one poll: the time bound of a process() call is checked between polls.
 _RECORDS_PER_POLL = 500
 _COMMIT_TIMEOUT_MS = 10_000
+# A live call on a grid ends this long before the grid point, so that the bundle completes and its output reaches
+# the runner before the firing (a margin, not a measured bound: from a record's emission to the end of its
+# bundle took 45-150 ms at p99 on the loaded 2-core machine).
+_GRID_LEAD_S = 0.2
 # Watermark-only commits (an idle partition's watermark moves, its offset does not) at most this often.
 _WATERMARK_COMMIT_INTERVAL_S = 1.0
 _GLOBAL_WINDOW = (GlobalWindow(),)
@@ -327,6 +343,16 @@ class _PartitionsProvider(RestrictionProvider):
         return 0.0 if restriction.done else 1.0
 
 
+def live_call_seconds(now_s: float, live_bundle_seconds: float, grid_seconds: float | None) -> float:
+    """How long a live call lasts from `now_s` (epoch seconds): `live_bundle_seconds`, or with a grid, until
+    `_GRID_LEAD_S` before the first grid point (a multiple of `grid_seconds`) that leaves at least
+    `live_bundle_seconds` of reading."""
+    if grid_seconds is None:
+        return live_bundle_seconds
+    point = math.ceil((now_s + live_bundle_seconds + _GRID_LEAD_S) / grid_seconds) * grid_seconds
+    return point - _GRID_LEAD_S - now_s
+
+
 def _min_watermark(watermarks) -> int | None:
     return None if any(w is None for w in watermarks) else min(watermarks)
 
@@ -354,10 +380,11 @@ class _Progress:
 
 class _ReadPartitionsFn(beam.DoFn):
     def __init__(self, consumer_config, group_id, commit_offsets, max_bundle_records, max_bundle_seconds,
-                 live_bundle_seconds, poll_timeout_ms, idle_resume_delay_ms, max_delay_ms):
+                 live_bundle_seconds, poll_timeout_ms, idle_resume_delay_ms, max_delay_ms, live_grid_seconds=None):
         self._config, self._group_id, self._commit_offsets = consumer_config, group_id, commit_offsets
         self._max_records, self._max_seconds = max_bundle_records, max_bundle_seconds
         self._live_seconds = live_bundle_seconds
+        self._live_grid = live_grid_seconds
         self._poll_timeout_ms, self._idle_delay = poll_timeout_ms, Duration(micros=idle_resume_delay_ms * 1000)
         self._max_delay_ms = max_delay_ms
         self._records = Metrics.counter(METRICS_NAMESPACE, 'records')
@@ -409,10 +436,11 @@ class _ReadPartitionsFn(beam.DoFn):
         partitions = restriction.partitions
         poll_timeout_s = self._poll_timeout_ms / 1000
         # The first consume waits at most the live bundle time: with a backlog it returns full at once.
-        started, read, polls, wait_s = time.monotonic(), 0, 0, min(poll_timeout_s, self._live_seconds)
+        live_s = live_call_seconds(time.time(), self._live_seconds, self._live_grid)
+        started, read, polls, wait_s = time.monotonic(), 0, 0, min(poll_timeout_s, live_s)
         while read < self._max_records and time.monotonic() - started < self._max_seconds:
             # librdkafka's consume() waits for its record count or the timeout, whichever comes first; a live
-            # stream rarely fills it, so once live the wait is what remains of live_bundle_seconds.
+            # stream rarely fills it, so once live the wait is what remains of the live call.
             batches = fetcher.poll(wait_s, min(_RECORDS_PER_POLL, self._max_records - read))
             polls += 1
             if not batches:
@@ -443,12 +471,12 @@ class _ReadPartitionsFn(beam.DoFn):
                 self._records.inc(len(records))
                 self._bytes.inc(size)
             self._advance_watermark(watermark, progress.watermarks)
-            if all((end := fetcher.highwater(i)) is not None and progress.offsets[i] >= end
+            if all((end := fetcher.highwater(i)) is not None and progress.offsets[i] >= end - _RECORDS_PER_POLL
                    for i in range(len(partitions))):
                 elapsed = time.monotonic() - started
-                if elapsed >= self._live_seconds:
+                if elapsed >= live_s:
                     break  # live: everything the broker had at its last fetch response is out; hand it on
-                wait_s = min(poll_timeout_s, max(0.001, self._live_seconds - elapsed))
+                wait_s = min(poll_timeout_s, max(0.001, live_s - elapsed))
             else:
                 wait_s = poll_timeout_s
         if not self._mark_caught_up(fetcher, tracker, progress):
@@ -500,7 +528,7 @@ class _ReadPartitionsFn(beam.DoFn):
         known = _min_watermark(watermarks)
         if known is None:
             return
-        new = Timestamp(micros=known * 1000)
+        new = Timestamp(micros=known // 1000 * 1_000_000)     # whole seconds: see "Watermark" above
         current = estimator.current_watermark()
         if current is None or new > current:
             estimator.set_watermark(new)
@@ -550,10 +578,12 @@ class ReadFromKafka(beam.PTransform):
       start_timestamp_ms: if set, each partition starts no later than its first record at or after this time.
       commit_offsets: commit offsets (with the partition watermark as metadata) on bundle finalization.
       max_bundle_records, max_bundle_seconds: work per process() call before a checkpoint.
-      live_bundle_seconds: once every partition is caught up with the end offset of the broker's last fetch
+      live_bundle_seconds: once every partition is within one poll of the end offset of the broker's last fetch
         response, a call ends after this long instead (default: max_bundle_seconds). So a backlog can be read in
         large bundles (fewer, larger outputs per bundle: cheaper downstream) while a live stream is handed on
         promptly.
+      live_grid_seconds: end live calls just before each multiple of this period instead (at least
+        live_bundle_seconds long): the early-firing period of aligned panes downstream (see "Throughput").
       poll_timeout_ms: how long one poll waits for records.
       idle_resume_delay_ms: after a call that read nothing, resume after this delay.
       max_delay_ms: how far a record's timestamp may lie behind the newest timestamp read from its partition (or
@@ -564,7 +594,8 @@ class ReadFromKafka(beam.PTransform):
                  start_offset: str = 'committed', start_timestamp_ms: int | None = None,
                  commit_offsets: bool = True, max_bundle_records: int = 10_000, max_bundle_seconds: float = 0.5,
                  live_bundle_seconds: float | None = None,
-                 poll_timeout_ms: int = 200, idle_resume_delay_ms: int = 100, max_delay_ms: int = 1000):
+                 poll_timeout_ms: int = 200, idle_resume_delay_ms: int = 100, max_delay_ms: int = 1000,
+                 live_grid_seconds: float | None = None):
         super().__init__()
         self._config = _check_consumer_config(consumer_config)
         check_read_arguments('ReadFromKafka', topics, start_offset, start_timestamp_ms)
@@ -577,7 +608,8 @@ class ReadFromKafka(beam.PTransform):
             live_bundle_seconds = max_bundle_seconds
         for name, value in (('max_bundle_records', max_bundle_records), ('max_bundle_seconds', max_bundle_seconds),
                             ('live_bundle_seconds', live_bundle_seconds),
-                            ('poll_timeout_ms', poll_timeout_ms)):
+                            ('poll_timeout_ms', poll_timeout_ms),
+                            ('live_grid_seconds', 1 if live_grid_seconds is None else live_grid_seconds)):
             if not value > 0:
                 raise ValueError(f'ReadFromKafka: {name} must be > 0, got {value!r}.')
         for name, value in (('idle_resume_delay_ms', idle_resume_delay_ms), ('max_delay_ms', max_delay_ms)):
@@ -587,7 +619,7 @@ class ReadFromKafka(beam.PTransform):
         self._start_offset, self._start_timestamp_ms = start_offset, start_timestamp_ms
         self._read_fn = _ReadPartitionsFn(self._config, group_id, commit_offsets, max_bundle_records,
                                           max_bundle_seconds, live_bundle_seconds, poll_timeout_ms,
-                                          idle_resume_delay_ms, max_delay_ms)
+                                          idle_resume_delay_ms, max_delay_ms, live_grid_seconds)
 
     def expand(self, pbegin):
         return (pbegin

@@ -124,6 +124,9 @@ return 1
 """
 
 
+_KNOWN_PANES = 200_000
+
+
 class RedisSinkUnavailable(RuntimeError):
     """Redis could not take a batch after every retry (or refused our credentials); the bundle fails."""
 
@@ -228,6 +231,7 @@ class _Pending:
     keys: list[str]
     args: list[Any]
     first_failed: str | None = None  # ISO time of the first failed attempt, for a dead letter
+    figures: tuple | None = None     # what the pane says, remembered once written (UpsertContentStatsFn._known)
 
 
 class UpsertContentStatsFn(beam.DoFn):
@@ -247,6 +251,7 @@ class UpsertContentStatsFn(beam.DoFn):
         self._retries = Metrics.counter(_METRICS_NAMESPACE, 'retries')
         self._failures = Metrics.counter(_METRICS_NAMESPACE, 'failures')
         self._dead = Metrics.counter(_METRICS_NAMESPACE, 'dead_letters')
+        self._unchanged = Metrics.counter(_METRICS_NAMESPACE, 'early_panes_unchanged')
 
     def display_data(self):
         return {'redis_url': DisplayDataItem(redact_url(self._url), label='Redis URL'),
@@ -260,6 +265,11 @@ class UpsertContentStatsFn(beam.DoFn):
             self._url, socket_timeout=self._socket_timeout, socket_connect_timeout=self._socket_timeout,
             retry=Retry(NoBackoff(), 0), health_check_interval=30)
         self._sha = None
+        # (window_start, content_id) -> figures of the last pane this instance wrote: an EARLY pane that says the
+        # same again is not rewritten. The aggregation emits every content of a group of contents in each pane
+        # (transforms/windows.py, shards), most of them unchanged; only what Redis acknowledged is remembered, so
+        # a failed or retried write is never skipped. ON_TIME and LATE panes are always written.
+        self._known: dict[tuple, tuple] = {}
 
     def start_bundle(self):
         self._batch: list[_Pending] = []
@@ -272,7 +282,13 @@ class UpsertContentStatsFn(beam.DoFn):
             self._dead.inc()
             yield beam.pvalue.TaggedOutput(DEAD_LETTERS, self._dead_letter(stats, 'invalid_stats', str(exc), 1))
             return
-        self._batch.append(_Pending(WindowedValue(stats, timestamp, (window,), pane), keys, args))
+        figures = (stats.events, stats.play, stats.pause, stats.finish, stats.click, stats.engagement_ms,
+                   stats.title, stats.content_type)
+        if getattr(stats, 'pane_timing', None) == 'EARLY' and \
+                self._known.get((stats.window_start, stats.content_id)) == figures:
+            self._unchanged.inc()
+            return
+        self._batch.append(_Pending(WindowedValue(stats, timestamp, (window,), pane), keys, args, figures=figures))
         if len(self._batch) >= self._batch_size:
             yield from self._flush()
 
@@ -308,6 +324,7 @@ class UpsertContentStatsFn(beam.DoFn):
                 code = _reply_code(reply) if isinstance(reply, Exception) else None
                 if code is None:
                     self._written.inc()
+                    self._remember(item)
                     yield item.windowed
                 elif isinstance(reply, redis.exceptions.NoScriptError) or code in _TRANSIENT_REPLIES:
                     # Resend from here on, in order, so that no older pane lands after a newer one of its content.
@@ -329,6 +346,12 @@ class UpsertContentStatsFn(beam.DoFn):
                 if attempt < self._max_attempts:
                     continue  # reload the script and resend at once
             self._retry_or_raise(attempt, started, len(pending), error)
+
+    def _remember(self, item: _Pending) -> None:
+        if len(self._known) >= _KNOWN_PANES:
+            self._known.clear()                      # bounded; forgetting only costs a rewrite
+        stats = item.windowed.value
+        self._known[(stats.window_start, stats.content_id)] = item.figures
 
     def _execute(self, pending: list[_Pending]) -> list[Any]:
         if self._sha is None:

@@ -300,7 +300,12 @@ class Postgres(Component):
         if not (data / 'PG_VERSION').exists():
             self._initdb(data)
         (data / 'postmaster.pid').unlink(missing_ok=True)  # left by a killed server; we know none of ours runs
-        self.proc.spawn([str(PG_BIN / 'postgres'), '-D', str(data), '-p', str(self.cfg.pg_port)], user=self._user())
+        # Commits return before the WAL is flushed (synchronous_commit = off: throughput on a shared 2-core
+        # machine), but logical decoding sends flushed WAL only: the WAL writer's default 200 ms flush interval was
+        # the median insert -> Kafka delay; at 10 ms it is ~60 ms (docs/benchmarks.md). A flag, so that a data
+        # directory made before it gets it too.
+        self.proc.spawn([str(PG_BIN / 'postgres'), '-D', str(data), '-p', str(self.cfg.pg_port),
+                         '-c', 'wal_writer_delay=10ms'], user=self._user())
         _wait('connections', self.proc, self._ready)
         self._seed()
 

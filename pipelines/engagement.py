@@ -61,7 +61,9 @@ STREAMING_JOB_SERVER_TIMEOUT_S = 10 * 365 * 86400
 # A backlog is read in bundles of up to 2 s: each bundle hands the windows one partial count per (content, window)
 # it touched, and Prism keeps every one of them for accumulating panes and scans them all at each watermark step.
 # With 0.5 s bundles a 200k-event backlog cost Prism 18 CPU-s and ran at ~6.6k events/s; with 2 s, 2.6 CPU-s and
-# ~13k events/s. Once caught up, a bundle ends after 0.5 s as before, so live results are not delayed.
+# ~13k events/s. Once caught up, a call ends just before the next early firing of the windows (a grid of
+# --early_firing_seconds; at least 0.1 s of reading): one partial per (content, window) and period, in time for the
+# pane (connectors/kafka.py, "Throughput").
 READER_MAX_BUNDLE_RECORDS = 40_000
 READER_MAX_BUNDLE_SECONDS = 2.0
 READER_LIVE_BUNDLE_SECONDS = 0.1
@@ -116,7 +118,7 @@ def build(p: beam.Pipeline, opts: EngagementOptions, replay: ReplayPlan | None =
             opts.kafka_consumer_config(), opts.topics(), group_id=opts.consumer_group, start_offset=opts.start_offset,
             start_timestamp_ms=replay_from_ms, max_delay_ms=READER_MAX_DELAY_MS,
             max_bundle_records=READER_MAX_BUNDLE_RECORDS, max_bundle_seconds=READER_MAX_BUNDLE_SECONDS,
-            live_bundle_seconds=READER_LIVE_BUNDLE_SECONDS)
+            live_bundle_seconds=READER_LIVE_BUNDLE_SECONDS, live_grid_seconds=opts.early_firing_seconds)
     parsed = records | 'ParseEvents' >> ParseEvents(cdc_topics=[opts.cdc_topic])
     events = parsed.events
     if replay is not None:
@@ -125,7 +127,9 @@ def build(p: beam.Pipeline, opts: EngagementOptions, replay: ReplayPlan | None =
         PostgresContentLoader(opts.pg_dsn), refresh_seconds=opts.content_refresh_seconds)
     stats = enriched.enriched | 'ContentMinuteStats' >> ContentMinuteStats(
         window_seconds=opts.window_seconds, early_firing_seconds=opts.early_firing_seconds,
-        allowed_lateness_seconds=opts.allowed_lateness_seconds, closed_before_ms=replay_from_ms)
+        allowed_lateness_seconds=opts.allowed_lateness_seconds, closed_before_ms=replay_from_ms,
+        # The SDK round-trips a Dataflow pipeline's triggers through its own classes, which lose the alignment.
+        aligned_early_firings=_runner_name(p.runner) != 'DataflowRunner', shards=opts.window_shards)
     written = stats.stats | 'WriteTopContentToRedis' >> WriteContentStatsToRedis(
         opts.redis_url, redis_prefix=opts.redis_prefix, ttl_seconds=opts.redis_ttl_seconds)
     # Dead letters of the Redis stage live in the event-time windows of the stats; Prism cannot flatten
@@ -216,7 +220,7 @@ def run(argv: list[str] | None = None) -> int:
         return 2
     if _runner_name(runner) == 'DataflowRunner' and opts.early_firing_seconds != int(opts.early_firing_seconds):
         # The Python SDK round-trips a Dataflow pipeline through Beam's own AfterProcessingTime, which keeps
-        # whole seconds only (transforms.windows.AfterProcessingTimeMillis).
+        # whole seconds only and no alignment (transforms.windows.AfterProcessingTimeMillis).
         print(f'error: --early_firing_seconds={opts.early_firing_seconds}: whole seconds on Dataflow',
               file=sys.stderr)
         return 2

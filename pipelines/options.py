@@ -99,12 +99,19 @@ class EngagementOptions(PipelineOptions):
                              help='Event-time fixed window length in seconds. Default 60.')
         windows.add_argument('--early_firing_seconds', type=float, default=1,
                              help='Emit an early (speculative) pane every this many seconds of processing time, '
-                                  'to the millisecond (0.5 halves the wait of a live event for its pane; each '
-                                  'pane costs a Redis write per content touched). Whole seconds on Dataflow. '
-                                  'Default 1.')
+                                  'to the millisecond, on one grid for all contents (a live event waits up to this '
+                                  'long, half on average, for its pane; each pane costs a Redis write per content '
+                                  'touched; 0.5 halves the wait). On Dataflow: whole seconds, counted from the '
+                                  'first event of each pane. Default 1.')
         windows.add_argument('--allowed_lateness_seconds', type=int, default=600,
                              help='Accept events this late (event time behind the watermark); later ones go to '
                                   'the dead letters as too_late. Default 600.')
+        windows.add_argument('--window_shards', type=int, default=8,
+                             help='Keys of the windows\' GroupByKey: contents are counted in this many groups '
+                                  '(a hash of the content id), so the runner holds one partial count per group, '
+                                  'window and bundle instead of one per content (on Prism, its cost grows with '
+                                  'what it holds). It bounds the parallelism of the aggregation on a cluster: '
+                                  'raise it there. Default 8.')
 
         windows.add_argument('--replay_margin_seconds', type=int, default=60,
                              help='On a restart from committed offsets, replay this much event time beyond the '
@@ -221,7 +228,7 @@ class EngagementOptions(PipelineOptions):
                                     f'are required with {self.kafka_sasl_mechanism}')
         for flag, low, high in (('window_seconds', 1, 86400), ('early_firing_seconds', 0.05, 3600),
                                 ('allowed_lateness_seconds', 0, 7 * 86400), ('content_refresh_seconds', 1, 86400),
-                                ('replay_margin_seconds', 0, 86400),
+                                ('replay_margin_seconds', 0, 86400), ('window_shards', 1, 4096),
                                 ('redis_ttl_seconds', 1, 365 * 86400)):
             value = getattr(self, flag)
             if not low <= value <= high:

@@ -1,7 +1,7 @@
 """Per-content engagement per event-time window, live: early panes, an on-time pane, late panes; events later
 than the allowed lateness go to the dead letters as `too_late` instead of being dropped silently.
 
-Beam concepts: `FixedWindows` with `AfterWatermark(early=AfterProcessingTime, late=AfterCount(1))`,
+Beam concepts: `FixedWindows` with `AfterWatermark(early=AfterProcessingTime (aligned), late=AfterCount(1))`,
 accumulating panes and allowed lateness; a `CombineFn` whose accumulator makes counting idempotent per event id;
 a `DoFn` that combines within its bundle and emits at `finish_bundle` with explicit timestamps and windows.
 
@@ -9,8 +9,8 @@ a `DoFn` that combines within its bundle and emits at `finish_bundle` with expli
     result.stats        # PCollection[ContentWindowStats], one per pane per (content, window)
     result.dead_letter  # PCollection[DeadLetter], stage 'window', reason 'too_late'
 
-    events -> RouteTooLateEvents -> CombineWithinBundle -> FixedWindows -> CountDistinctEventsPerContent
-           -> ToContentWindowStats
+    events -> RouteTooLateEvents -> CombineWithinBundle (per shard of contents) -> FixedWindows
+           -> CountDistinctEventsPerContent -> ToContentWindowStats (one per content)
 
 Too-late detection. Beam's GroupByKey drops an element whose window expired (window end + allowed lateness
 behind the watermark), and a Python DoFn cannot read the watermark. The Kafka reader can: it stamps every record
@@ -39,18 +39,35 @@ duplicate cannot land in another window or content: it carries the same event_ts
 changes event_ts or content_id is counted in both places (engagement rows are append-only).
 
 Cost. The trigger's late firing `AfterCount(1)` keeps Prism from lifting the combiner, and in accumulating mode
-Prism hands every element of a (content, window) to each pane again. So this transform combines within each
-bundle itself (`CombineWithinBundle`): the GroupByKey receives one small partial accumulator per (content, window)
-and bundle, not one pickled event per event, and the events cross no stage boundary. Partials are plain dicts and
-tuples of ints and strings (Beam's fast primitive coder, no pickling). Each pane merges the partials of its
-(content, window) so far: with n bundles per window that is O(n^2) merges per window, each a C-level dict update.
-Prism keeps every partial until its window expires (end + allowed lateness) and walks all of them at each
-watermark step (engine/elementmanager.go, aggregateStageKind.buildEventTimeBundle): its cost grows with the
-partials retained, i.e. with the number of bundles, which is why the pipeline reads a backlog in large bundles
-(pipelines/engagement.py).
+Prism hands every element of a window to each pane again. So this transform combines within each bundle itself
+(`CombineWithinBundle`): the GroupByKey receives one small partial accumulator per key and window and bundle, not
+one pickled event per event, and the events cross no stage boundary. Partials are plain dicts and tuples of ints
+and strings (Beam's fast primitive coder, no pickling). Each pane merges the partials of its window so far: with
+n bundles per window that is O(n^2) merges per window, each a C-level dict update.
+Prism keeps every partial until its window expires (end + allowed lateness) and walks all of them whenever the
+input watermark moves or a processing-time firing is due (engine/elementmanager.go,
+aggregateStageKind.buildEventTimeBundle). A CPU profile showed that walk at 56% of Prism's CPU, and as the
+windows within their allowed lateness filled up, latency at 1,000 events/s grew from 1.1 s to 2.4 s (p50) in
+ten minutes (docs/benchmarks.md, session 4). Hence, from most to least effect:
+  * the key is not the content but one of `shards` groups of contents (`shard_of`): a partial carries the
+    contents of its group, {content_id: accumulator}, and a pane emits one ContentWindowStats per content of the
+    group (a content without new events gets its unchanged totals again: an idempotent overwrite). 8 groups
+    instead of ~200 contents: Prism holds ~25 times fewer elements (10 CPU-s instead of 55 in an 80 s run);
+  * the reader hands its records on once per early-firing period, just before the panes fire
+    (connectors/kafka.py), and reports its watermark in whole seconds; a backlog is read in large bundles
+    (pipelines/engagement.py);
+  * early panes fire on one grid for all keys (AfterProcessingTimeMillis, aligned), not at a time per key.
+
+Why not per-key state and timers instead (a stateful DoFn holding each (content, window)'s accumulator, which
+Prism would not walk)? Tried in session 4: Prism 2.77 collects a stateful DoFn's state at the window's end
+whatever the allowed lateness (engine/elementmanager.go StageStateful: no windowing strategy), so late panes
+would restart from zero; keyed by (content, window) in the global window instead, every firing reads its state
+in a blocking call to the runner (Prism gives no cache tokens), and the ~200 firings a second took seconds:
+p50 9 s against 1 s here.
 """
 from __future__ import annotations
 
+import zlib
 from datetime import datetime, timedelta, timezone
 from typing import NamedTuple
 
@@ -203,104 +220,150 @@ def totals(accumulator: list) -> dict:
                 **dict(zip(EVENT_TYPES, counts)))
 
 
+def shard_of(content_id: str, shards: int) -> int:
+    """The GroupByKey key of a content: a stable hash of its id, modulo `shards`."""
+    return zlib.crc32(content_id.encode()) % shards
+
+
 class CombineWithinBundleFn(beam.DoFn):
-    """EnrichedEvents (any windowing) -> (content_id, partial accumulator), one per (content, window) of the
+    """EnrichedEvents (any windowing) -> (shard, {content_id: partial accumulator}), one per (shard, window) of the
     bundle, emitted at the end of the bundle at the window's max timestamp (in the global window; the windowing
     downstream assigns the same window again from that timestamp)."""
 
-    def __init__(self, window_fn: FixedWindows):
+    def __init__(self, window_fn: FixedWindows, shards: int):
         self._windows = _FixedWindowArithmetic(window_fn)
+        self._shards = shards
 
     def start_bundle(self):
         self._partials = {}
+        self._shard_of = {}
 
     def process(self, event: EnrichedEvent):
-        key = (self._windows.start(event), event.content_id)
-        partial = self._partials.get(key)
+        content_id = event.content_id
+        shard = self._shard_of.get(content_id)
+        if shard is None:
+            shard = self._shard_of[content_id] = shard_of(content_id, self._shards)
+        by_content = self._partials.get((self._windows.start(event), shard))
+        if by_content is None:
+            by_content = self._partials[(self._windows.start(event), shard)] = {}
+        partial = by_content.get(content_id)
         if partial is None:
-            partial = self._partials[key] = new_accumulator()
+            partial = by_content[content_id] = new_accumulator()
         add_event(partial, event)
 
     def finish_bundle(self):
         partials, self._partials = self._partials, {}
         size = self._windows.size
-        for (start, content_id), partial in partials.items():
-            yield WindowedValue((content_id, partial), Timestamp(micros=start + size - 1), (GlobalWindow(),))
+        for (start, shard), by_content in partials.items():
+            yield WindowedValue((shard, by_content), Timestamp(micros=start + size - 1), (GlobalWindow(),))
 
 
 class ContentStatsFn(beam.CombineFn):
-    """Partial accumulators of one content and window -> totals (dict of ContentWindowStats fields, without the
-    window). Idempotent per event id, whatever the order of inputs and merges."""
+    """Partials {content_id: accumulator} of one shard and window -> {content_id: totals} (dicts of
+    ContentWindowStats fields, without the window). Idempotent per event id, whatever the order of inputs and
+    merges."""
 
-    def create_accumulator(self) -> list:
-        return new_accumulator()
+    def create_accumulator(self) -> dict:
+        return {}
 
-    def add_input(self, accumulator: list, partial: list) -> list:
-        return merge_into(accumulator, partial)
+    def add_input(self, accumulator: dict, partial: dict) -> dict:
+        for content_id, other in partial.items():
+            mine = accumulator.get(content_id)
+            if mine is None:
+                accumulator[content_id] = merge_into(new_accumulator(), other)
+            else:
+                merge_into(mine, other)
+        return accumulator
 
-    def merge_accumulators(self, accumulators) -> list:
+    def merge_accumulators(self, accumulators) -> dict:
         accumulators = iter(accumulators)
         merged = next(accumulators)
         for accumulator in accumulators:
-            merge_into(merged, accumulator)
+            self.add_input(merged, accumulator)
         return merged
 
-    def extract_output(self, accumulator: list) -> dict:
-        return totals(accumulator)
+    def extract_output(self, accumulator: dict) -> dict:
+        return {content_id: totals(by_content) for content_id, by_content in accumulator.items()}
 
 
 class ToContentWindowStatsFn(beam.DoFn):
-    """(content_id, totals) in a window pane -> ContentWindowStats."""
+    """(shard, {content_id: totals}) in a window pane -> one ContentWindowStats per content of the shard."""
 
     def process(self, element, window=beam.DoFn.WindowParam, pane=beam.DoFn.PaneInfoParam):
-        content_id, figures = element
-        yield ContentWindowStats(
-            window_start=window.start.micros // 1_000_000, window_end=window.end.micros // 1_000_000,
-            content_id=content_id, pane_timing=_PANE_TIMING.get(pane.timing, 'UNKNOWN'), pane_index=pane.index,
-            **figures)
+        _, by_content = element
+        start, end = window.start.micros // 1_000_000, window.end.micros // 1_000_000
+        timing = _PANE_TIMING.get(pane.timing, 'UNKNOWN')
+        for content_id, figures in by_content.items():
+            yield ContentWindowStats(window_start=start, window_end=end, content_id=content_id, pane_timing=timing,
+                                     pane_index=pane.index, **figures)
 
 
 class AfterProcessingTimeMillis(trigger.AfterProcessingTime):
-    """`AfterProcessingTime` with a delay of any whole number of milliseconds. Beam's own (2.77) writes
-    `delay * 1000` into the proto's int64 `delay_millis`, so a fractional delay (0.5 s) fails to translate, and
-    reads the proto back with `// 1000`, whole seconds. This one writes integral milliseconds; runners that
-    evaluate triggers themselves (Prism, Flink, Dataflow) read `delay_millis` as it is. A pipeline that is
-    round-tripped through the runner API in Python (the Python SDK does so only for non-portable runners, e.g.
-    DataflowRunner) would come back with whole seconds: the pipeline refuses a fractional delay there."""
+    """`AfterProcessingTime` to the millisecond, optionally aligned to a grid of its period: the portable form of
+    Java's `AfterProcessingTime.pastFirstElementInPane().alignedTo(period)`, which the Python SDK (2.77) lacks.
 
-    def __init__(self, delay_seconds: float):
+    Aligned (`aligned=True`): a pane fires at the first multiple of the period (epoch ms) after its first element,
+    so the early panes of all keys fire together, once per period. Prism schedules a firing per distinct firing
+    time, and each wakes its scheduling loop over the aggregation: with a delay counted from each key's first
+    element, 200 contents meant ~200 firings a second; aligned, one (Prism's CPU fell by ~10%, p99 by ~0.2 s).
+    An element waits up to one period (half on average) for its pane, and the pipeline's reader hands its records
+    on just before each grid point (connectors/kafka.py, "Throughput"). Prism labels panes oddly when aligned
+    (it restarts the delay from the last element's time: a late element may get an EARLY, an ON_TIME and a LATE
+    pane); the figures of every pane are right, and labels are informative only (schemas/stats.py).
+    Delayed (`aligned=False`): Beam's own semantics, written as integral milliseconds (Beam's own writes
+    `delay * 1000` into the proto's int64 `delay_millis`, so 0.5 s fails to translate).
+
+    Runners that evaluate triggers themselves read the proto as written (Prism, Flink, Dataflow). A pipeline the
+    Python SDK round-trips through its own trigger classes (it does so for DataflowRunner) comes back as Beam's
+    `AfterProcessingTime` with whole seconds and no alignment: use `aligned=False` and whole seconds there."""
+
+    def __init__(self, delay_seconds: float, aligned: bool = False):
         millis = round(delay_seconds * 1000)
         if millis < 1:
             raise ValueError(f'AfterProcessingTimeMillis: delay must be at least 1 ms, got {delay_seconds!r} s')
         super().__init__(delay=millis / 1000)
         self.millis = millis
+        self.aligned = aligned
 
     def __repr__(self):
-        return f'AfterProcessingTimeMillis(delay={self.millis} ms)'
+        return f'AfterProcessingTimeMillis({"aligned to" if self.aligned else "delay"} {self.millis} ms)'
+
+    def __eq__(self, other):
+        return type(self) is type(other) and (self.millis, self.aligned) == (other.millis, other.aligned)
+
+    def __hash__(self):
+        return hash((type(self), self.millis, self.aligned))
 
     def to_runner_api(self, unused_context):
         from apache_beam.portability.api import beam_runner_api_pb2
+        transform = beam_runner_api_pb2.TimestampTransform
+        if self.aligned:
+            step = transform(align_to=transform.AlignTo(period=self.millis, offset=0))
+        else:
+            step = transform(delay=transform.Delay(delay_millis=self.millis))
         return beam_runner_api_pb2.Trigger(after_processing_time=beam_runner_api_pb2.Trigger.AfterProcessingTime(
-            timestamp_transforms=[beam_runner_api_pb2.TimestampTransform(
-                delay=beam_runner_api_pb2.TimestampTransform.Delay(delay_millis=self.millis))]))
+            timestamp_transforms=[step]))
 
 
 class ContentMinuteStats(beam.PTransform):
     """EnrichedEvent -> ContentWindowStats per pane, plus `too_late` dead letters. Events are windowed by their
     `event_ts` (the element timestamp ParseEvents gives them; the element timestamp itself is not read).
 
-    window_seconds: width of the event-time windows; early_firing_seconds: processing-time delay of early
-    panes in seconds, to the millisecond (0.25 is fine: see AfterProcessingTimeMillis), None for no early panes
-    (bounded runs); allowed_lateness_seconds:
-    how long after its end a window still takes late events (later ones: see the module docstring);
-    closed_before_ms: after a restart, windows ending at or before this time (epoch ms) were final before it, and
-    their events are too_late whatever the watermark (see pipelines.engagement)."""
+    window_seconds: width of the event-time windows; early_firing_seconds: period of early panes in seconds of
+    processing time, to the millisecond (0.25 is fine), None for no early panes (bounded runs);
+    allowed_lateness_seconds: how long after its end a window still takes late events (later ones: see the
+    module docstring); closed_before_ms: after a restart, windows ending at or before this time (epoch ms) were
+    final before it, and their events are too_late whatever the watermark (see pipelines.engagement);
+    aligned_early_firings: early panes on the grid of the period, all keys together (default), or one period
+    after the first element of each pane, Beam's default (needed where the SDK round-trips triggers through its
+    own classes, i.e. on Dataflow: see AfterProcessingTimeMillis)."""
 
     def __init__(self, window_seconds: int = 60, early_firing_seconds: float | None = 1,
-                 allowed_lateness_seconds: int = 300, closed_before_ms: int | None = None):
+                 allowed_lateness_seconds: int = 300, closed_before_ms: int | None = None,
+                 aligned_early_firings: bool = True, shards: int = 8):
         super().__init__()
         for name, value, low in (('window_seconds', window_seconds, 1),
-                                 ('allowed_lateness_seconds', allowed_lateness_seconds, 0)):
+                                 ('allowed_lateness_seconds', allowed_lateness_seconds, 0), ('shards', shards, 1)):
             if type(value) is not int or value < low:
                 raise ValueError(f'ContentMinuteStats: {name} must be an integer >= {low}, got {value!r}')
         if early_firing_seconds is not None and (type(early_firing_seconds) not in (int, float)
@@ -309,20 +372,22 @@ class ContentMinuteStats(beam.PTransform):
                              f'(or None), got {early_firing_seconds!r}')
         self._window_fn = FixedWindows(window_seconds)
         self._early_firing_seconds = early_firing_seconds
+        self._aligned = aligned_early_firings
+        self._shards = shards
         self._allowed_lateness_seconds = allowed_lateness_seconds
         self._closed_before_ms = closed_before_ms
 
     def _trigger(self):
         if self._early_firing_seconds is None:
             return trigger.AfterWatermark(late=trigger.AfterCount(1))
-        return trigger.AfterWatermark(early=AfterProcessingTimeMillis(self._early_firing_seconds),
+        return trigger.AfterWatermark(early=AfterProcessingTimeMillis(self._early_firing_seconds, self._aligned),
                                       late=trigger.AfterCount(1))
 
     def expand(self, events):
         routed = events | 'RouteTooLateEvents' >> RouteTooLateEvents(self._window_fn, self._allowed_lateness_seconds,
                                                                      self._closed_before_ms)
         stats = (routed[ON_TIME]
-                 | 'CombineWithinBundle' >> beam.ParDo(CombineWithinBundleFn(self._window_fn))
+                 | 'CombineWithinBundle' >> beam.ParDo(CombineWithinBundleFn(self._window_fn, self._shards))
                  | 'FixedWindows' >> beam.WindowInto(
                      self._window_fn, trigger=self._trigger(),
                      accumulation_mode=trigger.AccumulationMode.ACCUMULATING,

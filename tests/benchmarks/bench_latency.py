@@ -16,7 +16,8 @@ that sees it in the chosen sink (`--sink`, default redis):
   bigquery  the probe's row is queryable in the emulator's `events_enriched_raw` (a query for the ids not seen
             yet, every 250 ms: a query costs the emulator tens of ms, so the figures are that much coarser).
 
-Probes of the first `--warmup` seconds are not counted. Prints p50/p90/p99/max and the pipeline's peak RSS.
+Probes of the first `--warmup` seconds are not counted. Prints p50/p90/p99/max, the pipeline's peak RSS and the CPU
+seconds of each process (pipeline, Prism, the stack's services) over the run.
 Not a test.
 """
 from __future__ import annotations
@@ -39,6 +40,7 @@ import redis
 
 from launch import generate
 from launch.stack import Stack, stop_tree, tree_rss_mb
+from tests.benchmarks.bench_pipeline import CpuAccount
 from tests.conftest import private_config
 
 PROBE_CONTENT = str(uuid.uuid5(uuid.NAMESPACE_URL, 'engagement-latency-probe'))
@@ -99,6 +101,8 @@ def main(argv=None) -> int:
                         help='where a probe must be visible (default redis)')
     parser.add_argument('--probes-per-second', type=float, default=5)
     parser.add_argument('--warmup', type=float, default=30, help='seconds before probes count')
+    parser.add_argument('--segment', type=float, default=120,
+                        help='also print the figures per this many seconds of a longer run (default 120)')
     parser.add_argument('pipeline_args', nargs='*', help='extra pipeline flags (after --)')
     args = parser.parse_args(argv)
     cfg = private_config()
@@ -109,6 +113,7 @@ def main(argv=None) -> int:
         pipeline = subprocess.Popen([sys.executable, '-m', 'pipelines.engagement', '--runner=DirectRunner',
                                      '--streaming', *args.pipeline_args], env={**os.environ, **cfg.env()},
                                     stdout=subprocess.DEVNULL, stderr=open(cfg.state_dir / 'pipeline.log', 'wb'))
+        cpu = CpuAccount(stack, pipeline.pid)
         flags = cfg.cli_flags()
         load = threading.Thread(target=generate.main, args=(
             ['--rate', str(args.rate), '--duration', str(args.duration + args.warmup), '--late-share', '0',
@@ -124,10 +129,11 @@ def main(argv=None) -> int:
         probes: dict[int, Probe] = {}   # event id -> probe, in commit order
         pending: set[int] = set()
         latencies: list[float] = []
+        segments: dict[int, list[float]] = {}      # segment index -> latencies of the probes committed in it
         conn = psycopg2.connect(cfg.pg_dsn)
         cur = conn.cursor()
         started = time.monotonic()
-        next_probe = next_poll = started
+        next_probe = next_poll = next_sample = started
         peak_rss = 0.0
         while time.monotonic() - started < args.duration + args.warmup:
             now = time.monotonic()
@@ -146,17 +152,27 @@ def main(argv=None) -> int:
                 for event_id in seen & pending:
                     if probes[event_id].committed - started >= args.warmup:
                         latencies.append(t - probes[event_id].committed)
+                        segment = int((probes[event_id].committed - started - args.warmup) // args.segment)
+                        segments.setdefault(segment, []).append(t - probes[event_id].committed)
                 pending -= seen
                 next_poll = now + POLL_SECONDS[args.sink]
-            if int(now - started) % 5 == 0:
+            if now >= next_sample:
                 peak_rss = max(peak_rss, tree_rss_mb(pipeline.pid))
+                cpu.sample()
+                next_sample = now + 5
             if pipeline.poll() is not None:
                 print(f'pipeline exited; see {cfg.state_dir / "pipeline.log"}', file=sys.stderr)
                 return 1
             time.sleep(0.005)
+        cpu.sample()
+        print(cpu.report() + ' (the generator runs in this process, not counted)')
         if not latencies:
             print(f'no probe became visible in {WHERE[args.sink]} ({len(pending)} pending)')
             return 1
+        if len(segments) > 1:
+            for segment, values in sorted(segments.items()):
+                print(f'  {segment * args.segment:5.0f}-{(segment + 1) * args.segment:5.0f} s: '
+                      f'{_quantiles(sorted(values))}')
         latencies.sort()
         q = lambda p: latencies[min(len(latencies) - 1, int(p * len(latencies)))]  # noqa: E731
         print(f'insert -> visible in {WHERE[args.sink]} (polled every {POLL_SECONDS[args.sink] * 1000:.0f} ms) at '
@@ -169,6 +185,11 @@ def main(argv=None) -> int:
         if pipeline is not None:
             stop_tree(pipeline)
         stack.down(purge=True)
+
+
+def _quantiles(values: list[float]) -> str:
+    q = lambda p: values[min(len(values) - 1, int(p * len(values)))] * 1000  # noqa: E731
+    return f'{len(values)} probes, p50 {q(0.5):.0f} ms, p90 {q(0.9):.0f} ms, p99 {q(0.99):.0f} ms'
 
 
 if __name__ == '__main__':

@@ -6,8 +6,8 @@ import pytest
 from apache_beam import coders
 from apache_beam.utils.timestamp import Timestamp
 
-from connectors.kafka import (KafkaRecord, ReadFromKafka, _Advance, _MinWatermarkProvider, _Partitions,
-                              _PartitionsProvider, _ReadPlan)
+from connectors.kafka import (_GRID_LEAD_S, KafkaRecord, ReadFromKafka, _Advance, _MinWatermarkProvider, _Partitions,
+                              _PartitionsProvider, _ReadPlan, live_call_seconds)
 
 PARTITIONS = (('events', 0), ('events', 1), ('events', 2))
 
@@ -66,6 +66,7 @@ def test_watermark_is_the_minimum_once_every_partition_is_known():
     (dict(group_id=None), 'group_id is required'),
     (dict(start_timestamp_ms=-1), 'start_timestamp_ms'),
     (dict(max_bundle_seconds=0), 'max_bundle_seconds'),
+    (dict(live_grid_seconds=0), 'live_grid_seconds'),
 ])
 def test_wrong_arguments_fail_with_the_argument_named(kwargs, message):
     args = dict(consumer_config={'bootstrap_servers': 'k:9092'}, topics=['events'], group_id='g')
@@ -73,6 +74,21 @@ def test_wrong_arguments_fail_with_the_argument_named(kwargs, message):
     with pytest.raises(ValueError, match=message):
         ReadFromKafka(**args)
 
+
+
+def test_live_calls_without_a_grid_last_the_live_bundle_time():
+    assert live_call_seconds(1_700_000_000.37, 0.1, None) == 0.1
+
+
+@pytest.mark.parametrize('grid', [1.0, 0.5, 0.25])
+def test_live_calls_on_a_grid_end_just_before_its_next_point_leaving_at_least_the_live_time(grid):
+    for start in (1_700_000_000.0, 1_700_000_000.05, 1_700_000_000.69, 1_700_000_000.7, 1_700_000_000.99):
+        end = start + live_call_seconds(start, 0.1, grid)
+        point = end + _GRID_LEAD_S
+        assert abs(point / grid - round(point / grid)) < 1e-6, (start, end)   # just before a grid point
+        assert 0.1 - 1e-6 <= end - start <= 0.1 + grid + 1e-6, (start, end)   # the first one that leaves 0.1 s
+        # One call per period: a call that starts as the previous one ended runs to the next point.
+        assert abs(live_call_seconds(end + 0.001, 0.1, grid) - (grid - 0.001)) < 1e-6
 
 
 def test_records_cross_stages_with_the_schema_coder():

@@ -42,6 +42,7 @@ class Stats:
     finish: int
     click: int
     engagement_ms: int
+    pane_timing: str = 'UNKNOWN'
 
 
 def pane(content_id='c1', content_type='video', play=0, pause=0, finish=0, click=0, engagement_ms=0,
@@ -398,3 +399,20 @@ def test_in_a_beam_pipeline(r, redis_only):
                 outcome.metrics().query(MetricsFilter().with_namespace('WriteContentStatsToRedis'))['counters']}
     assert counters['panes_written'] == 35 and counters['dead_letters'] == 1
     assert counters.get('retries', 0) == 0 and counters.get('failures', 0) == 0
+
+
+def test_an_early_pane_that_says_again_what_was_written_is_not_rewritten(r, redis_only):
+    """The windows emit every content of a group of contents in each pane, most of them unchanged: an EARLY pane
+    whose figures this sink has already written is skipped; a changed one, or an ON_TIME/LATE pane (BigQuery and
+    the final value rely on those), is written."""
+    first = pane('c1', play=2, pane_timing='EARLY')
+    same = pane('c1', play=2, pane_timing='EARLY')
+    changed = pane('c1', play=3, pane_timing='EARLY')
+    other_window = pane('c1', play=3, pane_timing='EARLY', window_start=W + 60)
+    on_time = pane('c1', play=3, pane_timing='ON_TIME')
+
+    written, dead = write_bundles(redis_only.redis_url, [first], [same], [changed, other_window], [on_time])
+
+    assert written == [first, changed, other_window, on_time] and dead == []
+    assert r.hget(f'engagement:stats:{W}:c1', 'play') == '3'
+    assert r.hget(f'engagement:stats:{W + 60}:c1', 'play') == '3'

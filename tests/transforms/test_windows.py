@@ -29,25 +29,26 @@ from tests.transforms.builders import PODCAST, VIDEO, enriched
 from transforms.parse import ParseEvents
 from transforms.tags import DEAD_LETTER
 from transforms.windows import (CombineWithinBundleFn, ContentMinuteStats, ContentStatsFn, RouteTooLateFn,
-                                add_event, new_accumulator)
+                                add_event, new_accumulator, shard_of)
 
 
 # -- counting: partials per bundle, merged like a runner would ------------------------------------------------
 
 def combine(*bundles, merge_order=None):
     """Count each bundle into a partial (as CombineWithinBundle does), feed the partials to ContentStatsFn
-    (as the GroupByKey does), and extract."""
+    (as the GroupByKey does), and extract the totals of the one content."""
     fn = ContentStatsFn()
     partials = []
     for bundle in bundles:
         partial = new_accumulator()
         for event in bundle:
             add_event(partial, event)
-        partials.append(partial)
+        partials.append({PODCAST: partial})
     accumulator = fn.create_accumulator()
     for partial in (partials if merge_order is None else [partials[i] for i in merge_order]):
         accumulator = fn.add_input(accumulator, partial)
-    return fn.extract_output(accumulator)
+    [(content_id, totals)] = fn.extract_output(accumulator).items()
+    return totals
 
 
 def test_counts_per_type_and_sums_known_durations():
@@ -89,9 +90,11 @@ def test_merging_leaves_the_merged_partials_alone():
     partial = add_event(new_accumulator(), enriched(id=1, lsn=100))
     newer = add_event(new_accumulator(), enriched(id=1, event_type='finish', lsn=200))
 
-    fn.merge_accumulators([fn.create_accumulator(), partial, newer])
+    merged = fn.merge_accumulators([fn.create_accumulator(), {PODCAST: partial}, {PODCAST: newer}])
 
     assert partial == add_event(new_accumulator(), enriched(id=1, lsn=100))
+    assert newer == add_event(new_accumulator(), enriched(id=1, event_type='finish', lsn=200))
+    assert fn.extract_output(merged)[PODCAST]['finish'] == 1
 
 
 def test_partials_cross_the_shuffle_with_the_fast_primitive_coder():
@@ -99,22 +102,36 @@ def test_partials_cross_the_shuffle_with_the_fast_primitive_coder():
     partial = add_event(add_event(new_accumulator(), enriched(id=1)), enriched(id=2, duration_ms=None, lsn=7))
     coder = beam.coders.registry.get_coder(object)
 
-    assert coder.decode(coder.encode(('content', partial))) == ('content', partial)
+    assert coder.decode(coder.encode((3, {PODCAST: partial}))) == (3, {PODCAST: partial})
     assert b'pydantic' not in coder.encode(partial) and b'EnrichedEvent' not in coder.encode(partial)
 
 
-def test_combining_within_a_bundle_emits_one_partial_per_content_and_window_at_the_window_end():
-    fn = CombineWithinBundleFn(FixedWindows(60))
+@pytest.mark.parametrize('shards', [1, 2, 8])
+def test_combining_within_a_bundle_emits_one_partial_per_shard_and_window_at_the_window_end(shards):
+    fn = CombineWithinBundleFn(FixedWindows(60), shards)
     fn.start_bundle()
     for event in (enriched(id=1, ts=10), enriched(id=2, ts=59.9), enriched(id=3, ts=60),
                   enriched(id=4, ts=30, content_id=VIDEO)):
         assert fn.process(event) is None
 
-    emitted = {(wv.value[0], wv.timestamp): sorted(wv.value[1][0]) for wv in fn.finish_bundle()}
+    emitted = [(wv.value[0], wv.timestamp, {c: sorted(p[0]) for c, p in wv.value[1].items()})
+               for wv in fn.finish_bundle()]
 
     end_of = lambda start: Timestamp(micros=(start + 60) * 1_000_000 - 1)  # noqa: E731
-    assert emitted == {(PODCAST, end_of(0)): [1, 2], (PODCAST, end_of(60)): [3], (VIDEO, end_of(0)): [4]}
+    podcast, video = shard_of(PODCAST, shards), shard_of(VIDEO, shards)
+    expected = [(podcast, end_of(60), {PODCAST: [3]})]
+    if podcast == video:
+        expected.append((podcast, end_of(0), {PODCAST: [1, 2], VIDEO: [4]}))
+    else:
+        expected += [(podcast, end_of(0), {PODCAST: [1, 2]}), (video, end_of(0), {VIDEO: [4]})]
+    assert sorted(emitted, key=repr) == sorted(expected, key=repr)
     assert list(fn.finish_bundle()) == []                       # nothing carried into the next bundle
+
+
+def test_shards_spread_contents_and_keep_a_content_in_one():
+    contents = [str(uuid.UUID(int=i * 7919)) for i in range(400)]
+    counts = [sum(shard_of(c, 8) == s for c in contents) for s in range(8)]
+    assert min(counts) > 25 and {shard_of(c, 8) for c in contents[:1]} == {shard_of(contents[0], 8)}
 
 
 # -- too-late routing by the reader's watermark stamp ---------------------------------------------------------
@@ -198,8 +215,8 @@ def play(id, ts, duration_ms=1000, content_id=PODCAST, **kw):
     return at(ts, enriched(id=id, ts=ts, event_type='play', duration_ms=duration_ms, content_id=content_id, **kw))
 
 
-@pytest.fixture(scope='module')
-def streamed(tmp_path_factory):
+@pytest.fixture(scope='module', params=[True, False], ids=['aligned', 'delayed'])
+def streamed(tmp_path_factory, request):
     """One window [0, 60) of the podcast, lateness 30 s, early panes every 2 s of processing time; each event is
     stamped with the watermark of the moment it is added (ms):
 
@@ -210,6 +227,10 @@ def streamed(tmp_path_factory):
     wm 65  +1 play (40 s): late but within the lateness (window closes at 90) -> late pane: 5
     wm 100 +1 play (50 s, 9999 ms): beyond the lateness                     -> dead letter too_late
            +1 play (75 s) for window [60, 120), still open                  -> counted there
+
+    Early panes aligned to the grid of their period (the pipeline's) or delayed from each pane's first element
+    (Beam's default). Aligned, Prism adds panes: a late element gets an EARLY, an ON_TIME and a LATE pane, all
+    with the same totals; the figures of every pane are the same either way.
     """
     out = tmp_path_factory.mktemp('windows')
     stats_path, dead_path = str(out / 'stats.jsonl'), str(out / 'dead.jsonl')
@@ -239,7 +260,7 @@ def streamed(tmp_path_factory):
     options = StandardOptions(streaming=True)
     with test_pipeline.TestPipeline(runner='PrismRunner', options=options) as p:
         result = p | stream | ContentMinuteStats(window_seconds=60, early_firing_seconds=2,
-                                                 allowed_lateness_seconds=30)
+                                                 allowed_lateness_seconds=30, aligned_early_firings=request.param)
         result.stats | 'CollectStats' >> beam.ParDo(AppendJsonLine(stats_path))
         result.dead_letter | 'CollectDeadLetters' >> beam.ParDo(AppendJsonLine(dead_path))
     return read_lines(stats_path, ContentWindowStats), read_lines(dead_path, DeadLetter)
@@ -259,7 +280,7 @@ def test_early_pane_shows_partial_counts_before_the_window_closes(streamed):
 
 
 def test_on_time_pane_counts_redeliveries_once_and_updates_as_their_newest_version(streamed):
-    [on_time] = [s for s in panes(streamed[0], PODCAST, 0) if s.pane_timing == 'ON_TIME']
+    on_time = next(s for s in panes(streamed[0], PODCAST, 0) if s.pane_timing == 'ON_TIME')
 
     assert (on_time.events, on_time.play, on_time.click, on_time.pause, on_time.finish) == (4, 2, 1, 0, 1)
     assert on_time.engagement_ms == 1000 + 2000 + 700
@@ -382,8 +403,16 @@ def test_an_event_the_reader_passed_is_counted_although_the_same_bundle_moves_th
 
 
 @pytest.mark.parametrize('seconds, millis', [(1, 1000), (0.5, 500), (0.25, 250), (2.0004, 2000)])
-def test_early_firing_delay_reaches_the_runner_in_milliseconds(seconds, millis):
-    """Beam's AfterProcessingTime cannot translate 0.5 s (it writes a float into an int64 field)."""
+def test_early_panes_fire_on_a_grid_of_the_period_in_milliseconds(seconds, millis):
+    """All contents' early panes fire together (Java's alignedTo); Beam's Python AfterProcessingTime has neither
+    alignment nor milliseconds (it writes a float into an int64 field)."""
     proto = ContentMinuteStats(early_firing_seconds=seconds)._trigger().to_runner_api(None)
-    early = proto.after_end_of_window.early_firings.after_processing_time
-    assert early.timestamp_transforms[0].delay.delay_millis == millis
+    [step] = proto.after_end_of_window.early_firings.after_processing_time.timestamp_transforms
+    assert (step.WhichOneof('timestamp_transform'), step.align_to.period, step.align_to.offset) == (
+        'align_to', millis, 0)
+
+
+def test_unaligned_early_panes_keep_beams_delay_after_the_first_element():
+    proto = ContentMinuteStats(early_firing_seconds=2, aligned_early_firings=False)._trigger().to_runner_api(None)
+    [step] = proto.after_end_of_window.early_firings.after_processing_time.timestamp_transforms
+    assert (step.WhichOneof('timestamp_transform'), step.delay.delay_millis) == ('delay', 2000)
