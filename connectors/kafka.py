@@ -81,7 +81,7 @@ Throughput
   `max_bundle_seconds` under a steady stream: each fetch response reports a newer end than the records it holds.)
   With `live_grid_seconds` (the pipeline passes its early-firing period), a live call ends instead just before
   the next point of that grid (`_GRID_LEAD_S` ahead of it), where the windows' early panes fire: the records of
-  a call reach the aggregation in time for the firing they would wait for anyway, and each (content, window)
+  a call reach the aggregation in time for the firing they would wait for anyway, and each key and window
   gets one partial per period instead of one per 0.1 s call. An aggregation with accumulating panes holds every
   partial until its window expires and Prism walks them all at every firing (transforms/windows.py, "Cost"):
   at 1,000 events/s with 0.1 s calls, latency grew from 1.1 s to 1.8 s (p50) within six minutes.

@@ -62,8 +62,8 @@ STREAMING_JOB_SERVER_TIMEOUT_S = 10 * 365 * 86400
 # it touched, and Prism keeps every one of them for accumulating panes and scans them all at each watermark step.
 # With 0.5 s bundles a 200k-event backlog cost Prism 18 CPU-s and ran at ~6.6k events/s; with 2 s, 2.6 CPU-s and
 # ~13k events/s. Once caught up, a call ends just before the next early firing of the windows (a grid of
-# --early_firing_seconds; at least 0.1 s of reading): one partial per (content, window) and period, in time for the
-# pane (connectors/kafka.py, "Throughput").
+# --early_firing_seconds; at least 0.1 s of reading): one partial per (group of contents, window) and period, in
+# time for the pane (connectors/kafka.py, "Throughput").
 READER_MAX_BUNDLE_RECORDS = 40_000
 READER_MAX_BUNDLE_SECONDS = 2.0
 READER_LIVE_BUNDLE_SECONDS = 0.1

@@ -243,9 +243,10 @@ class CombineWithinBundleFn(beam.DoFn):
         shard = self._shard_of.get(content_id)
         if shard is None:
             shard = self._shard_of[content_id] = shard_of(content_id, self._shards)
-        by_content = self._partials.get((self._windows.start(event), shard))
+        key = (self._windows.start(event), shard)
+        by_content = self._partials.get(key)
         if by_content is None:
-            by_content = self._partials[(self._windows.start(event), shard)] = {}
+            by_content = self._partials[key] = {}
         partial = by_content.get(content_id)
         if partial is None:
             partial = by_content[content_id] = new_accumulator()

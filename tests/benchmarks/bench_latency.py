@@ -174,7 +174,7 @@ def main(argv=None) -> int:
                 print(f'  {segment * args.segment:5.0f}-{(segment + 1) * args.segment:5.0f} s: '
                       f'{_quantiles(sorted(values))}')
         latencies.sort()
-        q = lambda p: latencies[min(len(latencies) - 1, int(p * len(latencies)))]  # noqa: E731
+        q = lambda p: _quantile(latencies, p)  # noqa: E731
         print(f'insert -> visible in {WHERE[args.sink]} (polled every {POLL_SECONDS[args.sink] * 1000:.0f} ms) at '
               f'{args.rate:,.0f} rows/s background for {args.duration:.0f} s ({len(latencies)} probes, '
               f'{len(pending)} still pending at the end): p50 {q(0.5) * 1000:.0f} ms, p90 {q(0.9) * 1000:.0f} ms, '
@@ -187,8 +187,13 @@ def main(argv=None) -> int:
         stack.down(purge=True)
 
 
+def _quantile(values: list[float], p: float) -> float:
+    """The p-quantile of sorted `values` (seconds)."""
+    return values[min(len(values) - 1, int(p * len(values)))]
+
+
 def _quantiles(values: list[float]) -> str:
-    q = lambda p: values[min(len(values) - 1, int(p * len(values)))] * 1000  # noqa: E731
+    q = lambda p: _quantile(values, p) * 1000  # noqa: E731
     return f'{len(values)} probes, p50 {q(0.5):.0f} ms, p90 {q(0.9):.0f} ms, p99 {q(0.99):.0f} ms'
 
 
