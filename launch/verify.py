@@ -65,6 +65,25 @@ def redis_state(redis_url: str, prefix: str, since_epoch: int) -> tuple[dict, di
     return stats, tops, totals
 
 
+def expected_totals(truth: dict) -> dict:
+    """{window_start: {field: n}}: the `totals` hashes the ground truth implies (zero fields left out)."""
+    want: dict = collections.defaultdict(collections.Counter)
+    for (window, _), row in truth.items():
+        want[window].update({k: row[k] for k in ('events', *TYPES)})
+    return {window: {k: v for k, v in counts.items() if v} for window, counts in want.items()}
+
+
+def redis_totals(client, prefix: str, windows) -> dict:
+    """{window_start: {field: n}} of the `totals` hashes of `windows`, in one round trip (`client`: redis.Redis);
+    a cheap first check before the key-by-key comparison of `redis_state`."""
+    pipe = client.pipeline(transaction=False)
+    windows = list(windows)
+    for window in windows:
+        pipe.hgetall(f'{prefix}:totals:{window}')
+    return {window: {k.decode() if isinstance(k, bytes) else k: int(v) for k, v in found.items() if int(v)}
+            for window, found in zip(windows, pipe.execute())}
+
+
 def compare(truth: dict, stats: dict, tops: dict, totals: dict) -> list[str]:
     """Every difference between the ground truth and Redis, as readable lines."""
     diffs = []
@@ -83,11 +102,10 @@ def compare(truth: dict, stats: dict, tops: dict, totals: dict) -> list[str]:
             if not same:
                 diffs.append(f'stats {key} {field}: Redis {got!r} != SQL {value!r}')
     want_tops: dict = collections.defaultdict(dict)
-    want_totals: dict = collections.defaultdict(collections.Counter)
     for (window, content_id), row in truth.items():
         for group in (row['content_type'], 'all'):
             want_tops[(window, group)][content_id] = row['events']
-        want_totals[window].update({k: row[k] for k in ('events', *TYPES)})
+    want_totals = expected_totals(truth)
     for key in sorted(set(want_tops) | set(tops)):
         if want_tops.get(key, {}) != tops.get(key, {}):
             diffs.append(f'top {key}: Redis has {len(tops.get(key, {}))} members, SQL {len(want_tops.get(key, {}))};'

@@ -5,7 +5,10 @@ as on a machine without internet) or the graph holds something it thinks Prism l
 the pipeline on the FnApiRunner instead. For a streaming job that is a silent disaster: the FnApiRunner emits
 results only at the end. So for `--runner=DirectRunner` we check that the Prism binary is there (the one
 `make install` builds, found at Beam's cache path or `--prism_location`) and hand the pipeline to `PrismRunner`
-directly: if Prism fails, the run fails with Prism's error instead of quietly running elsewhere.
+directly: if Prism fails, the run fails with Prism's error instead of quietly running elsewhere. Beam stops Prism
+from an atexit hook, which a driver killed with SIGKILL never runs: Prism would live on, listening on its job port.
+So Prism starts under `setpriv --pdeathsig TERM` (util-linux), as the Flink job server's java does: the kernel
+sends it SIGTERM when the thread that started it (the one that runs the pipeline) dies, however it dies.
 
 For `--runner=FlinkRunner` we preset what Beam cannot find or guess here (`flink_presets`): the job server jar that
 `make install` assembles (Beam would try to download one, and none is published for this version), an embedded
@@ -24,8 +27,11 @@ import signal
 import time
 from pathlib import Path
 
-from apache_beam.options.pipeline_options import (FlinkRunnerOptions, JobServerOptions, PipelineOptions,
+from apache_beam.options.pipeline_options import (DebugOptions, FlinkRunnerOptions, JobServerOptions, PipelineOptions,
                                                   PortableOptions, PrismRunnerOptions, StandardOptions)
+from apache_beam.runners.portability import job_server
+from apache_beam.runners.portability.prism_runner import PrismJobServer, PrismRunner
+from apache_beam.utils import shared
 from apache_beam.version import __version__ as BEAM_VERSION
 
 _LOG = logging.getLogger(__name__)
@@ -195,10 +201,38 @@ def select_runner(options: PipelineOptions):
         return 'FlinkRunner'
     if name not in DIRECT_NAMES:
         return name
-    from apache_beam.runners.portability.prism_runner import PrismRunner
     source = prism_source(options)
     _LOG.info('DirectRunner: running on Prism from %s', source)
-    return PrismRunner()
+    return bound_prism_runner()
+
+
+class BoundPrismJobServer(PrismJobServer):
+    """Prism started under `setpriv --pdeathsig TERM` (module docstring)."""
+
+    def subprocess_cmd_and_endpoint(self):
+        cmd, endpoint = super().subprocess_cmd_and_endpoint()
+        return [shutil.which('setpriv'), '--pdeathsig', 'TERM', '--', *cmd], endpoint
+
+
+class BoundPrismRunner(PrismRunner):
+    """Beam's PrismRunner with a BoundPrismJobServer, shared by the pipelines of a process as Beam shares its own
+    (a plain PrismRunner in the same process keeps its own Prism)."""
+    shared_handle = shared.Shared()
+
+    def default_job_server(self, options):
+        new = lambda: job_server.StopOnExitJobServer(BoundPrismJobServer(options))  # noqa: E731
+        if options.view_as(DebugOptions).lookup_experiment('disable_prism_server_singleton'):
+            return new()
+        return BoundPrismRunner.shared_handle.acquire(new)
+
+
+def bound_prism_runner() -> PrismRunner:
+    """A PrismRunner whose Prism stops with this process (BoundPrismRunner), or Beam's own where setpriv is
+    missing."""
+    if shutil.which('setpriv') is None:
+        _LOG.warning('setpriv (util-linux) not found: Prism will outlive this process if it is killed by SIGKILL')
+        return PrismRunner()
+    return BoundPrismRunner()
 
 
 def _job_server_pids(jar: str) -> list[int]:

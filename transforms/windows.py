@@ -34,24 +34,29 @@ allowed lateness) is at or before that watermark, and passes it otherwise. Nothi
 Deduplication. Debezium is at-least-once and re-sends rows after a crash; a producer may retry. The accumulator
 keeps, per (content, window), one contribution per event id (the newest version by Postgres LSN, then Kafka
 offset), so a duplicate never counts twice, and a CDC update of an event replaces its earlier version. This costs
-memory proportional to the distinct events per content per window (hundreds), held until the window expires. A
+memory proportional to the events per window (37 bytes each), held until the window expires. A
 duplicate cannot land in another window or content: it carries the same event_ts and content_id. An update that
 changes event_ts or content_id is counted in both places (engagement rows are append-only).
 
 Cost. The trigger's late firing `AfterCount(1)` keeps Prism from lifting the combiner, and in accumulating mode
 Prism hands every element of a window to each pane again. So this transform combines within each bundle itself
 (`CombineWithinBundle`): the GroupByKey receives one small partial accumulator per key and window and bundle, not
-one pickled event per event, and the events cross no stage boundary. Partials are plain dicts and tuples of ints
-and strings (Beam's fast primitive coder, no pickling). Each pane merges the partials of its window so far: with
-n bundles per window that is O(n^2) merges per window, each a C-level dict update.
+one pickled event per event, and the events cross no stage boundary. A partial packs its events' rows into one
+bytes object, column after column (see "counting" below): Beam's fast primitive coder copies it as a whole, and
+each pane merges the partials of its window so far with a few numpy operations (concatenate; a stable argsort of
+the event ids to find repeated ids; bincounts for the totals). With n bundles per window a window's rows are merged
+about n times, but at memory speed: at 500,000 events of backlog the panes re-merged 6.1 million rows in all (12
+times each event), ~17% of the pipeline's CPU samples (py-spy). Session 4 kept each event as a Python dict entry: decoding the partials
+and merging them in Python doubled the pipeline's CPU per event with 8 groups of contents, and a backlog was read
+at ~7,900 events/s instead of ~15,000 (docs/benchmarks.md, session 5).
 Prism keeps every partial until its window expires (end + allowed lateness) and walks all of them whenever the
 input watermark moves or a processing-time firing is due (engine/elementmanager.go,
 aggregateStageKind.buildEventTimeBundle). A CPU profile showed that walk at 56% of Prism's CPU, and as the
 windows within their allowed lateness filled up, latency at 1,000 events/s grew from 1.1 s to 2.4 s (p50) in
 ten minutes (docs/benchmarks.md, session 4). Hence, from most to least effect:
   * the key is not the content but one of `shards` groups of contents (`shard_of`): a partial carries the
-    contents of its group, {content_id: accumulator}, and a pane emits one ContentWindowStats per content of the
-    group (a content without new events gets its unchanged totals again: an idempotent overwrite). 8 groups
+    contents of its group, and a pane emits one ContentWindowStats per content of the group (a content without
+    new events gets its unchanged totals again: an idempotent overwrite). 8 groups
     instead of ~200 contents: Prism holds ~25 times fewer elements (10 CPU-s instead of 55 in an 80 s run);
   * the reader hands its records on once per early-firing period, just before the panes fire
     (connectors/kafka.py), and reports its watermark in whole seconds; a backlog is read in large bundles
@@ -72,6 +77,7 @@ from datetime import datetime, timedelta, timezone
 from typing import NamedTuple
 
 import apache_beam as beam
+import numpy as np
 from apache_beam.metrics import Metrics
 from apache_beam.transforms import trigger
 from apache_beam.transforms.window import FixedWindows, GlobalWindow
@@ -168,56 +174,139 @@ class RouteTooLateEvents(beam.PTransform):
 
 # -- counting -----------------------------------------------------------------------------------------------
 #
-# Accumulator: a two-item list [by_id, content]
-#   by_id    {event_id: (lsn, offset, type_index, duration_ms)}: one contribution per event id, the newest version
-#            by (lsn, offset) (-1 where unknown); type_index indexes EVENT_TYPES; duration_ms may be None;
-#   content  (event_id, title, content_type) as carried by the event with the highest id, or None when empty.
-# Plain lists, dicts, tuples, ints and strings: Beam encodes them with its fast primitive coder.
+# A partial: what one bundle saw of one group of contents in one window, a tuple (contents, metas, rows):
+#   contents  [content_id, ...]                        the contents the rows refer to, by position;
+#   metas     [(event_id, title, content_type), ...]   per content, as carried by its event with the highest id;
+#   rows      bytes: one row per event seen (duplicates and versions included), stored column after column
+#             (COLUMNS: event id, Postgres LSN, Kafka offset, duration_ms, position in `contents`, type index).
+# Tuples, lists, strings and one bytes object: Beam encodes them with its fast primitive coder, and the rows
+# cross the shuffle as one copy of memory however many events they hold; each column is read back without a copy.
+# Rows are deduplicated when merged (`compact`): one row per event id, the newest version by (LSN, offset), -1
+# where unknown.
 
-def new_accumulator() -> list:
-    return [{}, None]
-
-
-def add_event(accumulator: list, event: EnrichedEvent) -> list:
-    """Count `event` in `accumulator` (in place), idempotently per event id."""
-    by_id = accumulator[0]
-    version = (-1 if event.source_lsn is None else event.source_lsn,
-               -1 if event.source_offset is None else event.source_offset)
-    known = by_id.get(event.id)
-    if known is None or version > known[:2]:
-        by_id[event.id] = (*version, _TYPE_INDEX[event.event_type], event.duration_ms)
-    content = accumulator[1]
-    if content is None or event.id > content[0]:
-        accumulator[1] = (event.id, event.content_title, event.content_type)
-    return accumulator
+COLUMNS = (('id', np.dtype('<i8')), ('lsn', np.dtype('<i8')), ('offset', np.dtype('<i8')),
+           ('duration_ms', np.dtype('<i8')), ('content', np.dtype('<i4')), ('type', np.dtype('<i1')))
+_ROW_BYTES = sum(dtype.itemsize for _, dtype in COLUMNS)
+_NO_DURATION = -1           # duration_ms is validated >= 0 (schemas/events.py)
+_COMPACT_AFTER = 32         # partials an accumulator collects before it merges them into one
 
 
-def merge_into(accumulator: list, other: list) -> list:
-    """Merge `other` into `accumulator` (in place; `other` is left alone). Event ids present in both keep the
-    newer version; the rest is one C-level dict update."""
-    by_id, other_by_id = accumulator[0], other[0]
-    if other_by_id:
-        newer_here = {event_id: by_id[event_id] for event_id in by_id.keys() & other_by_id.keys()
-                      if by_id[event_id][:2] > other_by_id[event_id][:2]}
-        by_id.update(other_by_id)
-        by_id.update(newer_here)
-    content, other_content = accumulator[1], other[1]
-    if other_content is not None and (content is None or other_content[0] > content[0]):
-        accumulator[1] = other_content
-    return accumulator
+def pack(columns) -> bytes:
+    """Columns (in COLUMNS' order, any int sequences of one length) -> rows bytes."""
+    return b''.join(np.asarray(values, dtype=dtype).tobytes() for values, (_, dtype) in zip(columns, COLUMNS))
 
 
-def totals(accumulator: list) -> dict:
-    """The window's figures so far (ContentWindowStats fields without the window and pane)."""
-    counts = [0] * len(EVENT_TYPES)
-    engagement_ms = 0
-    for _, _, type_index, duration_ms in accumulator[0].values():
-        counts[type_index] += 1
-        if duration_ms is not None:
-            engagement_ms += duration_ms
-    _, title, content_type = accumulator[1]
-    return dict(events=len(accumulator[0]), engagement_ms=engagement_ms, title=title, content_type=content_type,
-                **dict(zip(EVENT_TYPES, counts)))
+def unpack(rows: bytes) -> dict[str, np.ndarray]:
+    """Rows bytes -> {column: read-only array viewing `rows`}."""
+    count, at, out = len(rows) // _ROW_BYTES, 0, {}
+    for name, dtype in COLUMNS:
+        out[name] = np.frombuffer(rows, dtype=dtype, count=count, offset=at)
+        at += count * dtype.itemsize
+    return out
+
+
+class PartialBuilder:
+    """Collects the events of one (window, group of contents) in a bundle; `partial()` packs them."""
+    __slots__ = ('index', 'metas', 'rows')
+
+    def __init__(self):
+        self.index: dict[str, int] = {}
+        self.metas: list[tuple] = []
+        self.rows: list[tuple] = []
+
+    def add(self, event: EnrichedEvent) -> None:
+        position = self.index.get(event.content_id)
+        if position is None:
+            position = self.index[event.content_id] = len(self.metas)
+            self.metas.append((event.id, event.content_title, event.content_type))
+        elif event.id > self.metas[position][0]:
+            self.metas[position] = (event.id, event.content_title, event.content_type)
+        self.rows.append((event.id, -1 if event.source_lsn is None else event.source_lsn,
+                          -1 if event.source_offset is None else event.source_offset,
+                          _NO_DURATION if event.duration_ms is None else event.duration_ms,
+                          position, _TYPE_INDEX[event.event_type]))
+
+    def partial(self) -> tuple:
+        columns = zip(*self.rows) if self.rows else [()] * len(COLUMNS)
+        return list(self.index), self.metas, pack(columns)
+
+
+def partial_of(events) -> tuple:
+    """The partial of `events` (one group of contents, one window)."""
+    builder = PartialBuilder()
+    for event in events:
+        builder.add(event)
+    return builder.partial()
+
+
+def compact(partials: list) -> tuple:
+    """One partial holding the rows of all `partials` (left alone), one row per event id: its newest version."""
+    index: dict[str, int] = {}
+    metas: list[tuple] = []
+    chunks: list[list] = [[] for _ in COLUMNS]
+    for contents, its_metas, rows in partials:
+        positions = np.empty(len(contents), dtype=COLUMNS[4][1])
+        for i, (content_id, meta) in enumerate(zip(contents, its_metas)):
+            position = index.get(content_id)
+            if position is None:
+                position = index[content_id] = len(metas)
+                metas.append(meta)
+            elif meta[0] > metas[position][0]:
+                metas[position] = meta
+            positions[i] = position
+        columns = unpack(rows)
+        for chunk, (name, _) in zip(chunks, COLUMNS):
+            chunk.append(positions[columns[name]] if name == 'content' else columns[name])
+    merged = [np.concatenate(chunk) if chunk else np.empty(0, dtype) for chunk, (_, dtype) in zip(chunks, COLUMNS)]
+    keep = _newest_versions(*merged[:3])
+    if keep is not None:
+        merged = [column[keep] for column in merged]
+    return list(index), metas, pack(merged)
+
+
+def _newest_versions(ids: np.ndarray, lsns: np.ndarray, offsets: np.ndarray) -> np.ndarray | None:
+    """A mask of the rows to keep, the newest version of each event id, or None when no id repeats. Duplicates
+    are rare (a Debezium restart, a CDC update), so only the rows of repeated ids are sorted by version; ids come
+    in ascending runs (Kafka order), which the stable sort (timsort) takes in near-linear time."""
+    by_id = np.argsort(ids, kind='stable')
+    sorted_ids = ids[by_id]
+    repeated = sorted_ids[1:] == sorted_ids[:-1]
+    if not repeated.any():
+        return None
+    involved = np.zeros(len(ids), dtype=bool)
+    involved[:-1] |= repeated
+    involved[1:] |= repeated
+    candidates = by_id[involved]
+    ranked = candidates[np.lexsort((offsets[candidates], lsns[candidates], ids[candidates]))]
+    ranked_ids = ids[ranked]
+    newest = np.append(ranked_ids[1:] != ranked_ids[:-1], True)   # the last row of each id: its newest version
+    keep = np.ones(len(ids), dtype=bool)
+    keep[candidates] = False
+    keep[ranked[newest]] = True
+    return keep
+
+
+def totals_of(partial: tuple) -> dict:
+    """{content_id: the window's figures so far} (ContentWindowStats fields without the window and pane) of a
+    compacted partial."""
+    contents, metas, rows = partial
+    columns = unpack(rows)
+    n, types = len(contents), len(EVENT_TYPES)
+    counts = np.bincount(columns['content'].astype(np.int64) * types + columns['type'], minlength=n * types)
+    counts = counts.reshape(n, types).tolist()
+    durations = columns['duration_ms']
+    known = durations >= 0
+    # Sums of int32-bounded durations: exact in float64 below 2**53 ms, i.e. for over four million events of
+    # 24.8 days each in one (content, window); checked rather than assumed.
+    engagement = np.bincount(columns['content'][known], weights=durations[known], minlength=n)
+    if len(engagement) and engagement.max() >= 2 ** 53:
+        raise OverflowError('engagement_ms of a (content, window) exceeds 2**53 ms')
+    out = {}
+    for content_id, (_, title, content_type), by_type, engagement_ms in zip(contents, metas, counts,
+                                                                            engagement.tolist()):
+        out[content_id] = dict(events=sum(by_type), engagement_ms=int(engagement_ms), title=title,
+                               content_type=content_type, **dict(zip(EVENT_TYPES, by_type)))
+    return out
 
 
 def shard_of(content_id: str, shards: int) -> int:
@@ -226,9 +315,9 @@ def shard_of(content_id: str, shards: int) -> int:
 
 
 class CombineWithinBundleFn(beam.DoFn):
-    """EnrichedEvents (any windowing) -> (shard, {content_id: partial accumulator}), one per (shard, window) of the
-    bundle, emitted at the end of the bundle at the window's max timestamp (in the global window; the windowing
-    downstream assigns the same window again from that timestamp)."""
+    """EnrichedEvents (any windowing) -> (shard, partial), one per (shard, window) of the bundle, emitted at the end
+    of the bundle at the window's max timestamp (in the global window; the windowing downstream assigns the same
+    window again from that timestamp)."""
 
     def __init__(self, window_fn: FixedWindows, shards: int):
         self._windows = _FixedWindowArithmetic(window_fn)
@@ -244,47 +333,41 @@ class CombineWithinBundleFn(beam.DoFn):
         if shard is None:
             shard = self._shard_of[content_id] = shard_of(content_id, self._shards)
         key = (self._windows.start(event), shard)
-        by_content = self._partials.get(key)
-        if by_content is None:
-            by_content = self._partials[key] = {}
-        partial = by_content.get(content_id)
-        if partial is None:
-            partial = by_content[content_id] = new_accumulator()
-        add_event(partial, event)
+        builder = self._partials.get(key)
+        if builder is None:
+            builder = self._partials[key] = PartialBuilder()
+        builder.add(event)
 
     def finish_bundle(self):
         partials, self._partials = self._partials, {}
         size = self._windows.size
-        for (start, shard), by_content in partials.items():
-            yield WindowedValue((shard, by_content), Timestamp(micros=start + size - 1), (GlobalWindow(),))
+        for (start, shard), builder in partials.items():
+            yield WindowedValue((shard, builder.partial()), Timestamp(micros=start + size - 1), (GlobalWindow(),))
 
 
 class ContentStatsFn(beam.CombineFn):
-    """Partials {content_id: accumulator} of one shard and window -> {content_id: totals} (dicts of
-    ContentWindowStats fields, without the window). Idempotent per event id, whatever the order of inputs and
-    merges."""
+    """Partials of one group of contents and window -> {content_id: totals} (dicts of ContentWindowStats fields,
+    without the window). Idempotent per event id, whatever the order of inputs and merges. The accumulator is a
+    list of partials, merged into one (`compact`, vectorized) when it grows and when the output is extracted."""
 
-    def create_accumulator(self) -> dict:
-        return {}
+    def create_accumulator(self) -> list:
+        return []
 
-    def add_input(self, accumulator: dict, partial: dict) -> dict:
-        for content_id, other in partial.items():
-            mine = accumulator.get(content_id)
-            if mine is None:
-                accumulator[content_id] = merge_into(new_accumulator(), other)
-            else:
-                merge_into(mine, other)
+    def add_input(self, accumulator: list, partial: tuple) -> list:
+        accumulator.append(partial)
+        if len(accumulator) > _COMPACT_AFTER:
+            accumulator[:] = [compact(accumulator)]
         return accumulator
 
-    def merge_accumulators(self, accumulators) -> dict:
-        accumulators = iter(accumulators)
-        merged = next(accumulators)
-        for accumulator in accumulators:
-            self.add_input(merged, accumulator)
-        return merged
+    def merge_accumulators(self, accumulators) -> list:
+        merged = [partial for accumulator in accumulators for partial in accumulator]
+        return [compact(merged)] if len(merged) > _COMPACT_AFTER else merged
 
-    def extract_output(self, accumulator: dict) -> dict:
-        return {content_id: totals(by_content) for content_id, by_content in accumulator.items()}
+    def compact(self, accumulator: list) -> list:
+        return [compact(accumulator)] if len(accumulator) > 1 else accumulator
+
+    def extract_output(self, accumulator: list) -> dict:
+        return totals_of(compact(accumulator)) if accumulator else {}
 
 
 class ToContentWindowStatsFn(beam.DoFn):

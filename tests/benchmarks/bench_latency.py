@@ -40,7 +40,7 @@ import redis
 
 from launch import generate
 from launch.stack import Stack, stop_tree, tree_rss_mb
-from tests.benchmarks.bench_pipeline import CpuAccount
+from tests.benchmarks.bench_pipeline import ProcessAccount
 from tests.conftest import private_config
 
 PROBE_CONTENT = str(uuid.uuid5(uuid.NAMESPACE_URL, 'engagement-latency-probe'))
@@ -113,7 +113,7 @@ def main(argv=None) -> int:
         pipeline = subprocess.Popen([sys.executable, '-m', 'pipelines.engagement', '--runner=DirectRunner',
                                      '--streaming', *args.pipeline_args], env={**os.environ, **cfg.env()},
                                     stdout=subprocess.DEVNULL, stderr=open(cfg.state_dir / 'pipeline.log', 'wb'))
-        cpu = CpuAccount(stack, pipeline.pid)
+        cpu = ProcessAccount(stack, pipeline.pid)
         flags = cfg.cli_flags()
         load = threading.Thread(target=generate.main, args=(
             ['--rate', str(args.rate), '--duration', str(args.duration + args.warmup), '--late-share', '0',
@@ -166,6 +166,7 @@ def main(argv=None) -> int:
             time.sleep(0.005)
         cpu.sample()
         print(cpu.report() + ' (the generator runs in this process, not counted)')
+        print(cpu.rss_report())
         if not latencies:
             print(f'no probe became visible in {WHERE[args.sink]} ({len(pending)} pending)')
             return 1

@@ -5,9 +5,10 @@
 Starts a private stack (free ports, fresh state), inserts `--events` rows with the generator at `--rate` rows/s
 (so the backlog spans events/rate seconds of event time), waits until Debezium has them all on Kafka, then starts
 `python -m pipelines.engagement --runner=DirectRunner --streaming` and polls Redis until every stats hash, top
-ZSET and totals hash equals SQL (`launch.verify`). Prints the time to exact results, events/s with and without the
-pipeline's start-up, and the peak RSS of the pipeline's processes (on Flink also that of the job server JVM,
-which is one of them). Then, for each event sink that is on (the REST API unless `-- --api_url=`, BigQuery unless
+ZSET and totals hash equals SQL (`launch.verify`; SQL's answer is computed once before the start, and Redis is
+compared key by key once its totals hashes match, checked once a second). Prints the time to exact results,
+events/s with and without the pipeline's start-up, the peak RSS of the pipeline's processes (on Flink also that
+of the job server JVM, which is one of them), CPU seconds per process and how many stats panes Redis took. Then, for each event sink that is on (the REST API unless `-- --api_url=`, BigQuery unless
 `-- --bq_enabled=false`), when it held every event (receiver's accepted count; distinct ids in the raw table).
 Not a test: it prints figures.
 """
@@ -62,13 +63,15 @@ def process_name(pid: int) -> str:
     return f'{name} -m {argv[2].decode()}' if len(argv) > 2 and argv[1] == b'-m' else name
 
 
-class CpuAccount:
-    """CPU seconds per process of the pipeline tree and the stack's services, from when it is created."""
+class ProcessAccount:
+    """CPU seconds (from when it is created) and peak RSS (of each `sample()`) per process of the pipeline tree and
+    per service of the stack (a service's RSS includes its children: Postgres' backends)."""
 
     def __init__(self, stack: Stack, pipeline_pid: int):
         self.stack, self.pipeline_pid = stack, pipeline_pid
         self.start = {name: cpu_seconds(pid) for name, pid in self._services().items()}
         self.seen: dict[int, tuple[str, float]] = {}
+        self.peak_rss: dict[str, float] = {}
 
     def _services(self) -> dict[str, int]:
         found = {}
@@ -78,17 +81,38 @@ class CpuAccount:
                 found[component.name] = pid
         return found
 
+    def _peak(self, name: str, rss_mb: float) -> None:
+        self.peak_rss[name] = max(self.peak_rss.get(name, 0.0), rss_mb)
+
     def sample(self) -> None:
         for pid in [self.pipeline_pid, *descendants(self.pipeline_pid)]:
             used = cpu_seconds(pid)
             if used:
-                self.seen[pid] = (self.seen.get(pid, (process_name(pid), 0))[0], used)
+                name = self.seen.get(pid, (process_name(pid), 0))[0]
+                self.seen[pid] = (name, used)
+                self._peak(name, rss_mb(pid))
+        for name, pid in self._services().items():
+            self._peak(name, tree_rss_mb(pid))
 
     def report(self) -> str:
         parts = [f'{name} {used:.1f}' for name, used in sorted(self.seen.values(), key=lambda item: -item[1])]
         services = self._services()
         parts += [f'{name} {cpu_seconds(pid) - self.start.get(name, 0):.1f}' for name, pid in services.items()]
         return 'CPU-s: ' + ', '.join(parts)
+
+    def rss_report(self) -> str:
+        return 'peak RSS MB: ' + ', '.join(f'{name} {mb:,.0f}' for name, mb in self.peak_rss.items())
+
+
+def rss_mb(pid: int) -> float:
+    """Resident memory of one process (0 once it is gone)."""
+    try:
+        for line in open(f'/proc/{pid}/status'):
+            if line.startswith('VmRSS:'):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
 
 
 def api_accepted(cfg) -> int:
@@ -145,12 +169,18 @@ def main(argv=None) -> int:
         while cdc_end_offset(stack) < args.events and time.monotonic() < deadline:
             time.sleep(0.5)
         print(f'backlog on Kafka: {cdc_end_offset(stack):,} change events', file=sys.stderr)
+        # The backlog is complete before the pipeline starts, so SQL's answer is computed once, here; while the
+        # pipeline runs, the bench reads only the `totals` hashes (one round trip a second) and compares key by
+        # key once they match. (Recomputing the GROUP BY and reading every key each second took a good part of
+        # one of the two cores from the pipeline it measures.)
+        truth = verify.ground_truth(cfg.pg_dsn, 60, 0)
+        want_totals = verify.expected_totals(truth)
         env = {**os.environ, **cfg.env()}
         started = time.monotonic()
         pipeline = subprocess.Popen([sys.executable, '-m', 'pipelines.engagement', f'--runner={args.runner}',
                                      '--streaming', *args.pipeline_args], env=env,
                                     stdout=subprocess.DEVNULL, stderr=open(cfg.state_dir / 'pipeline.log', 'wb'))
-        cpu = CpuAccount(stack, pipeline.pid)
+        cpu = ProcessAccount(stack, pipeline.pid)
         first_output = None
         peak_rss = peak_jvm_rss = 0.0
         diffs = ['not checked']
@@ -167,13 +197,14 @@ def main(argv=None) -> int:
                 print(f'pipeline exited with {pipeline.returncode}; see {cfg.state_dir / "pipeline.log"}',
                       file=sys.stderr)
                 return 1
-            if first_output is not None:
-                diffs = verify.verify(cfg, 60, 'engagement')
+            if first_output is not None and verify.redis_totals(client, 'engagement', want_totals) == want_totals:
+                diffs = verify.compare(truth, *verify.redis_state(cfg.redis_url, 'engagement', 0))
                 if not diffs:
                     break
         elapsed = time.monotonic() - started
         cpu.sample()
         cpu_report = cpu.report()
+        scripts = client.info('commandstats').get('cmdstat_evalsha', {}).get('calls', 0)
         sinks = {} if diffs else wait_for_sinks(cfg, args.pipeline_args, args.events, started, args.timeout)
         pipeline.terminate()
         pipeline.wait(30)
@@ -186,7 +217,9 @@ def main(argv=None) -> int:
               f'{args.events / max(elapsed - first_output, 1e-9):,.0f} events/s after first output; '
               f'peak RSS of the pipeline processes {peak_rss:,.0f} MB'
               + (f' (job server JVM {peak_jvm_rss:,.0f} MB)' if peak_jvm_rss else ''))
-        print(f'{cpu_report} (until Redis was exact; load average {os.getloadavg()[0]:.1f})')
+        print(f'{cpu_report} (until Redis was exact; load average {os.getloadavg()[0]:.1f}); '
+              f'{scripts:,} stats panes written to Redis ({len(truth):,} (window, content) keys)')
+        print(cpu.rss_report())
         for name, seconds in sinks.items():
             print(f'{name}: every event after {seconds:.1f} s ({args.events / seconds:,.0f} events/s incl. start-up)')
         return 0

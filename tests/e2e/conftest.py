@@ -7,12 +7,14 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import pytest
 from kafka import KafkaConsumer, TopicPartition
 
 from launch import generate, verify
 from launch.stack import _proc_start_time, descendants, stop_tree
+from pipelines.runners import prism_cache_zip
 from tests.conftest import private_stack
 
 
@@ -54,11 +56,12 @@ class Pipeline:
             stdout=log, stderr=subprocess.STDOUT, env={**os.environ, 'ENGAGEMENT_LOG_LEVEL': 'INFO'})
 
     def kill9(self) -> None:
-        """SIGKILL the driver and its Prism job server, as a crash would."""
-        tree = [self.proc.pid, *descendants(self.proc.pid)]
-        for pid in tree:
-            os.kill(pid, signal.SIGKILL)
+        """SIGKILL the driver, as a crash would; its Prism must stop with it (pipelines/runners.py)."""
+        prism = children_running(self, Path(prism_cache_zip()).stem.encode())
+        assert prism, 'no Prism process below the pipeline'
+        os.kill(self.proc.pid, signal.SIGKILL)
         self.proc.wait()
+        assert gone(prism, 15), f'Prism (pid {prism}) outlived its killed driver'
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
@@ -84,18 +87,23 @@ def gone(pids: list[int], timeout: float) -> bool:
     return wait_for(lambda: all(_proc_start_time(pid) is None for pid in pids), timeout, 0.5)
 
 
-def java_children(pipeline: Pipeline, jar: str) -> list[int]:
-    """PIDs below the pipeline's driver whose command line runs `jar` (the Flink job server, the expansion
-    service)."""
+def children_running(pipeline: Pipeline, program: bytes) -> list[int]:
+    """PIDs below the pipeline's driver with an argument that ends with `program` (a jar, a binary's name)."""
     found = []
     for pid in descendants(pipeline.proc.pid):
         try:
             argv = open(f'/proc/{pid}/cmdline', 'rb').read().split(b'\0')
         except OSError:
             continue
-        if any(arg.endswith(jar.encode()) for arg in argv):
+        if any(arg.endswith(program) for arg in argv):
             found.append(pid)
     return found
+
+
+def java_children(pipeline: Pipeline, jar: str) -> list[int]:
+    """PIDs below the pipeline's driver whose command line runs `jar` (the Flink job server, the expansion
+    service)."""
+    return children_running(pipeline, jar.encode())
 
 
 def uncommitted(cfg) -> dict:

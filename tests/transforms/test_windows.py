@@ -29,7 +29,7 @@ from tests.transforms.builders import PODCAST, VIDEO, enriched
 from transforms.parse import ParseEvents
 from transforms.tags import DEAD_LETTER
 from transforms.windows import (CombineWithinBundleFn, ContentMinuteStats, ContentStatsFn, RouteTooLateFn,
-                                add_event, new_accumulator, shard_of)
+                                compact, partial_of, shard_of, unpack)
 
 
 # -- counting: partials per bundle, merged like a runner would ------------------------------------------------
@@ -38,12 +38,7 @@ def combine(*bundles, merge_order=None):
     """Count each bundle into a partial (as CombineWithinBundle does), feed the partials to ContentStatsFn
     (as the GroupByKey does), and extract the totals of the one content."""
     fn = ContentStatsFn()
-    partials = []
-    for bundle in bundles:
-        partial = new_accumulator()
-        for event in bundle:
-            add_event(partial, event)
-        partials.append({PODCAST: partial})
+    partials = [partial_of(bundle) for bundle in bundles]
     accumulator = fn.create_accumulator()
     for partial in (partials if merge_order is None else [partials[i] for i in merge_order]):
         accumulator = fn.add_input(accumulator, partial)
@@ -85,24 +80,69 @@ def test_title_follows_the_newest_event_id():
     assert combine([enriched(id=3, title='Old title')], [enriched(id=8, title='New title')])['title'] == 'New title'
 
 
+def event_ids(partial) -> dict:
+    """{content_id: sorted event ids} of a partial."""
+    contents, _, rows = partial
+    rows = unpack(rows)
+    return {content_id: sorted(rows['id'][rows['content'] == i].tolist()) for i, content_id in enumerate(contents)}
+
+
 def test_merging_leaves_the_merged_partials_alone():
     fn = ContentStatsFn()
-    partial = add_event(new_accumulator(), enriched(id=1, lsn=100))
-    newer = add_event(new_accumulator(), enriched(id=1, event_type='finish', lsn=200))
+    partial = partial_of([enriched(id=1, lsn=100)])
+    newer = partial_of([enriched(id=1, event_type='finish', lsn=200), enriched(id=2, content_id=VIDEO)])
 
-    merged = fn.merge_accumulators([fn.create_accumulator(), {PODCAST: partial}, {PODCAST: newer}])
+    merged = fn.merge_accumulators([fn.create_accumulator(), [partial], [newer]])
 
-    assert partial == add_event(new_accumulator(), enriched(id=1, lsn=100))
-    assert newer == add_event(new_accumulator(), enriched(id=1, event_type='finish', lsn=200))
+    assert partial == partial_of([enriched(id=1, lsn=100)])
+    assert newer == partial_of([enriched(id=1, event_type='finish', lsn=200), enriched(id=2, content_id=VIDEO)])
     assert fn.extract_output(merged)[PODCAST]['finish'] == 1
+    assert fn.extract_output(merged)[VIDEO]['events'] == 1
+
+
+def test_compacting_keeps_the_newest_version_of_each_event_id_and_every_other_event():
+    versions = [enriched(id=7, lsn=lsn, offset=offset, event_type=event_type)
+                for lsn, offset, event_type in ((100, 5, 'play'), (300, 1, 'finish'), (300, 0, 'pause'))]
+    others = [enriched(id=i, content_id=VIDEO if i % 2 else PODCAST) for i in range(1, 7)]
+    partials = [partial_of(versions[:1] + others[:3]), partial_of(versions[1:] + others[2:])]
+
+    merged = compact(partials)
+    rows = unpack(merged[2])
+
+    assert sorted(rows['id'].tolist()) == [1, 2, 3, 4, 5, 6, 7]
+    newest = rows['id'] == 7
+    assert (rows['lsn'][newest].tolist(), rows['offset'][newest].tolist()) == ([300], [1])
+    assert event_ids(merged) == {PODCAST: [2, 4, 6, 7], VIDEO: [1, 3, 5]}
+    assert compact([compact(partials)]) == compact(partials)
+
+
+def test_an_accumulator_of_many_partials_is_compacted_on_the_way_and_counts_the_same():
+    fn = ContentStatsFn()
+    bundles = [[enriched(id=i, event_type=('play', 'click')[i % 2], duration_ms=i,
+                         content_id=(PODCAST, VIDEO)[i % 3 == 0])
+                for i in range(b, b + 5)] for b in range(0, 200, 4)]          # 50 bundles, each repeating one id
+    accumulator = fn.create_accumulator()
+    for bundle in bundles:
+        accumulator = fn.add_input(accumulator, partial_of(bundle))
+
+    assert len(accumulator) <= 33
+    by_content = fn.extract_output(accumulator)
+    ids = {PODCAST: [i for i in range(201) if i % 3], VIDEO: [i for i in range(201) if i % 3 == 0]}
+    for content_id, expected in ids.items():
+        assert by_content[content_id]['events'] == len(expected)
+        assert by_content[content_id]['engagement_ms'] == sum(expected)
+        assert by_content[content_id]['click'] == sum(i % 2 for i in expected)
+    assert fn.extract_output(fn.compact(accumulator)) == by_content
+    halves = fn.merge_accumulators([accumulator[:10], accumulator[10:]])
+    assert fn.extract_output(halves) == by_content
 
 
 def test_partials_cross_the_shuffle_with_the_fast_primitive_coder():
-    """Plain dicts, tuples, ints and strings: no pickling of events or accumulator classes."""
-    partial = add_event(add_event(new_accumulator(), enriched(id=1)), enriched(id=2, duration_ms=None, lsn=7))
+    """Lists, tuples, ints, strings and one bytes object: no pickling of events or accumulator classes."""
+    partial = partial_of([enriched(id=1), enriched(id=2, duration_ms=None, lsn=7)])
     coder = beam.coders.registry.get_coder(object)
 
-    assert coder.decode(coder.encode((3, {PODCAST: partial}))) == (3, {PODCAST: partial})
+    assert coder.decode(coder.encode((3, partial))) == (3, partial)
     assert b'pydantic' not in coder.encode(partial) and b'EnrichedEvent' not in coder.encode(partial)
 
 
@@ -114,8 +154,7 @@ def test_combining_within_a_bundle_emits_one_partial_per_shard_and_window_at_the
                   enriched(id=4, ts=30, content_id=VIDEO)):
         assert fn.process(event) is None
 
-    emitted = [(wv.value[0], wv.timestamp, {c: sorted(p[0]) for c, p in wv.value[1].items()})
-               for wv in fn.finish_bundle()]
+    emitted = [(wv.value[0], wv.timestamp, event_ids(wv.value[1])) for wv in fn.finish_bundle()]
 
     end_of = lambda start: Timestamp(micros=(start + 60) * 1_000_000 - 1)  # noqa: E731
     podcast, video = shard_of(PODCAST, shards), shard_of(VIDEO, shards)
