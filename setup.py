@@ -17,6 +17,7 @@ setuptools.setup(
         'confluent-kafka==2.16.1',  # the Kafka reader's fetch path (librdkafka): connectors/kafka_fetch.py
         'crc32c==2.9.post0',  # kafka-python checks record CRCs in pure Python without it (3x slower reads)
         'redis==8.1.0',
+        'hiredis==3.5.0',  # redis-py packs commands and parses replies in C with it: ~20% less CPU per Redis pane
         'psycopg2-binary==2.9.13',
         'pydantic==2.14.4',
         'requests==2.34.2',
