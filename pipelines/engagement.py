@@ -58,14 +58,16 @@ _LOG = logging.getLogger('pipelines.engagement')
 # on time (early panes are unaffected; the on-time pane comes ~2 s after the window ends).
 READER_MAX_DELAY_MS = 2000
 STREAMING_JOB_SERVER_TIMEOUT_S = 10 * 365 * 86400
-# A backlog is read in bundles of up to 2 s: each bundle hands the windows one partial count per (content, window)
-# it touched, and Prism keeps every one of them for accumulating panes and scans them all at each watermark step.
-# With 0.5 s bundles a 200k-event backlog cost Prism 18 CPU-s and ran at ~6.6k events/s; with 2 s, 2.6 CPU-s and
-# ~13k events/s. Once caught up, a call ends just before the next early firing of the windows (a grid of
-# --early_firing_seconds; at least 0.1 s of reading): one partial per (group of contents, window) and period, in
-# time for the pane (connectors/kafka.py, "Throughput").
-READER_MAX_BUNDLE_RECORDS = 40_000
-READER_MAX_BUNDLE_SECONDS = 2.0
+# A backlog is read in bundles of up to 4 s: each bundle hands the windows one partial count per (group of
+# contents, window) it touched, and Prism keeps every one of them for accumulating panes and scans them all at each
+# watermark step. With 0.5 s bundles a 200k-event backlog cost Prism 18 CPU-s and ran at ~6.6k events/s; with 2 s,
+# 2.6 CPU-s and ~13k events/s. A pane fires only when its group got new partials, so 4 s instead of 2 s also
+# halves the early panes of a window being caught up (merged and written to Redis each time): 500k events at
+# 15.1-16.8k events/s instead of 12.4-15.7k (docs/benchmarks.md, session 5). Once caught up, a call ends just
+# before the next early firing of the windows (a grid of --early_firing_seconds; at least 0.1 s of reading): one
+# partial per (group of contents, window) and period, in time for the pane (connectors/kafka.py, "Throughput").
+READER_MAX_BUNDLE_RECORDS = 80_000
+READER_MAX_BUNDLE_SECONDS = 4.0
 READER_LIVE_BUNDLE_SECONDS = 0.1
 
 

@@ -46,9 +46,9 @@ bytes object, column after column (see "counting" below): Beam's fast primitive 
 each pane merges the partials of its window so far with a few numpy operations (concatenate; a stable argsort of
 the event ids to find repeated ids; bincounts for the totals). With n bundles per window a window's rows are merged
 about n times, but at memory speed: at 500,000 events of backlog the panes re-merged 6.1 million rows in all (12
-times each event), ~17% of the pipeline's CPU samples (py-spy). Session 4 kept each event as a Python dict entry: decoding the partials
-and merging them in Python doubled the pipeline's CPU per event with 8 groups of contents, and a backlog was read
-at ~7,900 events/s instead of ~15,000 (docs/benchmarks.md, session 5).
+times each event), ~17% of the pipeline's CPU samples (py-spy). Session 4 kept each event as a Python dict entry:
+decoding and merging them in Python, the pipeline used 40-80% more CPU for the same backlog, read at ~9,000
+events/s instead of ~13,000-16,000 (docs/benchmarks.md, session 5).
 Prism keeps every partial until its window expires (end + allowed lateness) and walks all of them whenever the
 input watermark moves or a processing-time firing is due (engine/elementmanager.go,
 aggregateStageKind.buildEventTimeBundle). A CPU profile showed that walk at 56% of Prism's CPU, and as the

@@ -8,7 +8,8 @@ Starts a private stack (free ports, fresh state), inserts `--events` rows with t
 ZSET and totals hash equals SQL (`launch.verify`; SQL's answer is computed once before the start, and Redis is
 compared key by key once its totals hashes match, checked once a second). Prints the time to exact results,
 events/s with and without the pipeline's start-up, the peak RSS of the pipeline's processes (on Flink also that
-of the job server JVM, which is one of them), CPU seconds per process and how many stats panes Redis took. Then, for each event sink that is on (the REST API unless `-- --api_url=`, BigQuery unless
+of the job server JVM, which is one of them), CPU seconds and peak RSS per process, and how many stats panes Redis
+took. Then, for each event sink that is on (the REST API unless `-- --api_url=`, BigQuery unless
 `-- --bq_enabled=false`), when it held every event (receiver's accepted count; distinct ids in the raw table).
 Not a test: it prints figures.
 """
