@@ -118,17 +118,20 @@ class ManagedProcess:
             return '(no log)'
 
 
+def rss_mb(pid: int) -> float:
+    """Resident memory of one process (0 once it is gone)."""
+    try:
+        for line in Path(f'/proc/{pid}/status').read_text().splitlines():
+            if line.startswith('VmRSS:'):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
 def tree_rss_mb(pid: int) -> float:
     """Resident memory of a process and all its descendants (PostgreSQL forks a backend per connection)."""
-    total_kb = 0
-    for current in [pid, *descendants(pid)]:
-        try:
-            for line in Path(f'/proc/{current}/status').read_text().splitlines():
-                if line.startswith('VmRSS:'):
-                    total_kb += int(line.split()[1])
-        except OSError:
-            pass
-    return total_kb / 1024
+    return sum(rss_mb(current) for current in [pid, *descendants(pid)])
 
 
 def descendants(pid: int) -> list[int]:

@@ -47,7 +47,7 @@ from connectors.http_api import DeliverToApi
 from connectors.kafka import ReadFromKafka, committed_positions
 from connectors.redis import WriteContentStatsToRedis
 from pipelines.options import EngagementOptions, InvalidOption
-from pipelines.runners import RunnerUnavailable, select_runner, stop_job_server_children
+from pipelines.runners import RunnerUnavailable, is_dataflow, runner_name, select_runner, stop_job_server_children
 from pipelines.xlang import read_from_kafka_xlang
 from transforms.enrich import EnrichWithContent, PostgresContentLoader
 from transforms.parse import ParseEvents
@@ -131,7 +131,7 @@ def build(p: beam.Pipeline, opts: EngagementOptions, replay: ReplayPlan | None =
         window_seconds=opts.window_seconds, early_firing_seconds=opts.early_firing_seconds,
         allowed_lateness_seconds=opts.allowed_lateness_seconds, closed_before_ms=replay_from_ms,
         # The SDK round-trips a Dataflow pipeline's triggers through its own classes, which lose the alignment.
-        aligned_early_firings=_runner_name(p.runner) != 'DataflowRunner', shards=opts.window_shards)
+        aligned_early_firings=not is_dataflow(p.runner), shards=opts.window_shards)
     written = stats.stats | 'WriteTopContentToRedis' >> WriteContentStatsToRedis(
         opts.redis_url, redis_prefix=opts.redis_prefix, ttl_seconds=opts.redis_ttl_seconds)
     # Dead letters of the Redis stage live in the event-time windows of the stats; Prism cannot flatten
@@ -198,10 +198,6 @@ def print_help() -> None:
     parser.print_help()
 
 
-def _runner_name(runner) -> str:
-    return runner if isinstance(runner, str) else type(runner).__name__
-
-
 def run(argv: list[str] | None = None) -> int:
     if argv and ('--help' in argv or '-h' in argv):
         print_help()
@@ -214,13 +210,13 @@ def run(argv: list[str] | None = None) -> int:
     except (InvalidOption, RunnerUnavailable) as exc:
         print(f'error: {exc}', file=sys.stderr)
         return 2
-    if (options.view_as(StandardOptions).no_wait_until_finish and _runner_name(runner) == 'FlinkRunner'
+    if (options.view_as(StandardOptions).no_wait_until_finish and runner_name(runner) == 'FlinkRunner'
             and options.view_as(FlinkRunnerOptions).flink_master == '[local]'):
         print('error: --no_wait_until_finish with --flink_master=[local]: the embedded Flink lives in a job server '
               'this process starts and stops, so the job would end when the command returns; drop the flag or '
               'give --flink_master=host:port of a cluster', file=sys.stderr)
         return 2
-    if _runner_name(runner) == 'DataflowRunner' and opts.early_firing_seconds != int(opts.early_firing_seconds):
+    if is_dataflow(runner) and opts.early_firing_seconds != int(opts.early_firing_seconds):
         # The Python SDK round-trips a Dataflow pipeline through Beam's own AfterProcessingTime, which keeps
         # whole seconds only and no alignment (transforms.windows.AfterProcessingTimeMillis).
         print(f'error: --early_firing_seconds={opts.early_firing_seconds}: whole seconds on Dataflow',
@@ -252,7 +248,7 @@ def run(argv: list[str] | None = None) -> int:
     if dry_run:
         _LOG.info('dry run: the graph was translated for %s and not submitted', runner)
         return 0
-    if standard.no_wait_until_finish or _runner_name(runner) == 'DataflowRunner':
+    if standard.no_wait_until_finish or is_dataflow(runner):
         # A Dataflow job runs on Google's service: submitting is all this process does (the Flex Template
         # launcher relies on it to return).
         _LOG.info('submitted; not waiting for the job to finish')

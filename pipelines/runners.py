@@ -37,6 +37,7 @@ from apache_beam.version import __version__ as BEAM_VERSION
 _LOG = logging.getLogger(__name__)
 DIRECT_NAMES = {None, 'DirectRunner', 'direct', 'Direct', 'PrismRunner', 'prism', 'Prism'}
 FLINK_NAMES = {'FlinkRunner', 'flink', 'Flink'}
+DATAFLOW_NAMES = {'DataflowRunner', 'dataflow', 'Dataflow'}
 # The Flink version inside the job server `make install` assembles (beam-runners-flink-1.19:2.62.0).
 FLINK_VERSION = '1.19'
 # The job server JVM runs embedded Flink, with the pipeline's state (windows, SDF residuals) on its heap. Uncapped,
@@ -186,22 +187,33 @@ def flink_presets(options: PipelineOptions) -> dict:
     return preset
 
 
+def runner_name(runner) -> str | None:
+    """The class name of a runner given as a runner object, a name (`FlinkRunner`, `dataflow`) or a dotted path;
+    None for Beam's default."""
+    if runner is None or not isinstance(runner, str):
+        return None if runner is None else type(runner).__name__
+    return runner.rsplit('.', 1)[1] if '.' in runner else runner
+
+
+def is_dataflow(runner) -> bool:
+    """Whether `runner` (as runner_name takes it) is Dataflow, whose pipelines the SDK submits and round-trips
+    through its own trigger classes."""
+    return runner_name(runner) in DATAFLOW_NAMES
+
+
 def _runner_name(options: PipelineOptions):
-    name = options.view_as(StandardOptions).runner
-    if isinstance(name, str) and name.endswith(('DirectRunner', 'FlinkRunner')) and '.' in name:
-        name = name.rsplit('.', 1)[1]
-    return name
+    return runner_name(options.view_as(StandardOptions).runner)
 
 
 def select_runner(options: PipelineOptions):
     """The runner object to build the pipeline with: PrismRunner for the DirectRunner, FlinkRunner with our
-    presets for Flink, else the named runner."""
+    presets for Flink, else the runner as named."""
     name = _runner_name(options)
     if name in FLINK_NAMES:
         _LOG.info('FlinkRunner: presets %s', flink_presets(options))
         return 'FlinkRunner'
     if name not in DIRECT_NAMES:
-        return name
+        return options.view_as(StandardOptions).runner
     source = prism_source(options)
     _LOG.info('DirectRunner: running on Prism from %s', source)
     return bound_prism_runner()

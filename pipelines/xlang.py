@@ -16,8 +16,8 @@ from apache_beam.options.pipeline_options import PipelineOptions, StandardOption
 
 from connectors.kafka_xlang import LocalExpansionService, ReadFromKafkaXlang
 from pipelines.options import EngagementOptions, InvalidOption
+from pipelines.runners import is_dataflow
 
-DATAFLOW_NAMES = {'DataflowRunner', 'dataflow', 'Dataflow'}
 _started: list[LocalExpansionService] = []
 
 
@@ -32,8 +32,7 @@ def expansion_service(options: PipelineOptions) -> str | None:
     opts = options.view_as(EngagementOptions)
     if opts.kafka_expansion_service:
         return opts.kafka_expansion_service
-    runner = options.view_as(StandardOptions).runner
-    if (runner if isinstance(runner, str) or runner is None else type(runner).__name__) in DATAFLOW_NAMES:
+    if is_dataflow(options.view_as(StandardOptions).runner):
         return None
     if _started:
         return _started[0].address

@@ -22,7 +22,7 @@ import sys
 import time
 
 from launch import generate, verify
-from launch.stack import Stack, descendants, tree_rss_mb
+from launch.stack import Stack, descendants, rss_mb, tree_rss_mb
 from tests.conftest import private_config
 
 
@@ -103,17 +103,6 @@ class ProcessAccount:
 
     def rss_report(self) -> str:
         return 'peak RSS MB: ' + ', '.join(f'{name} {mb:,.0f}' for name, mb in self.peak_rss.items())
-
-
-def rss_mb(pid: int) -> float:
-    """Resident memory of one process (0 once it is gone)."""
-    try:
-        for line in open(f'/proc/{pid}/status'):
-            if line.startswith('VmRSS:'):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return 0.0
 
 
 def api_accepted(cfg) -> int:

@@ -21,6 +21,19 @@ def test_wrong_prism_location_is_named(tmp_path):
 
 def test_other_runners_pass_through():
     assert runners.select_runner(PipelineOptions(['--runner=DataflowRunner'])) == 'DataflowRunner'
+    dotted = 'apache_beam.runners.dataflow.dataflow_runner.DataflowRunner'
+    assert runners.select_runner(PipelineOptions([f'--runner={dotted}'])) == dotted
+
+
+@pytest.mark.parametrize('runner', ['DataflowRunner', 'dataflow', 'Dataflow',
+                                    'apache_beam.runners.dataflow.dataflow_runner.DataflowRunner'])
+def test_dataflow_is_recognised_by_any_name_beam_accepts(runner):
+    assert runners.is_dataflow(runner)
+
+
+@pytest.mark.parametrize('runner', [None, 'DirectRunner', 'FlinkRunner', PrismRunner()])
+def test_other_runners_are_not_dataflow(runner):
+    assert not runners.is_dataflow(runner)
 
 
 def test_direct_runner_runs_on_prism():
