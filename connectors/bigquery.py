@@ -203,7 +203,8 @@ def _schema(spec: TableSpec):
 
 def ensure_tables(project: str, dataset: str, endpoint: str | None = None, client=None) -> list[str]:
     """Create the dataset, the tables (with partitioning and clustering) and the views where missing; return one
-    line per object saying what was done. Idempotent: existing tables are left as they are, views get the
+    line per object saying what was done. Idempotent: an existing table keeps its columns and gains the NULLABLE
+    columns a newer model added (BigQuery adds columns in place; it cannot change or drop them); views get the
     current query."""
     from google.api_core.exceptions import NotFound
     from google.cloud import bigquery
@@ -223,9 +224,19 @@ def ensure_tables(project: str, dataset: str, endpoint: str | None = None, clien
         table.clustering_fields = list(spec.clustering)
         table.description = (spec.model.__doc__ or '').split('\n')[0]
         try:
-            client.get_table(table.reference)
-            done.append(f'table {spec.name}: exists')
+            existing = client.get_table(table.reference)
         except NotFound:
+            existing = None
+        if existing is not None:
+            have = {field.name for field in existing.schema}
+            added = [field for field in table.schema if field.name not in have and field.mode == 'NULLABLE']
+            if added:  # a newer model's optional columns (e.g. dead_letter.original_sha256): add them in place
+                existing.schema = [*existing.schema, *added]
+                client.update_table(existing, ['schema'])
+                done.append(f'table {spec.name}: exists; added {", ".join(f.name for f in added)}')
+            else:
+                done.append(f'table {spec.name}: exists')
+        else:
             client.create_table(table, exists_ok=True)
             done.append(f'table {spec.name}: created')
     for view_spec in VIEWS:

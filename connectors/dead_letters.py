@@ -4,11 +4,15 @@ Beam concepts: a composite `PTransform` around a `DoFn` that owns a Kafka produc
 flushes it in `finish_bundle`, so a bundle is only acknowledged once Kafka holds all of its dead letters (acks=all);
 a failed delivery fails the bundle, and the runner retries it. `Metrics.counter`s per stage and reason.
 
-A dead letter is a `schemas.DeadLetter` (anything with `model_dump_json()`) or a dict with the same fields:
-payload, stage, reason, error, attempts, first_failed_ts, last_failed_ts, event_id, source_topic,
-source_partition, source_offset. It is produced as JSON. Its Kafka key identifies the failed record, so a
-retried bundle's duplicates can be told apart from distinct failures: the event id when known, else
-`<source_topic>/<source_partition>/<source_offset>`, else `<stage>:<sha256 of the payload>`.
+A dead letter is a `schemas.DeadLetter`, produced as JSON. Its Kafka key identifies the failed record, so a retried bundle's duplicates can be told apart from distinct failures:
+the event id when known, else `<source_topic>/<source_partition>/<source_offset>`, else
+`<stage>:<sha256 of the payload>`.
+
+Size: at `setup` the writer asks the broker for the topic's `max.message.bytes` (Kafka's default, 1,048,588,
+when it cannot be read), sets the producer's `max_request_size` to it, and cuts every dead letter to fit
+(`DeadLetter.fitted`: a payload prefix, with the whole payload's size and sha256). A hostile record can
+therefore never make the writer fail: kafka-python refuses an oversized record synchronously in `send`, which
+would fail every retry of the bundle.
 
 List and count what is in the topic (the defaults match the local stack; `--follow` keeps reading, Ctrl-C stops)::
 
@@ -25,6 +29,7 @@ import collections
 import datetime
 import hashlib
 import json
+import logging
 import os
 import sys
 from typing import Any, Mapping
@@ -32,22 +37,12 @@ from typing import Any, Mapping
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 
-DEAD_LETTER_FIELDS = ('payload', 'stage', 'reason', 'error', 'attempts', 'first_failed_ts', 'last_failed_ts',
-                      'event_id', 'source_topic', 'source_partition', 'source_offset')
-_OPTIONAL_FIELDS = ('key', 'payload_encoding')  # the DeadLetter model's original Kafka key and its encoding
+from schemas.dead_letter import DeadLetter
+
 _METRICS_NAMESPACE = 'WriteDeadLettersToKafka'
-
-
-def dead_letter(**fields) -> dict:
-    """A dead-letter record as a dict: every field of DEAD_LETTER_FIELDS present (None when not given, attempts 1),
-    shaped so that `schemas.DeadLetter.model_validate` accepts it."""
-    unknown = set(fields) - set(DEAD_LETTER_FIELDS) - set(_OPTIONAL_FIELDS)
-    if unknown:
-        raise TypeError(f'unknown dead-letter fields: {sorted(unknown)}')
-    record = {name: fields.get(name) for name in DEAD_LETTER_FIELDS}
-    record['attempts'] = fields.get('attempts', 1)
-    record.update((name, fields[name]) for name in _OPTIONAL_FIELDS if name in fields)
-    return record
+KAFKA_DEFAULT_MAX_MESSAGE_BYTES = 1_048_588  # broker message.max.bytes and topic max.message.bytes defaults
+_RECORD_OVERHEAD_BYTES = 2048  # the record batch, the record's headers and its key, with room to spare
+_LOG = logging.getLogger(__name__)
 
 
 def _json_default(value: Any) -> Any:
@@ -56,15 +51,6 @@ def _json_default(value: Any) -> Any:
     if isinstance(value, (bytes, bytearray)):
         return bytes(value).decode('utf-8', errors='backslashreplace')
     return str(value)
-
-
-def to_json(record: Any) -> str:
-    """The record as one JSON document: the model's own JSON, or the dict's."""
-    if hasattr(record, 'model_dump_json'):
-        return record.model_dump_json()
-    if isinstance(record, Mapping):
-        return json.dumps(dict(record), default=_json_default, separators=(',', ':'))
-    raise TypeError(f'a dead letter must be a DeadLetter model or a dict, not {type(record).__name__}')
 
 
 def record_key(record: Mapping[str, Any]) -> str:
@@ -82,6 +68,55 @@ class DeadLetterDeliveryFailed(RuntimeError):
     """Kafka did not acknowledge every dead letter of a bundle; the bundle fails and the runner retries it."""
 
 
+def topic_max_message_bytes(client_config: dict, topic: str) -> int:
+    """The topic's `max.message.bytes` as the broker reports it; Kafka's default if it cannot be read (the topic
+    does not exist yet, or the client may not describe configs)."""
+    from kafka.admin import ConfigResource, ConfigResourceType, KafkaAdminClient
+    admin = None
+    try:
+        admin = KafkaAdminClient(**client_config, request_timeout_ms=10_000)
+        answer = admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, topic,
+                                                        {'max.message.bytes': None})], config_filter='all')
+        found = _find_config(answer, 'max.message.bytes')
+        if found is not None:
+            return int(found)
+    except Exception as exc:  # noqa: BLE001 - any failure falls back to the documented default
+        _LOG.warning(json.dumps({'event': 'dead_letter_topic_config_unread', 'topic': topic,
+                                 'error': f'{type(exc).__name__}: {str(exc)[:200]}',
+                                 'assumed_max_message_bytes': KAFKA_DEFAULT_MAX_MESSAGE_BYTES}))
+    finally:
+        if admin is not None:
+            admin.close()
+    return KAFKA_DEFAULT_MAX_MESSAGE_BYTES
+
+
+def _find_config(answer: Any, name: str) -> str | None:
+    """The value of config `name` anywhere in kafka-python's nested describe_configs answer."""
+    if isinstance(answer, Mapping):
+        if name in answer:
+            value = answer[name]
+            return value.get('value') if isinstance(value, Mapping) else value
+        children = answer.values()
+    elif isinstance(answer, (list, tuple)):
+        children = answer
+    else:
+        return None
+    for child in children:
+        found = _find_config(child, name)
+        if found is not None:
+            return found
+    return None
+
+
+def as_dead_letter(record: Any) -> DeadLetter:
+    """`record` if it is a DeadLetter (or its copy through another import of the class), else TypeError."""
+    if isinstance(record, DeadLetter):
+        return record
+    if type(record).__name__ == 'DeadLetter' and hasattr(record, 'model_dump'):
+        return DeadLetter.model_validate(record.model_dump())
+    raise TypeError(f'a dead letter must be a schemas.DeadLetter, not {type(record).__name__}')
+
+
 class _ProduceDeadLettersFn(beam.DoFn):
     def __init__(self, bootstrap_servers: str, topic: str, flush_timeout_seconds: float, producer_config: dict):
         self._bootstrap = bootstrap_servers
@@ -89,26 +124,34 @@ class _ProduceDeadLettersFn(beam.DoFn):
         self._flush_timeout = flush_timeout_seconds
         self._producer_config = producer_config
         self._produced = Metrics.counter(_METRICS_NAMESPACE, 'produced')
+        self._cut = Metrics.counter(_METRICS_NAMESPACE, 'cut_to_fit')
 
     def setup(self):
         from kafka import KafkaProducer
+        limit = topic_max_message_bytes({'bootstrap_servers': self._bootstrap, **self._producer_config}, self._topic)
+        self._max_letter_bytes = limit - _RECORD_OVERHEAD_BYTES
         self._producer = KafkaProducer(bootstrap_servers=self._bootstrap, acks='all', linger_ms=5,
-                                       **self._producer_config)
+                                       max_request_size=limit, **self._producer_config)
         self._per_reason: dict[tuple, Any] = {}
 
     def start_bundle(self):
         self._sent = []
 
     def process(self, record):
-        value = to_json(record)
-        fields = json.loads(value)
-        key = record_key(fields)
-        stage, reason = fields.get('stage'), fields.get('reason')
+        letter = as_dead_letter(record)
+        fitted = letter.fitted(self._max_letter_bytes)
+        if fitted is not letter:
+            self._cut.inc()
+        value = fitted.to_json()
+        key = record_key({'event_id': fitted.event_id, 'source_topic': fitted.source_topic,
+                          'source_partition': fitted.source_partition, 'source_offset': fitted.source_offset,
+                          'stage': fitted.stage, 'payload': fitted.payload})
         self._sent.append((key, self._producer.send(self._topic, key=key.encode('utf-8'),
                                                     value=value.encode('utf-8'))))
-        counter = self._per_reason.get((stage, reason))
+        counter = self._per_reason.get((fitted.stage, fitted.reason))
         if counter is None:
-            counter = self._per_reason[(stage, reason)] = Metrics.counter(_METRICS_NAMESPACE, f'{stage}.{reason}')
+            counter = self._per_reason[(fitted.stage, fitted.reason)] = Metrics.counter(
+                _METRICS_NAMESPACE, f'{fitted.stage}.{fitted.reason}')
         counter.inc()
 
     def finish_bundle(self):
@@ -134,7 +177,7 @@ class _ProduceDeadLettersFn(beam.DoFn):
 
 
 class WriteDeadLettersToKafka(beam.PTransform):
-    """Produce dead-letter records (DeadLetter models or dicts) as JSON to a Kafka topic, acks=all.
+    """Produce dead letters (`schemas.DeadLetter`) as JSON to a Kafka topic, acks=all, each cut to fit the topic.
 
     Returns an empty PCollection (nothing flows on from a sink). `producer_config` is passed on to kafka-python's
     `KafkaProducer` (e.g. security settings).

@@ -23,7 +23,9 @@ at most `--api_max_attempts` HTTP calls per request, the 401 re-authentication i
 up, every event of the batch goes to the dead-letter output (stage `api`; reason `api_http_<status>`,
 `api_timeout`, `api_connection_error`, `api_token_unavailable` or `api_bad_response`; the attempts made). Other
 4xx answers are not retried (`api_rejected_<status>`), an event the API rejects on its own is dead-lettered as
-`api_rejected_event` with the API's error, refused credentials as `api_auth_failed`. A timeout or a dropped
+`api_rejected_event` with the API's error, refused credentials as `api_auth_failed`. A batch is split into
+requests of at most `--api_max_request_bytes`; an event larger than that on its own is not sent
+(`payload_too_large`). A timeout or a dropped
 connection leaves it open whether the API stored the batch: a dead letter then may describe an event the API
 holds; redelivering it is safe, the API answers "duplicate". The payload of an api dead letter is the whole
 `EnrichedEvent` as JSON, so `python -m connectors.dead_letters redeliver --stage api` (`connectors/redeliver.py`)
@@ -87,6 +89,7 @@ DEAD_LETTER = 'dead_letter'
 EVENTS_PATH = '/v1/events'
 TOKEN_PATH = '/oauth/token'
 CIRCUIT_OPEN = 'circuit_open'
+PAYLOAD_TOO_LARGE = 'payload_too_large'
 METRICS_NAMESPACE = 'DeliverToApi'
 COUNTERS = ('delivered', 'duplicates', 'retries', 'breaker_opened', 'breaker_closed', 'dead_lettered', 'requests',
             'token_fetches')
@@ -115,6 +118,7 @@ class ApiSinkConfig:
     backoff_base_seconds: float = 0.5
     backoff_cap_seconds: float = 8.0
     retry_after_cap_seconds: float = 10.0
+    max_request_bytes: int = 5_000_000
 
     @classmethod
     def from_options(cls, opts) -> 'ApiSinkConfig':
@@ -123,7 +127,8 @@ class ApiSinkConfig:
                    token_url=opts.api_token_url or None, batch_size=opts.api_batch_size,
                    timeout_seconds=opts.api_timeout_seconds, max_attempts=opts.api_max_attempts,
                    breaker_failures=opts.api_breaker_failures,
-                   breaker_cooldown_seconds=opts.api_breaker_cooldown_seconds)
+                   breaker_cooldown_seconds=opts.api_breaker_cooldown_seconds,
+                   max_request_bytes=opts.api_max_request_bytes)
 
     @property
     def events_url(self) -> str:
@@ -137,7 +142,8 @@ class ApiSinkConfig:
         for name in ('api_url', 'client_id', 'client_secret'):
             if not getattr(self, name):
                 raise ValueError(f'{name} is required')
-        for name, low, high in (('batch_size', 1, 1000), ('max_attempts', 1, 10), ('breaker_failures', 1, 1000)):
+        for name, low, high in (('batch_size', 1, 1000), ('max_attempts', 1, 10), ('breaker_failures', 1, 1000),
+                                ('max_request_bytes', 1000, 1_000_000_000)):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
                 raise ValueError(f'{name} must be a whole number in {low}..{high}, got {value!r}')
@@ -319,8 +325,41 @@ class ApiClient:
 
     # --- delivery
     def deliver(self, events: Sequence[EnrichedEvent]) -> list[EventOutcome]:
-        if not events:
-            return []
+        """One outcome per event, in order. Requests stay within `max_request_bytes`: the events are sent in as
+        many requests as that takes, and an event too large for a request of its own is not sent at all
+        (`payload_too_large`)."""
+        limit = self.config.max_request_bytes - 2  # the enclosing [ ]
+        outcomes: list[EventOutcome | None] = [None] * len(events)
+        chunk: list[int] = []
+        chunk_items: list[str] = []
+        size = 0
+        for i, event in enumerate(events):
+            item = json.dumps({'idempotency_key': str(event.id), 'event': event.model_dump(mode='json')},
+                              separators=(',', ':'))
+            item_bytes = len(item.encode('utf-8')) + 1  # the separating comma
+            if item_bytes > limit:
+                outcomes[i] = EventOutcome(event, 'dead', 1, PAYLOAD_TOO_LARGE,
+                                           f'event of {item_bytes - 1:,} bytes as JSON does not fit a request of at '
+                                           f'most {self.config.max_request_bytes:,} bytes (--api_max_request_bytes); '
+                                           f'not sent')
+                continue
+            if chunk and size + item_bytes > limit:
+                self._deliver_chunk(events, chunk, chunk_items, outcomes)
+                chunk, chunk_items, size = [], [], 0
+            chunk.append(i)
+            chunk_items.append(item)
+            size += item_bytes
+        if chunk:
+            self._deliver_chunk(events, chunk, chunk_items, outcomes)
+        return [outcome for outcome in outcomes if outcome is not None]
+
+    def _deliver_chunk(self, events: Sequence[EnrichedEvent], chunk: list[int], items: list[str],
+                       outcomes: list[EventOutcome | None]) -> None:
+        for i, outcome in zip(chunk, self._deliver_request([events[i] for i in chunk],
+                                                          ('[' + ','.join(items) + ']').encode('utf-8'))):
+            outcomes[i] = outcome
+
+    def _deliver_request(self, events: Sequence[EnrichedEvent], body: bytes) -> list[EventOutcome]:
         state = self.breaker.before_request()
         if state == CircuitBreaker.OPEN:
             error = (f'circuit breaker open after {self.breaker.consecutive_failures} consecutive failed requests; '
@@ -329,7 +368,7 @@ class ApiClient:
         if state == CircuitBreaker.PROBE:
             _LOG.info(json.dumps({'event': 'api_breaker_probe', 'url': self.config.events_url,
                                   'events': len(events), 'first_event_id': events[0].id}))
-        outcomes, failure = self._send(events, 1 if state == CircuitBreaker.PROBE else self.config.max_attempts)
+        outcomes, failure = self._send(events, body, 1 if state == CircuitBreaker.PROBE else self.config.max_attempts)
         if failure is not None and failure.server_side:
             if self.breaker.record_failure():
                 self._count('breaker_opened', 1)
@@ -343,11 +382,10 @@ class ApiClient:
             _LOG.info(json.dumps({'event': 'api_breaker_closed', 'url': self.config.events_url}))
         return outcomes
 
-    def _send(self, events: Sequence[EnrichedEvent], max_attempts: int) -> tuple[list[EventOutcome], _Failure | None]:
+    def _send(self, events: Sequence[EnrichedEvent], body: bytes,
+              max_attempts: int) -> tuple[list[EventOutcome], _Failure | None]:
         cfg = self.config
         request_id = uuid.uuid4().hex
-        body = json.dumps([{'idempotency_key': str(e.id), 'event': e.model_dump(mode='json')} for e in events],
-                          separators=(',', ':')).encode()
         started, attempt, reauthenticated = self._clock(), 0, False
         while True:
             attempt += 1

@@ -45,7 +45,8 @@ Offsets
   that replays from `start_timestamp_ms` commits its own positions, so the group's offsets may move back meanwhile.
 
 Watermark
-  A partition's watermark is the newest record timestamp read from it minus `max_delay_ms`. When a partition is
+  A partition's watermark is the newest record timestamp read from it minus `max_delay_ms` (a record stamped ahead
+  of the reader's clock, or not at all, is stamped with that clock when read). When a partition is
   caught up (its position >= its end offset as of librdkafka's last fetch response, which is at most
   `poll_timeout_ms` old; an empty poll proves nothing), its watermark moves to the wall-clock time minus that age
   minus `max_delay_ms`: an idle partition does not hold the pipeline back. A partition neither read nor
@@ -53,7 +54,7 @@ Watermark
   so the slowest partition decides which windows may close. It is reported to the runner in whole seconds
   (rounded down): every change of an upstream watermark makes Prism walk every element an aggregation holds
   (for accumulating panes, every partial of every window within its allowed lateness); reporting the advance
-  of each 0.1 s live call cost Prism ~0.15 of a core more at 1,000 events/s (docs/benchmarks.md, session 4).
+  of each 0.1 s live call cost Prism ~0.15 of a core more at 1,000 events/s (docs/benchmarks.md, 2026-11-25, 0611f4f).
   Every record carries `watermark_ms`: the output watermark as of that record (the minimum over the partitions,
   including the advance of the poll it came from; None while some partition has none). It is never below the
   watermark the reader had reported when the bundle started, which bounds every downstream watermark until the
@@ -447,8 +448,11 @@ class _ReadPartitionsFn(beam.DoFn):
                 break
             for i, records in batches.items():
                 topic, partition = partitions[i]
-                # A record without a timestamp (message format < 0.10) is stamped with the time it is read.
-                stamps = [stamp if (stamp := r.timestamp()[1]) >= 0 else _now_ms() for r in records]
+                # A record without a timestamp (message format < 0.10) is stamped with the time it is read, and
+                # one stamped ahead of that time (a producer's clock or a hostile CreateTime) with that time: it
+                # would move the watermark ahead and make every later event late.
+                now_ms = _now_ms()
+                stamps = [stamp if 0 <= (stamp := r.timestamp()[1]) <= now_ms else now_ms for r in records]
                 mark = max(stamps) - self._max_delay_ms
                 if progress.watermarks[i] is not None:
                     mark = max(mark, progress.watermarks[i])

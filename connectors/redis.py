@@ -73,7 +73,8 @@ from apache_beam.utils.windowed_value import WindowedValue
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from connectors.dead_letters import dead_letter
+from schemas.dead_letter import DeadLetter
+
 
 _LOG = logging.getLogger(__name__)
 
@@ -384,10 +385,10 @@ class UpsertContentStatsFn(beam.DoFn):
             text = text.replace(secret, '***')
         return text
 
-    def _dead_letter(self, stats: Any, reason: str, error: str, attempts: int):
-        now = datetime.datetime.now(datetime.timezone.utc).isoformat()
-        return dead_letter(payload=_payload(stats), stage=STAGE, reason=reason, error=error, attempts=attempts,
-                           first_failed_ts=now, last_failed_ts=now)
+    def _dead_letter(self, stats: Any, reason: str, error: str, attempts: int) -> DeadLetter:
+        now = datetime.datetime.now(datetime.timezone.utc)
+        return DeadLetter(payload=_payload(stats), stage=STAGE, reason=reason, error=error, attempts=attempts,
+                          first_failed_ts=now, last_failed_ts=now)
 
 
 class WriteContentStatsToRedis(beam.PTransform):

@@ -3,7 +3,7 @@
     python -m launch.dashboard [--window-seconds 60] [--redis-prefix engagement] [--group engagement-pipeline]
 
 Once a second: the top contents of the current event-time window per content type (from the Redis data model in
-the README), events/s arriving on Kafka and events/s counted into Redis, dead letters so far, and the consumer
+docs/pipeline.md), events/s arriving on Kafka and events/s counted into Redis, dead letters so far, and the consumer
 group's lag. It only reads; it never writes.
 """
 from __future__ import annotations

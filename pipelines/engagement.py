@@ -49,6 +49,7 @@ from connectors.redis import WriteContentStatsToRedis
 from pipelines.options import EngagementOptions, InvalidOption
 from pipelines.runners import RunnerUnavailable, is_dataflow, runner_name, select_runner, stop_job_server_children
 from pipelines.xlang import read_from_kafka_xlang
+from schemas.dead_letter import MAX_DEAD_LETTER_BYTES, DeadLetter
 from transforms.enrich import EnrichWithContent, PostgresContentLoader
 from transforms.parse import ParseEvents
 from transforms.windows import ContentMinuteStats
@@ -63,7 +64,7 @@ STREAMING_JOB_SERVER_TIMEOUT_S = 10 * 365 * 86400
 # watermark step. With 0.5 s bundles a 200k-event backlog cost Prism 18 CPU-s and ran at ~6.6k events/s; with 2 s,
 # 2.6 CPU-s and ~13k events/s. A pane fires only when its group got new partials, so 4 s instead of 2 s also
 # halves the early panes of a window being caught up (merged and written to Redis each time): 500k events at
-# 15.1-16.8k events/s instead of 12.4-15.7k (docs/benchmarks.md, session 5). Once caught up, a call ends just
+# 15.1-16.8k events/s instead of 12.4-15.7k (docs/benchmarks.md, 2026-11-25, 7426965). Once caught up, a call ends just
 # before the next early firing of the windows (a grid of --early_firing_seconds; at least 0.1 s of reading): one
 # partial per (group of contents, window) and period, in time for the pane (connectors/kafka.py, "Throughput").
 READER_MAX_BUNDLE_RECORDS = 80_000
@@ -121,7 +122,7 @@ def build(p: beam.Pipeline, opts: EngagementOptions, replay: ReplayPlan | None =
             start_timestamp_ms=replay_from_ms, max_delay_ms=READER_MAX_DELAY_MS,
             max_bundle_records=READER_MAX_BUNDLE_RECORDS, max_bundle_seconds=READER_MAX_BUNDLE_SECONDS,
             live_bundle_seconds=READER_LIVE_BUNDLE_SECONDS, live_grid_seconds=opts.early_firing_seconds)
-    parsed = records | 'ParseEvents' >> ParseEvents(cdc_topics=[opts.cdc_topic])
+    parsed = records | 'ParseEvents' >> ParseEvents(cdc_topics=[opts.cdc_topic], limits=opts.parse_limits())
     events = parsed.events
     if replay is not None:
         events = events | 'SkipProcessedEvents' >> beam.ParDo(SkipProcessedEvents(replay, opts.window_seconds))
@@ -158,7 +159,9 @@ def build(p: beam.Pipeline, opts: EngagementOptions, replay: ReplayPlan | None =
         stages['BigQueryStats'] = stats_bq.dead_letters
     dead_letters = ([dl | f'{stage}DeadLettersInGlobalWindow' >> beam.WindowInto(GlobalWindows())
                      for stage, dl in stages.items()]
-                    | 'AllDeadLetters' >> beam.Flatten())
+                    | 'AllDeadLetters' >> beam.Flatten()
+                    # A hostile record's dead letter can exceed what Kafka and BigQuery take: the payload is cut.
+                    | 'CutDeadLettersToFit' >> beam.Map(DeadLetter.fitted, MAX_DEAD_LETTER_BYTES))
     if opts.bigquery_enabled:
         # Rows of the dead_letter table that BigQuery rejects are reported in the Kafka topic only (never fed back).
         dead_letters_bq = dead_letters | 'WriteDeadLettersToBigQuery' >> bigquery.WriteDeadLettersToBigQuery(

@@ -12,6 +12,8 @@ from urllib.parse import urlsplit
 
 from apache_beam.options.pipeline_options import PipelineOptions
 
+from transforms.parse import DEFAULT_MAX_FUTURE_SECONDS, DEFAULT_MAX_RECORD_BYTES, ParseLimits, parse_skip_offsets
+
 START_OFFSETS = ('committed', 'earliest', 'latest')
 KAFKA_READERS = ('python', 'xlang')
 KAFKA_SECURITY_PROTOCOLS = ('PLAINTEXT', 'SSL', 'SASL_PLAINTEXT', 'SASL_SSL')
@@ -64,8 +66,8 @@ class EngagementOptions(PipelineOptions):
         kafka.add_argument('--kafka_reader', default='python',
                            help='python: our splittable DoFn (connectors/kafka.py, librdkafka fetch), on every runner; '
                                 'xlang: Beam\'s cross-language ReadFromKafka (Java KafkaIO 2.73, '
-                                'connectors/kafka_xlang.py) through a Java expansion service (see README, "The '
-                                'cross-language Kafka reader"). Default python.')
+                                'connectors/kafka_xlang.py) through a Java expansion service (see docs/runners.md, '
+                                '"The cross-language Kafka reader"). Default python.')
         kafka.add_argument('--kafka_expansion_service', default='',
                            help='With --kafka_reader=xlang: host:port of a running Java expansion service with '
                                 'KafkaIO. Default: on DataflowRunner Beam\'s own (downloaded by Beam), on other '
@@ -83,6 +85,22 @@ class EngagementOptions(PipelineOptions):
                                 'lists). Never logged.')
         kafka.add_argument('--kafka_ssl_cafile', default=_env('KAFKA_SSL_CAFILE'),
                            help='CA bundle for SSL/SASL_SSL. Env KAFKA_SSL_CAFILE.')
+
+        limits = parser.add_argument_group('input limits')
+        limits.add_argument('--max_record_bytes', type=int,
+                            default=int(_env('ENGAGEMENT_MAX_RECORD_BYTES', str(DEFAULT_MAX_RECORD_BYTES))),
+                            help='Largest record accepted (key + value, bytes), checked before parsing; a larger '
+                                 'one goes to the dead letters as payload_too_large. Keep it below the broker\'s '
+                                 'message.max.bytes. Env ENGAGEMENT_MAX_RECORD_BYTES; default '
+                                 f'{DEFAULT_MAX_RECORD_BYTES} (512 KiB).')
+        limits.add_argument('--max_future_seconds', type=float, default=DEFAULT_MAX_FUTURE_SECONDS,
+                            help='An event stamped more than this many seconds ahead of the reader\'s clock (the '
+                                 'record\'s Kafka timestamp, at most the wall clock) goes to the dead letters as '
+                                 f'future_event. Default {DEFAULT_MAX_FUTURE_SECONDS}.')
+        limits.add_argument('--skip_offsets', default=_env('ENGAGEMENT_SKIP_OFFSETS', ''),
+                            help='topic:partition:offset[,...]: records the pipeline must not process (a record that '
+                                 'stops the job); each goes to the dead letters as skipped_by_operator. Env '
+                                 'ENGAGEMENT_SKIP_OFFSETS; default none.')
 
         content = parser.add_argument_group('content enrichment')
         content.add_argument('--pg_dsn',
@@ -123,7 +141,7 @@ class EngagementOptions(PipelineOptions):
                            help='redis:// or rediss:// URL (a password in it is never logged). Env REDIS_URL '
                                 '(or ENGAGEMENT_REDIS_URL); default the local stack.')
         redis.add_argument('--redis_prefix', default='engagement',
-                           help='Prefix of every Redis key (see the README data model). Default engagement.')
+                           help='Prefix of every Redis key (see docs/pipeline.md, Redis data model). Default engagement.')
         redis.add_argument('--redis_ttl_seconds', type=int, default=86400,
                            help='Expiry of every Redis key, seconds. Default 86400.')
 
@@ -144,6 +162,9 @@ class EngagementOptions(PipelineOptions):
                               'logged.')
         api.add_argument('--api_batch_size', type=int, default=100,
                          help='Events per request; a batch is also sent at the end of every bundle. Default 100.')
+        api.add_argument('--api_max_request_bytes', type=int, default=5_000_000,
+                         help='Largest request body (bytes): a batch is split to stay below it, and an event '
+                              'larger on its own goes to the dead letters as payload_too_large. Default 5000000.')
         api.add_argument('--api_timeout_seconds', type=float, default=10.0,
                          help='Timeout of each HTTP call (token and events), seconds. Default 10.')
         api.add_argument('--api_max_attempts', type=int, default=3,
@@ -229,12 +250,17 @@ class EngagementOptions(PipelineOptions):
         for flag, low, high in (('window_seconds', 1, 86400), ('early_firing_seconds', 0.05, 3600),
                                 ('allowed_lateness_seconds', 0, 7 * 86400), ('content_refresh_seconds', 1, 86400),
                                 ('replay_margin_seconds', 0, 86400), ('window_shards', 1, 4096),
-                                ('redis_ttl_seconds', 1, 365 * 86400)):
+                                ('redis_ttl_seconds', 1, 365 * 86400), ('max_record_bytes', 1024, 100 * 2**20),
+                                ('max_future_seconds', 0, 366 * 86400)):
             value = getattr(self, flag)
             if not low <= value <= high:
                 bad(flag, value, f'expected {low}..{high}')
         if 86400 % self.window_seconds:
             bad('window_seconds', self.window_seconds, 'must divide a day (86400) so windows align to UTC days')
+        try:
+            parse_skip_offsets(self.skip_offsets or '')
+        except ValueError as exc:
+            bad('skip_offsets', self.skip_offsets, str(exc))
         scheme = urlsplit(self.redis_url).scheme
         if scheme not in ('redis', 'rediss', 'unix'):
             bad('redis_url', '<redacted>', 'expected a redis://, rediss:// or unix:// URL')
@@ -256,7 +282,8 @@ class EngagementOptions(PipelineOptions):
                                     '--api_url is set')
             for flag, low, high in (('api_batch_size', 1, 1000), ('api_max_attempts', 1, 10),
                                     ('api_breaker_failures', 1, 1000), ('api_timeout_seconds', 0.1, 300),
-                                    ('api_breaker_cooldown_seconds', 0.1, 3600)):
+                                    ('api_breaker_cooldown_seconds', 0.1, 3600),
+                                    ('api_max_request_bytes', 10_000, 100_000_000)):
                 value = getattr(self, flag)
                 if not low <= value <= high:
                     bad(flag, value, f'expected {low}..{high}')
@@ -296,6 +323,10 @@ class EngagementOptions(PipelineOptions):
                 bad('bq_temp_location', self.bq_temp_location, 'expected a gs:// location')
         if not 1 <= self.bq_load_frequency_seconds <= 86400:
             bad('bq_load_frequency_seconds', self.bq_load_frequency_seconds, 'expected 1..86400')
+
+    def parse_limits(self) -> ParseLimits:
+        """What ParseEvents accepts (validated options)."""
+        return ParseLimits(self.max_record_bytes, self.max_future_seconds, parse_skip_offsets(self.skip_offsets or ''))
 
     def topics(self) -> list[str]:
         """The topics the pipeline reads: the CDC topic and the raw topic, either of which may be empty."""

@@ -47,7 +47,7 @@ FLINK_CHECKPOINT_INTERVAL_MS = 5000
 # Flink closes a bundle after 1000 elements or 1 s by default. The windows pre-aggregate per bundle and the sinks
 # flush per bundle, so small bundles cost: a 200k-event backlog was exact after 168 s with the defaults and after
 # 98 s with these (same machine, busy), the reader's own bundle bounds then (pipelines/engagement.py; the reader
-# has read a backlog in 4 s bundles since session 5, measured on Prism only).
+# has read a backlog in 4 s bundles since 7426965, measured on Prism only).
 FLINK_MAX_BUNDLE_SIZE = 40_000
 FLINK_MAX_BUNDLE_TIME_MS = 2000
 

@@ -5,10 +5,16 @@ case: JSON), so dead letters stay readable and searchable; otherwise both are ba
 so. Decoding with errors='replace' was rejected because it destroys the bytes one would need to replay the
 record. After the parse stage the original Kafka bytes are no longer carried along; the payload is then the
 event as the pipeline held it (JSON), and source topic/partition/offset point at the original record.
+
+Size: a dead letter must fit the dead-letter topic (Kafka refuses a record above its `max.message.bytes`, ~1 MB
+by default). `fitted(max_bytes)` cuts an oversized payload (and key) to a prefix, keeping the original's size in
+bytes and its sha256 (`original_size_bytes`, `original_sha256`, set only when cut), so the record can still be
+identified and fetched from its source coordinates.
 """
 from __future__ import annotations
 
 import base64
+import hashlib
 from datetime import datetime
 from typing import Literal
 
@@ -31,6 +37,16 @@ UNSUPPORTED_OP = 'unsupported_op'      # a CDC operation that is not engagement 
 UNKNOWN_CONTENT = 'unknown_content'    # content id not in the catalogue, even after reloading it
 CONTENT_UNAVAILABLE = 'content_unavailable'  # the catalogue could not be reloaded to look the content up
 TOO_LATE = 'too_late'                  # event time beyond the window's allowed lateness
+TIMESTAMP_OUT_OF_RANGE = 'timestamp_out_of_range'  # event_ts without a UTC instant, or before 1970
+TOO_DEEPLY_NESTED = 'too_deeply_nested'  # JSON nested deeper than the parser's limit (MAX_JSON_DEPTH)
+PAYLOAD_TOO_LARGE = 'payload_too_large'  # record (or event) larger than the configured maximum
+FUTURE_EVENT = 'future_event'          # event_ts too far ahead of the reader's clock (--max_future_seconds)
+SKIPPED_BY_OPERATOR = 'skipped_by_operator'  # named by --skip_offsets: not processed at all
+UNEXPECTED_ERROR = 'unexpected_error'  # processing the record raised an error no rule above names
+
+MAX_DEAD_LETTER_BYTES = 1_000_000  # below Kafka's default max.message.bytes and BigQuery's row limit
+MAX_JSON_DEPTH = 200  # pydantic-core's JSON parser (jiter) refuses deeper nesting; the pipeline reports it as such
+_FIT_KEY_CHARS = 1024  # an oversized dead letter keeps at most this much of its key
 
 
 def _encode(key: bytes | None, value: bytes | None) -> tuple[str | None, str | None, PayloadEncoding]:
@@ -61,6 +77,10 @@ class DeadLetter(BaseModel):
     source_topic: StrictStr | None = Field(None, description='Kafka topic of the original record.')
     source_partition: StrictInt | None = Field(None, description='Kafka partition of the original record.')
     source_offset: BigInt | None = Field(None, description='Kafka offset of the original record.')
+    original_size_bytes: BigInt | None = Field(None, description='Set when payload was cut to fit: the size of '
+                                                                 'the whole payload in bytes.')
+    original_sha256: StrictStr | None = Field(None, description='Set when payload was cut to fit: the sha256 '
+                                                                '(hex) of the whole payload\'s bytes.')
 
     @classmethod
     def for_record(cls, record: KafkaRecord, *, stage: Stage, reason: str, error: str, now: datetime,
@@ -89,3 +109,43 @@ class DeadLetter(BaseModel):
     def to_json(self) -> str:
         """Compact JSON (timestamps ISO-8601 UTC); `.encode()` it for Kafka."""
         return self.model_dump_json()
+
+    def payload_bytes(self) -> bytes | None:
+        """The payload as the bytes it stands for (base64 decoded, or the text as UTF-8)."""
+        if self.payload is None:
+            return None
+        if self.payload_encoding == 'base64':
+            return base64.b64decode(self.payload)
+        return self.payload.encode('utf-8')
+
+    def fitted(self, max_bytes: int) -> DeadLetter:
+        """This dead letter if its JSON is at most `max_bytes` bytes; else a copy whose payload is the longest
+        prefix that fits (key cut to 1,024 characters, error to 1,000), with the whole payload's size and sha256."""
+        if len(self.to_json().encode('utf-8')) <= max_bytes:
+            return self
+        whole = self.payload_bytes() or b''
+        cut = self.model_copy(update={
+            'key': None if self.key is None else self.key[:_FIT_KEY_CHARS],
+            'error': self.error[:1000], 'original_size_bytes': self.original_size_bytes or len(whole),
+            'original_sha256': self.original_sha256 or hashlib.sha256(whole).hexdigest()})
+
+        def with_prefix(n: int) -> DeadLetter:
+            if self.payload_encoding == 'base64':
+                payload = base64.b64encode(whole[:n]).decode('ascii')
+            else:
+                payload = (self.payload or '')[:n]
+            return cut.model_copy(update={'payload': payload})
+
+        def size(letter: DeadLetter) -> int:
+            return len(letter.to_json().encode('utf-8'))
+
+        low, high = 0, len(whole) if self.payload_encoding == 'base64' else len(self.payload or '')
+        if size(with_prefix(0)) > max_bytes:
+            raise ValueError(f'a dead letter cannot fit in {max_bytes} bytes even without its payload')
+        while low < high:  # the longest prefix whose JSON fits; sizes grow with the prefix
+            middle = (low + high + 1) // 2
+            if size(with_prefix(middle)) <= max_bytes:
+                low = middle
+            else:
+                high = middle - 1
+        return with_prefix(low)

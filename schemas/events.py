@@ -15,7 +15,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, Json, StrictFloat, StrictInt, StrictStr
 
 from schemas.content import ContentType
-from schemas.types import INT32_MAX, BigInt, UtcDatetime, UuidStr
+from schemas.types import INT32_MAX, BigInt, EventDatetime, JsonObject, UtcDatetime, UuidStr
 
 EventType = Literal['play', 'pause', 'finish', 'click']
 EVENT_TYPES: tuple[EventType, ...] = ('play', 'pause', 'finish', 'click')
@@ -32,12 +32,12 @@ class EngagementEvent(BaseModel):
     content_id: UuidStr = Field(description='Id of the content engaged with (UUID).')
     user_id: UuidStr = Field(description='Id of the user (UUID).')
     event_type: EventType = Field(description="'play', 'pause', 'finish' or 'click'.")
-    event_ts: UtcDatetime = Field(description='When the user did it (UTC); the event time of the pipeline.')
+    event_ts: EventDatetime = Field(description='When the user did it (UTC); the event time of the pipeline.')
     duration_ms: StrictInt | None = Field(None, ge=0, le=INT32_MAX,
                                           description='Milliseconds engaged; NULL for clicks and players that '
                                                       'do not report it.')
     device: StrictStr | None = Field(None, description="Device family, e.g. 'ios', 'web'.")
-    raw_payload: dict[str, Any] | None = Field(None, description='Client payload, kept as sent.')
+    raw_payload: JsonObject | None = Field(None, description='Client payload, kept as sent.')
 
 
 class DirectEvent(EngagementEvent):
@@ -54,7 +54,7 @@ class CdcEngagementRow(EngagementEvent):
     """An `engagement_events` row in a Debezium envelope (JSON converter, schemas disabled): UUIDs and
     TIMESTAMPTZ arrive as strings, which the base types accept; JSONB arrives as a JSON-encoded string and is
     parsed a second time here."""
-    raw_payload: Json[dict[str, Any]] | None = Field(None, description='JSONB column, JSON-encoded by Debezium.')
+    raw_payload: Json[JsonObject] | None = Field(None, description='JSONB column, JSON-encoded by Debezium.')
 
 
 class IngestedEvent(EngagementEvent):

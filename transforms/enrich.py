@@ -6,6 +6,10 @@ Beam concepts: a `DoFn` whose `setup()` loads a lookup table, a tagged dead-lett
     enriched.enriched     # PCollection[EnrichedEvent] (timestamps kept)
     enriched.dead_letter  # PCollection[DeadLetter], stage 'enrich', reason unknown_content/content_unavailable
 
+An event whose enrichment raises (a defect an event's content could trigger) becomes a dead letter
+`unexpected_error` naming the exception, logged once per exception type; the catalogue's own failures are the
+database's and are handled as described in `EnrichWithContent`.
+
 Engagement maths lives in one pure function, `engagement_metrics`.
 """
 from __future__ import annotations
@@ -119,6 +123,8 @@ class EnrichWithContentFn(beam.DoFn):
         self._unknown = Metrics.counter(self.__class__, f'dead_letter_{reasons.UNKNOWN_CONTENT}')
         self._unavailable = Metrics.counter(self.__class__, f'dead_letter_{reasons.CONTENT_UNAVAILABLE}')
         self._catalogue_size = Metrics.gauge(self.__class__, 'catalogue_size')
+        self._unexpected_errors = Metrics.counter(self.__class__, f'dead_letter_{reasons.UNEXPECTED_ERROR}')
+        self._logged: set[str] = set()
 
     def setup(self):
         try:
@@ -161,8 +167,26 @@ class EnrichWithContentFn(beam.DoFn):
                 yield beam.pvalue.TaggedOutput(DEAD_LETTER, DeadLetter.for_event(
                     event, stage='enrich', reason=reason, error=error, now=datetime.now(timezone.utc)))
                 return
+        try:
+            enriched = enrich_event(event, content)
+        except Exception as exc:  # noqa: BLE001 - an event's content must never fail the bundle
+            yield beam.pvalue.TaggedOutput(DEAD_LETTER, self._unexpected(event, exc))
+            return
         self._enriched_in_bundle += 1
-        yield enrich_event(event, content)
+        yield enriched
+
+    def _unexpected(self, event: IngestedEvent, exc: Exception) -> DeadLetter:
+        """The dead letter of an event whose enrichment raised; logged once per exception type."""
+        self._unexpected_errors.inc()
+        kind = type(exc).__name__
+        if kind not in self._logged:
+            self._logged.add(kind)
+            _LOG.error(json.dumps({'event': 'enrich_unexpected_error', 'exception': kind, 'error': str(exc)[:300],
+                                   'event_id': event.id, 'topic': event.source_topic,
+                                   'partition': event.source_partition, 'offset': event.source_offset,
+                                   'note': 'dead-lettered; logged once per kind'}))
+        return DeadLetter.for_event(event, stage='enrich', reason=reasons.UNEXPECTED_ERROR,
+                                    error=f'{kind} while enriching: {str(exc)[:300]}', now=datetime.now(timezone.utc))
 
     def finish_bundle(self):
         self._enriched.inc(self._enriched_in_bundle)

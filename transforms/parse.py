@@ -16,13 +16,23 @@ other topic are direct JSON events (`schemas.DirectEvent`). Per CDC operation:
   d (delete), tombstone (null)   -> skipped and counted: removing a row is not engagement, and Debezium sends a
                                     tombstone after each delete for log compaction;
   t (truncate), m (message)      -> dead letter `unsupported_op`, so an operator sees it.
-Rejected records carry the original bytes and a reason: malformed_json, empty_payload, missing_field,
-wrong_type, invalid_event, unsupported_op (see schemas.dead_letter).
+Rejected records carry the original bytes and a reason (see schemas.dead_letter): malformed_json, empty_payload,
+missing_field, wrong_type, invalid_event, unsupported_op, timestamp_out_of_range, too_deeply_nested (JSON nested
+deeper than 200 levels), payload_too_large (key + value above `max_record_bytes`, checked before parsing),
+future_event (event_ts more than `max_future_seconds` ahead of the reader's clock: the record's Kafka timestamp,
+capped at the wall clock, so that a replay decides as the first read did), skipped_by_operator (the record's
+coordinates are in `skip`). A UTF-8 byte order mark before the JSON is ignored (RFC 8259 allows it).
+
+No record can fail a bundle: whatever else parsing one record raises (a bug a record's content can trigger)
+becomes a dead letter `unexpected_error` naming the exception, counted, and logged once per exception type with
+the record's coordinates. Only the parsing is guarded, not the hand-over of its result: an error downstream is
+that step's own, and fails the bundle as it should.
 """
 from __future__ import annotations
 
 import collections
 import json
+import logging
 from collections.abc import Collection
 from datetime import datetime, timedelta, timezone
 from typing import Any, NamedTuple
@@ -47,7 +57,46 @@ EVENTS = 'events'
 _CDC_ENVELOPE = DebeziumEnvelope[CdcEngagementRow]
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _MICROSECOND = timedelta(microseconds=1)
+_MILLISECOND = timedelta(milliseconds=1)
 _MAX_ERROR_CHARS = 500
+_BOM = b'\xef\xbb\xbf'
+_WHITESPACE = b' \t\r\n'
+_LOG = logging.getLogger(__name__)
+
+# Kafka's default maximum message size is 1 MiB (broker message.max.bytes): records are accepted up to half of it,
+# far above a real event (~400 bytes) and low enough that their dead letters stay readable.
+DEFAULT_MAX_RECORD_BYTES = 512 * 1024
+DEFAULT_MAX_FUTURE_SECONDS = 300
+
+
+class Coordinates(NamedTuple):
+    """Where a record lives in Kafka."""
+    topic: str
+    partition: int
+    offset: int
+
+
+class ParseLimits(NamedTuple):
+    """What a record may be: at most `max_record_bytes` (key + value), its event at most `max_future_seconds`
+    ahead of the reader's clock; records at the coordinates in `skip` are dead-lettered unread."""
+    max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES
+    max_future_seconds: float = DEFAULT_MAX_FUTURE_SECONDS
+    skip: frozenset = frozenset()
+
+
+def parse_skip_offsets(text: str) -> frozenset:
+    """'topic:partition:offset,...' -> frozenset of Coordinates; ValueError naming the bad item. A topic may hold
+    ':' itself: the last two fields are the partition and the offset."""
+    found = set()
+    for item in (part.strip() for part in text.split(',')):
+        if not item:
+            continue
+        topic, _, rest = item.rpartition(':')
+        topic, _, partition = topic.rpartition(':')
+        if not topic or not partition.isdigit() or not rest.isdigit():
+            raise ValueError(f'{item!r}: expected topic:partition:offset, e.g. engagement.raw_events:0:1234')
+        found.add(Coordinates(topic, int(partition), int(rest)))
+    return frozenset(found)
 
 
 class Skipped(NamedTuple):
@@ -60,8 +109,12 @@ def _reason(errors: list[dict[str, Any]]) -> str:
     found = set()
     for error in errors:
         kind, loc = error['type'], error['loc']
-        if kind == 'json_invalid' and not loc:
+        if kind == 'json_invalid' and 'recursion limit' in error['msg']:
+            found.add(reasons.TOO_DEEPLY_NESTED)
+        elif kind == 'json_invalid' and not loc:
             found.add(reasons.MALFORMED_JSON)
+        elif kind == 'timestamp_out_of_range':
+            found.add(reasons.TIMESTAMP_OUT_OF_RANGE)
         elif kind == 'missing':
             found.add(reasons.MISSING_FIELD)
         elif loc and (kind.endswith(('_type', '_parsing')) or
@@ -69,7 +122,8 @@ def _reason(errors: list[dict[str, Any]]) -> str:
             found.add(reasons.WRONG_TYPE)
         else:
             found.add(reasons.INVALID_EVENT)
-    for reason in (reasons.MALFORMED_JSON, reasons.MISSING_FIELD, reasons.WRONG_TYPE):
+    for reason in (reasons.TOO_DEEPLY_NESTED, reasons.MALFORMED_JSON, reasons.MISSING_FIELD, reasons.WRONG_TYPE,
+                   reasons.TIMESTAMP_OUT_OF_RANGE):
         if reason in found:
             return reason
     return reasons.INVALID_EVENT
@@ -80,7 +134,7 @@ def _describe(errors: list[dict[str, Any]]) -> str:
     for error in errors:
         where = '.'.join(str(p) for p in error['loc']) or 'record'
         text = f"{where}: {error['msg']}"
-        if error['type'] not in ('missing', 'json_invalid') and error['loc']:
+        if error['type'] not in ('missing', 'json_invalid') and error['loc'] and 'input' in error:
             text += f" (got {error['input']!r:.60})"
         parts.append(text)
     text = '; '.join(parts)
@@ -94,24 +148,34 @@ def _as_id(value: Any) -> int | None:
 def _loads(raw: bytes | None) -> Any:
     try:
         return json.loads(raw) if raw is not None else None
-    except ValueError:
+    except (ValueError, RecursionError):
         return None
 
 
-def _best_effort_id(record: KafkaRecord, cdc: bool) -> int | None:
+def _best_effort_id(record: KafkaRecord, cdc: bool, read_value: bool = True) -> int | None:
     """The event id of a rejected record if it can be read at all (for correlating dead letters with what was
-    sent): from the value, else from the key (Debezium's {"id": N}; direct producers use the id as key)."""
-    value = _loads(record.value)
+    sent): from the value, else from the key (Debezium's {"id": N}; direct producers use the id as key).
+    `read_value=False` for a value that is not to be parsed again (too large, too deep)."""
+    value = _loads(record.value) if read_value else None
     if isinstance(value, dict):
         row = (value.get('after') or value.get('before')) if cdc else value
         if isinstance(row, dict) and _as_id(row.get('id')) is not None:
             return row['id']
-    key = _loads(record.key)
+    key = _loads(record.key) if record.key is not None and len(record.key) <= 1024 else None
     return _as_id(key.get('id') if isinstance(key, dict) else key)
 
 
 def _ingest_ts(record: KafkaRecord) -> datetime | None:
-    return _EPOCH + timedelta(milliseconds=record.timestamp_ms) if record.timestamp_ms >= 0 else None
+    try:
+        return _EPOCH + timedelta(milliseconds=record.timestamp_ms) if record.timestamp_ms >= 0 else None
+    except OverflowError:  # not a time at all; our reader never hands one on (it caps stamps at its clock)
+        return None
+
+
+def _reader_clock_ms(record: KafkaRecord, now: datetime) -> int:
+    """The reader's clock for `record`: its Kafka timestamp, capped at `now` (the wall clock)."""
+    now_ms = (now - _EPOCH) // _MILLISECOND
+    return min(record.timestamp_ms, now_ms) if record.timestamp_ms >= 0 else now_ms
 
 
 def _ingested(event: EngagementEvent, record: KafkaRecord, source: str, lsn: int | None) -> IngestedEvent:
@@ -129,57 +193,108 @@ def event_timestamp(event: EngagementEvent) -> Timestamp:
     return Timestamp(micros=(event.event_ts - _EPOCH) // _MICROSECOND)
 
 
-def parse_record(record: KafkaRecord, cdc_topics: Collection[str],
-                 now: datetime) -> IngestedEvent | DeadLetter | Skipped:
-    """Parse one Kafka record. `now` stamps dead letters (their failure time)."""
+def parse_record(record: KafkaRecord, cdc_topics: Collection[str], now: datetime,
+                 limits: ParseLimits = ParseLimits()) -> IngestedEvent | DeadLetter | Skipped:
+    """Parse one Kafka record. `now` stamps dead letters (their failure time) and caps the reader's clock."""
     cdc = record.topic in cdc_topics
 
-    def dead(reason: str, error: str) -> DeadLetter:
+    def dead(reason: str, error: str, read_value: bool = True) -> DeadLetter:
         return DeadLetter.for_record(record, stage='parse', reason=reason, error=error, now=now,
-                                     event_id=_best_effort_id(record, cdc))
+                                     event_id=_best_effort_id(record, cdc, read_value))
 
-    if record.value is None:
+    if limits.skip and Coordinates(record.topic, record.partition, record.offset) in limits.skip:
+        return dead(reasons.SKIPPED_BY_OPERATOR, 'skipped by the operator (--skip_offsets); not processed',
+                    read_value=False)
+    value = record.value
+    if value is None:
         if cdc:
             return Skipped('tombstone')
         return dead(reasons.EMPTY_PAYLOAD, 'record has no value (null); expected a JSON event')
+    size = len(value) + len(record.key or b'')
+    if size > limits.max_record_bytes:
+        return dead(reasons.PAYLOAD_TOO_LARGE, f'record of {size:,} bytes (key + value) is larger than the '
+                                               f'{limits.max_record_bytes:,} bytes accepted (--max_record_bytes)',
+                    read_value=False)
+    if not value or (value[0] in _WHITESPACE and not value.strip(_WHITESPACE)):
+        return dead(reasons.EMPTY_PAYLOAD, 'record value is empty; expected a JSON event')
+    if value.startswith(_BOM):
+        value = value[len(_BOM):]
     try:
-        parsed = (_CDC_ENVELOPE if cdc else DirectEvent).model_validate_json(record.value)
+        parsed = (_CDC_ENVELOPE if cdc else DirectEvent).model_validate_json(value)
     except ValidationError as exc:
         errors = exc.errors(include_url=False)
-        return dead(_reason(errors), _describe(errors))
+        reason = _reason(errors)
+        return dead(reason, _describe(errors), read_value=reason != reasons.TOO_DEEPLY_NESTED)
     if not cdc:
-        return _ingested(parsed, record, 'direct', None)
-    if parsed.op == 'd':
+        event, lsn = parsed, None
+    elif parsed.op == 'd':
         return Skipped('deleted')
-    if parsed.op not in ('c', 'r', 'u'):
+    elif parsed.op not in ('c', 'r', 'u'):
         return dead(reasons.UNSUPPORTED_OP, f'CDC operation {parsed.op!r} is not an engagement event '
                                             f'(expected c, r, u or d)')
-    if parsed.after is None:
+    elif parsed.after is None:
         return dead(reasons.INVALID_EVENT, f'CDC operation {parsed.op!r} without an "after" row')
-    return _ingested(parsed.after, record, 'cdc', parsed.source.lsn)
+    else:
+        event, lsn = parsed.after, parsed.source.lsn
+    clock_ms = _reader_clock_ms(record, now)
+    ahead_us = (event.event_ts - _EPOCH) // _MICROSECOND - clock_ms * 1000
+    if ahead_us > limits.max_future_seconds * 1_000_000:
+        return dead(reasons.FUTURE_EVENT, f'event_ts {event.event_ts.isoformat()} is {ahead_us / 1e6:,.0f} s ahead '
+                                          f'of the reader\'s clock ({_EPOCH + timedelta(milliseconds=clock_ms)}); '
+                                          f'at most {limits.max_future_seconds:g} s are accepted '
+                                          f'(--max_future_seconds)')
+    return _ingested(event, record, 'cdc' if cdc else 'direct', lsn)
+
+
+def guarded_parse(record: KafkaRecord, cdc_topics: Collection[str], now: datetime,
+                  limits: ParseLimits = ParseLimits()) -> IngestedEvent | DeadLetter | Skipped:
+    """`parse_record`, with any exception it raises turned into an `unexpected_error` dead letter."""
+    try:
+        return parse_record(record, cdc_topics, now, limits)
+    except Exception as exc:  # noqa: BLE001 - a record's content must never fail the bundle (module docstring)
+        return unexpected_error_letter(record, exc, now)
+
+
+def unexpected_error_letter(record: KafkaRecord, exc: BaseException, now: datetime) -> DeadLetter:
+    """The dead letter of a record whose parsing raised `exc`. Built without parsing anything again."""
+    error = f'{type(exc).__name__} while parsing: {str(exc)[:300]}'
+    return DeadLetter.for_record(record, stage='parse', reason=reasons.UNEXPECTED_ERROR, error=error, now=now)
 
 
 class ParseEventsFn(beam.DoFn):
     """KafkaRecord -> IngestedEvent at event time (main output) or DeadLetter (tagged `dead_letter`)."""
 
-    def __init__(self, cdc_topics: Collection[str]):
+    def __init__(self, cdc_topics: Collection[str], limits: ParseLimits = ParseLimits()):
         self._cdc_topics = frozenset(cdc_topics)
+        self._limits = limits
         self._counters: dict[str, Any] = {}
+        self._logged: set[str] = set()
 
     def start_bundle(self):
         # Counted per bundle: a metric update costs about a microsecond, a tenth of the parsing itself.
         self._counts = collections.Counter()
 
     def process(self, record: KafkaRecord):
-        result = parse_record(record, self._cdc_topics, datetime.now(timezone.utc))
+        result = guarded_parse(record, self._cdc_topics, datetime.now(timezone.utc), self._limits)
         if isinstance(result, IngestedEvent):
             self._counts['events_' + result.source] += 1
             yield TimestampedValue(result, event_timestamp(result))
         elif isinstance(result, DeadLetter):
             self._counts['dead_letter_' + result.reason] += 1
+            if result.reason == reasons.UNEXPECTED_ERROR:
+                self._log_unexpected(result)
             yield beam.pvalue.TaggedOutput(DEAD_LETTER, result)
         else:
             self._counts['skipped_' + result.reason] += 1
+
+    def _log_unexpected(self, letter: DeadLetter) -> None:
+        kind = letter.error.split(' ', 1)[0]
+        if kind in self._logged:
+            return
+        self._logged.add(kind)
+        _LOG.error(json.dumps({'event': 'parse_unexpected_error', 'exception': kind, 'error': letter.error,
+                               'topic': letter.source_topic, 'partition': letter.source_partition,
+                               'offset': letter.source_offset, 'note': 'dead-lettered; logged once per kind'}))
 
     def finish_bundle(self):
         for name, count in self._counts.items():
@@ -191,10 +306,11 @@ class ParseEventsFn(beam.DoFn):
 class ParseEvents(beam.PTransform):
     """PCollection[KafkaRecord] -> outputs `events` (IngestedEvent, at event time) and `dead_letter`."""
 
-    def __init__(self, cdc_topics: Collection[str] = ()):
+    def __init__(self, cdc_topics: Collection[str] = (), limits: ParseLimits = ParseLimits()):
         super().__init__()
         self._cdc_topics = tuple(cdc_topics)
+        self._limits = limits
 
     def expand(self, records):
-        return records | 'ParseAndValidate' >> beam.ParDo(ParseEventsFn(self._cdc_topics)).with_outputs(
+        return records | 'ParseAndValidate' >> beam.ParDo(ParseEventsFn(self._cdc_topics, self._limits)).with_outputs(
             DEAD_LETTER, main=EVENTS)

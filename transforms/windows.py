@@ -46,14 +46,14 @@ bytes object, column after column (see "counting" below): Beam's fast primitive 
 each pane merges the partials of its window so far with a few numpy operations (concatenate; a stable argsort of
 the event ids to find repeated ids; bincounts for the totals). With n bundles per window a window's rows are merged
 about n times, but at memory speed: at 500,000 events of backlog the panes re-merged 6.1 million rows in all (12
-times each event), ~17% of the pipeline's CPU samples (py-spy). Session 4 kept each event as a Python dict entry:
+times each event), ~17% of the pipeline's CPU samples (py-spy). The code of 0611f4f kept each event as a Python dict entry:
 decoding and merging them in Python, the pipeline used 40-80% more CPU for the same backlog, read at ~9,000
-events/s instead of ~13,000-16,000 (docs/benchmarks.md, session 5).
+events/s instead of ~13,000-16,000 (docs/benchmarks.md, 2026-11-25, 874ef40).
 Prism keeps every partial until its window expires (end + allowed lateness) and walks all of them whenever the
 input watermark moves or a processing-time firing is due (engine/elementmanager.go,
 aggregateStageKind.buildEventTimeBundle). A CPU profile showed that walk at 56% of Prism's CPU, and as the
 windows within their allowed lateness filled up, latency at 1,000 events/s grew from 1.1 s to 2.4 s (p50) in
-ten minutes (docs/benchmarks.md, session 4). Hence, from most to least effect:
+ten minutes (docs/benchmarks.md, 2026-11-25, 0611f4f). Hence, from most to least effect:
   * the key is not the content but one of `shards` groups of contents (`shard_of`): a partial carries the
     contents of its group, and a pane emits one ContentWindowStats per content of the group (a content without
     new events gets its unchanged totals again: an idempotent overwrite). 8 groups
@@ -64,7 +64,7 @@ ten minutes (docs/benchmarks.md, session 4). Hence, from most to least effect:
   * early panes fire on one grid for all keys (AfterProcessingTimeMillis, aligned), not at a time per key.
 
 Why not per-key state and timers instead (a stateful DoFn holding each (content, window)'s accumulator, which
-Prism would not walk)? Tried in session 4: Prism 2.77 collects a stateful DoFn's state at the window's end
+Prism would not walk)? Tried in 0611f4f: Prism 2.77 collects a stateful DoFn's state at the window's end
 whatever the allowed lateness (engine/elementmanager.go StageStateful: no windowing strategy), so late panes
 would restart from zero; keyed by (content, window) in the global window instead, every firing reads its state
 in a blocking call to the runner (Prism gives no cache tokens), and the ~200 firings a second took seconds:
@@ -104,7 +104,10 @@ class ContentMinuteStatsOutputs(NamedTuple):
 
 
 def _iso(micros: int) -> str:
-    return Timestamp(micros=micros).to_utc_datetime(has_tz=True).isoformat()
+    try:
+        return Timestamp(micros=micros).to_utc_datetime(has_tz=True).isoformat()
+    except (OverflowError, ValueError):  # beyond year 9999 (only reachable with a huge --max_future_seconds)
+        return f'{micros} µs since the epoch'
 
 
 class _FixedWindowArithmetic:

@@ -25,7 +25,7 @@ need() {
   local name
   for name in "$@"; do
     if [[ -z "${!name:-}" ]]; then
-      echo "error: set $name (see the header of $0 and the README, section Dataflow)" >&2
+      echo "error: set $name (see the header of $0 and docs/runners.md, section Dataflow)" >&2
       exit 2
     fi
   done

@@ -165,3 +165,19 @@ def test_stack_components_report_health_and_keep_data_over_a_kill(emulators, dat
     assert query(cfg, f'SELECT id FROM {dataset}.events_enriched') == [{'id': 20}]
     storage_rows = {check: ok for check, ok, _ in Storage(cfg).health()}
     assert storage_rows[f'bucket {cfg.gcs_temp_bucket}']
+
+
+def test_a_table_of_an_older_schema_gains_the_new_nullable_columns(emulators):
+    from google.cloud import bigquery
+    client = bq.gcp_client(emulators.bq_project, emulators.bq_endpoint)
+    name = f'test_{next(_DATASETS)}'
+    client.create_dataset(f'{emulators.bq_project}.{name}')
+    older = [f for f in bq._schema(bq.DEAD_LETTERS) if f.name not in ('original_size_bytes', 'original_sha256')]
+    client.create_table(bigquery.Table(f'{emulators.bq_project}.{name}.dead_letter', schema=older))
+
+    done = bq.ensure_tables(emulators.bq_project, name, emulators.bq_endpoint)
+
+    assert 'table dead_letter: exists; added original_size_bytes, original_sha256' in done
+    columns = [f.name for f in client.get_table(f'{emulators.bq_project}.{name}.dead_letter').schema]
+    assert columns[-2:] == ['original_size_bytes', 'original_sha256'] and len(columns) == len(older) + 2
+    assert bq.ensure_tables(emulators.bq_project, name, emulators.bq_endpoint).count('table dead_letter: exists') == 1

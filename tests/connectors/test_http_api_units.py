@@ -3,6 +3,7 @@ refresh (fake clock), options of the `--api_*` flags."""
 from __future__ import annotations
 
 import email.utils
+import json
 import random
 
 import pytest
@@ -180,3 +181,42 @@ def test_invalid_api_flags_are_rejected_naming_the_flag(argv, message, monkeypat
 
 def test_an_empty_api_url_turns_the_sink_off_without_other_checks():
     assert api_options('--api_url=', '--api_batch_size=0').validate().api_url == ''
+
+
+class AcceptingSession:
+    """A token endpoint and an events endpoint that accepts every event; records each events request body."""
+
+    def __init__(self):
+        self.bodies: list[bytes] = []
+
+    def post(self, url, **kwargs):
+        resp = requests.Response()
+        resp.status_code = 200
+        if url.endswith('/oauth/token'):
+            resp._content = b'{"access_token":"tok","token_type":"bearer","expires_in":300}'
+            return resp
+        self.bodies.append(kwargs['data'])
+        items = json.loads(kwargs['data'])
+        resp._content = json.dumps({'results': [{'idempotency_key': item['idempotency_key'], 'status': 'accepted'}
+                                                for item in items]}).encode()
+        return resp
+
+    def close(self):
+        pass
+
+
+def test_requests_stay_within_the_byte_limit_and_an_event_too_large_alone_is_not_sent():
+    from tests.transforms.builders import enriched
+    events = [enriched(id=i).model_copy(update={'device': 'x' * size})
+              for i, size in enumerate([100, 3000, 100, 9000, 2000, 100], start=1)]
+    session = AcceptingSession()
+    client = ApiClient(ApiSinkConfig('http://api.test', 'cid', 'csecret', max_request_bytes=6000), session=session)
+
+    outcomes = client.deliver(events)
+
+    assert [(o.event.id, o.status) for o in outcomes] == [(1, 'accepted'), (2, 'accepted'), (3, 'accepted'),
+                                                          (4, 'dead'), (5, 'accepted'), (6, 'accepted')]
+    assert outcomes[3].reason == 'payload_too_large' and 'not sent' in outcomes[3].error
+    assert len(session.bodies) == 2 and all(len(body) <= 6000 for body in session.bodies)
+    assert [[item['idempotency_key'] for item in json.loads(body)] for body in session.bodies] == [
+        ['1', '2', '3'], ['5', '6']]

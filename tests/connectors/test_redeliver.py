@@ -18,7 +18,7 @@ import uuid
 import apache_beam as beam
 import pytest
 
-from connectors.dead_letters import WriteDeadLettersToKafka, dead_letter, main, read_dead_letters, record_key
+from connectors.dead_letters import WriteDeadLettersToKafka, main, read_dead_letters, record_key
 from connectors.http_api import ApiSinkConfig, DeliverToApi
 from connectors.redeliver import Selection, _event_of, parse_since, rewritten
 from schemas.dead_letter import DeadLetter
@@ -100,9 +100,9 @@ def test_events_dead_lettered_while_the_api_failed_are_all_delivered_exactly_onc
                              breaker_cooldown_seconds=0.5, backoff_base_seconds=0.02, backoff_cap_seconds=0.2)
         pipeline = beam.Pipeline()
         api = pipeline | 'Events' >> beam.Create(events) | 'DeliverToApi' >> DeliverToApi(sink)
-        parse_failure = pipeline | 'ParseFailure' >> beam.Create([dead_letter(
+        parse_failure = pipeline | 'ParseFailure' >> beam.Create([DeadLetter(
             payload='{"id": 1, "event_type": "jump"}', stage='parse', reason='invalid_event', error='no',
-            first_failed_ts=T0.isoformat(), last_failed_ts=T0.isoformat(), source_topic='engagement.raw_events',
+            first_failed_ts=T0, last_failed_ts=T0, source_topic='engagement.raw_events',
             source_partition=0, source_offset=1)])
         _ = ((api.dead_letter, parse_failure) | beam.Flatten()
              | 'WriteDeadLettersToKafka' >> WriteDeadLettersToKafka(bootstrap, topic))

@@ -204,9 +204,9 @@ def test_invalid_elements_become_dead_letters_and_the_rest_is_written(r, redis_o
     written, dead = write_bundles(redis_only.redis_url, [bad[0], good, *bad[1:]])
 
     assert written == [good]
-    assert [(d['stage'], d['reason']) for d in dead] == [('redis', 'invalid_stats')] * 4
-    assert 'events=None' in dead[0]['error']
-    assert json.loads(dead[0]['payload'])['content_id'] == 'b1'
+    assert [(d.stage, d.reason) for d in dead] == [('redis', 'invalid_stats')] * 4
+    assert 'events=None' in dead[0].error
+    assert json.loads(dead[0].payload)['content_id'] == 'b1'
     assert r.keys(f'engagement:stats:{W}:b*') == []
 
 
@@ -217,8 +217,8 @@ def test_a_pane_redis_rejects_becomes_a_dead_letter_and_the_batch_goes_on(r, red
     written, dead = write_bundles(redis_only.redis_url, [clash, good])
 
     assert written == [good]
-    assert [(d['stage'], d['reason']) for d in dead] == [('redis', 'redis_rejected')]
-    assert 'WRONGTYPE' in dead[0]['error'] and dead[0]['attempts'] == 1
+    assert [(d.stage, d.reason) for d in dead] == [('redis', 'redis_rejected')]
+    assert 'WRONGTYPE' in dead[0].error and dead[0].attempts == 1
     assert r.hgetall(f'engagement:totals:{W}')['events'] == '2'  # the rejected pane left nothing behind
 
 
@@ -385,7 +385,7 @@ def test_in_a_beam_pipeline(r, redis_only):
               | 'WriteToRedis' >> WriteContentStatsToRedis(redis_only.redis_url, batch_size=7))
     assert_that(result.written | 'WrittenIds' >> beam.Map(lambda s: s.content_id),
                 equal_to([p.content_id for p in panes + refired]), label='AllWritten')
-    assert_that(result.dead_letters | 'DeadReasons' >> beam.Map(lambda d: (d['stage'], d['reason'])),
+    assert_that(result.dead_letters | 'DeadReasons' >> beam.Map(lambda d: (d.stage, d.reason)),
                 equal_to([('redis', 'invalid_stats')]), label='OneDeadLetter')
     outcome = pipeline.run()
     outcome.wait_until_finish()

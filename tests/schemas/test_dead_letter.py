@@ -58,3 +58,28 @@ def test_idempotency_key_is_the_same_for_a_replayed_failure_and_differs_per_reas
 def test_reason_must_be_a_short_machine_code(reason):
     with pytest.raises(ValidationError):
         letter(b'1', b'{', reason=reason)
+
+
+@pytest.mark.parametrize('value', [
+    b'\x01' * 200_000,                     # control characters: six bytes each once JSON-escaped
+    b'\xff' * 800_000,                     # not UTF-8: base64, a third larger
+    ('é' * 300_000).encode('utf-8'),       # two bytes each in UTF-8
+])
+def test_an_oversized_dead_letter_is_cut_to_fit_with_the_size_and_hash_of_the_whole(value):
+    import hashlib
+    whole = letter(b'k' * 5000, value)
+
+    cut = whole.fitted(100_000)
+
+    size = len(cut.to_json().encode('utf-8'))
+    assert 99_000 <= size <= 100_000                                  # the longest prefix that fits
+    assert (cut.original_size_bytes, cut.original_sha256) == (len(value), hashlib.sha256(value).hexdigest())
+    assert value.startswith(cut.payload_bytes()) and len(cut.key) == 1024
+    assert (cut.reason, cut.source_offset, cut.payload_encoding) == (
+        whole.reason, whole.source_offset, whole.payload_encoding)
+    assert DeadLetter.model_validate_json(cut.to_json()) == cut
+
+
+def test_a_dead_letter_that_fits_is_left_as_it_is():
+    small = letter(b'17', b'{"id": 17}')
+    assert small.fitted(10_000) is small and small.original_sha256 is None

@@ -43,12 +43,34 @@ def test_direct_event_ignores_unknown_fields():
     assert 'experiment' not in event.model_dump()
 
 
+@pytest.mark.parametrize('text, utc', [
+    ('2026-11-24T12:10:14.536825+00:00', datetime(2026, 11, 24, 12, 10, 14, 536825, tzinfo=timezone.utc)),
+    ('2026-11-24T12:10:14Z', datetime(2026, 11, 24, 12, 10, 14, tzinfo=timezone.utc)),
+    ('2026-11-24t12:10:14z', datetime(2026, 11, 24, 12, 10, 14, tzinfo=timezone.utc)),
+    ('2026-11-24 13:10:14+0100', datetime(2026, 11, 24, 12, 10, 14, tzinfo=timezone.utc)),
+    ('2026-11-24T12:10-00:30', datetime(2026, 11, 24, 12, 40, tzinfo=timezone.utc)),
+    ('2026-11-24T12:10:14.123456789Z', datetime(2026, 11, 24, 12, 10, 14, 123456, tzinfo=timezone.utc)),
+    ('1970-01-01T00:00:00Z', datetime(1970, 1, 1, tzinfo=timezone.utc)),
+    ('9999-12-31T23:59:59.999999+00:00', datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=timezone.utc)),
+])
+def test_event_ts_accepts_rfc3339_with_a_zone(text, utc):
+    assert DirectEvent.model_validate({**samples.DIRECT_EVENT, 'event_ts': text}).event_ts == utc
+
+
 @pytest.mark.parametrize('field, value, error_type', [
     ('duration_ms', 'twelve seconds', 'int_type'),
     ('duration_ms', '12', 'int_type'),                  # a numeric string is still not a number
     ('duration_ms', 12.5, 'int_type'),
     ('duration_ms', -1, 'greater_than_equal'),
-    ('event_ts', 'yesterday', 'datetime_from_date_parsing'),
+    ('event_ts', 'yesterday', 'datetime_parsing'),
+    ('event_ts', '1795522212', 'datetime_parsing'),       # nor a string of digits (seconds, ms, float forms)
+    ('event_ts', '1795522212000', 'datetime_parsing'),
+    ('event_ts', '1795522212.5', 'datetime_parsing'),
+    ('event_ts', '2026-11-24', 'datetime_parsing'),        # a date alone is no instant
+    ('event_ts', '2026-11-24T12:10:14+01', 'datetime_parsing'),
+    ('event_ts', '9999-12-31T23:00:00-14:00', 'timestamp_out_of_range'),  # no UTC instant (year 10000)
+    ('event_ts', '0001-01-01T01:00:00+14:00', 'timestamp_out_of_range'),  # no UTC instant (year 0)
+    ('event_ts', '1969-12-31T23:59:59Z', 'timestamp_out_of_range'),       # before the epoch
     ('event_ts', 1795522212, 'datetime_type'),          # pydantic would read a number as Unix seconds
     ('event_ts', '2026-11-24T12:10:14', 'timezone_aware'),
     ('event_type', 42, 'literal_error'),

@@ -209,3 +209,17 @@ def test_invalid_settings_fail_at_construction():
         EnrichWithContent(CatalogueLoader([]), refresh_seconds=0)
     with pytest.raises(TypeError, match='loader must be callable'):
         EnrichWithContent('postgresql://localhost/engagement')
+
+
+def test_an_event_whose_enrichment_raises_is_an_unexpected_error_dead_letter(monkeypatch):
+    from transforms import enrich as enrich_module
+    fn = enrich_module.EnrichWithContentFn(lambda: {PODCAST: content(PODCAST)}, 60, 1.0)
+    fn.setup()
+    monkeypatch.setattr(enrich_module, 'enrich_event', lambda event, content: 1 / 0)
+
+    out = list(fn.process(ingested(id=9, content_id=PODCAST)))
+
+    assert len(out) == 1 and out[0].tag == 'dead_letter'
+    letter = out[0].value
+    assert (letter.stage, letter.reason, letter.event_id) == ('enrich', 'unexpected_error', 9)
+    assert letter.error.startswith('ZeroDivisionError while enriching')
