@@ -1,4 +1,4 @@
-"""Dead letters: `WriteDeadLettersToKafka`, and a small command that lists and counts them.
+"""Dead letters: `WriteDeadLettersToKafka`, the Beam sink of every stage's failures.
 
 Beam concepts: a composite `PTransform` around a `DoFn` that owns a Kafka producer (`setup`/`teardown`) and
 flushes it in `finish_bundle`, so a bundle is only acknowledged once Kafka holds all of its dead letters (acks=all);
@@ -14,24 +14,14 @@ when it cannot be read), sets the producer's `max_request_size` to it, and cuts 
 therefore never make the writer fail: kafka-python refuses an oversized record synchronously in `send`, which
 would fail every retry of the bundle.
 
-List and count what is in the topic (the defaults match the local stack; `--follow` keeps reading, Ctrl-C stops)::
-
-    python -m connectors.dead_letters --bootstrap 127.0.0.1:19092 --topic engagement.dead_letters [--follow]
-
-Redeliver the REST API sink's dead letters once the API is healthy again (`connectors/redeliver.py`)::
-
-    python -m connectors.dead_letters redeliver --stage api [--reason R] [--since 2h] [--dry-run]
+Listing, counting and redelivering them are operator commands: `python -m launch.dead_letters`.
 """
 from __future__ import annotations
 
-import argparse
-import collections
 import datetime
 import hashlib
 import json
 import logging
-import os
-import sys
 from typing import Any, Mapping
 
 import apache_beam as beam
@@ -74,7 +64,7 @@ def topic_max_message_bytes(client_config: dict, topic: str) -> int:
     from kafka.admin import ConfigResource, ConfigResourceType, KafkaAdminClient
     admin = None
     try:
-        admin = KafkaAdminClient(**client_config, request_timeout_ms=10_000)
+        admin = KafkaAdminClient(**{'request_timeout_ms': 10_000, 'bootstrap_timeout_ms': 10_000, **client_config})
         answer = admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, topic,
                                                         {'max.message.bytes': None})], config_filter='all')
         found = _find_config(answer, 'max.message.bytes')
@@ -192,72 +182,3 @@ class WriteDeadLettersToKafka(beam.PTransform):
 
     def expand(self, dead_letters):
         return dead_letters | 'ProduceToKafka' >> beam.ParDo(self._fn)
-
-
-def read_dead_letters(bootstrap: str, topic: str, follow: bool = False, poll_ms: int = 500):
-    """Yield (partition, offset, key, record dict) from the start of `topic`; stop at its end unless `follow`."""
-    from kafka import KafkaConsumer, TopicPartition
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
-                             allow_auto_create_topics=False, bootstrap_timeout_ms=10_000)
-    try:
-        partitions = consumer.partitions_for_topic(topic)
-        if not partitions:
-            return
-        assigned = [TopicPartition(topic, p) for p in sorted(partitions)]
-        consumer.assign(assigned)
-        consumer.seek_to_beginning(*assigned)
-        end = consumer.end_offsets(assigned)
-        while follow or any(consumer.position(tp) < end[tp] for tp in assigned):
-            for tp, messages in consumer.poll(timeout_ms=poll_ms).items():
-                for message in messages:
-                    try:
-                        record = json.loads(message.value)
-                    except ValueError:
-                        record = None
-                    if not isinstance(record, dict):
-                        record = {'stage': '?', 'reason': 'not a dead letter', 'payload': message.value}
-                    key = message.key.decode('utf-8', errors='replace') if message.key is not None else ''
-                    yield tp.partition, message.offset, key, record
-    finally:
-        consumer.close()
-
-
-def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ['redeliver']:
-        from connectors.redeliver import main as redeliver
-        return redeliver(argv[1:])
-    parser = argparse.ArgumentParser(prog='python -m connectors.dead_letters',
-                                     description='List the dead letters in a Kafka topic and count them by stage '
-                                                 'and reason.',
-                                     epilog='`python -m connectors.dead_letters redeliver --help`: redeliver the '
-                                            'dead letters of the REST API sink.')
-    parser.add_argument('--bootstrap', default=os.environ.get('ENGAGEMENT_KAFKA_BOOTSTRAP', '127.0.0.1:19092'),
-                        help='Kafka bootstrap servers. Env ENGAGEMENT_KAFKA_BOOTSTRAP; default 127.0.0.1:19092.')
-    parser.add_argument('--topic', default=os.environ.get('ENGAGEMENT_DEAD_LETTER_TOPIC', 'engagement.dead_letters'),
-                        help='Dead-letter topic. Env ENGAGEMENT_DEAD_LETTER_TOPIC; default engagement.dead_letters.')
-    parser.add_argument('--follow', action='store_true', help='Keep printing new dead letters until Ctrl-C.')
-    args = parser.parse_args(argv)
-
-    from kafka.errors import KafkaError
-    counts: collections.Counter = collections.Counter()
-    try:
-        for partition, offset, key, record in read_dead_letters(args.bootstrap, args.topic, args.follow):
-            stage, reason = record.get('stage'), record.get('reason')
-            counts[(stage, reason)] += 1
-            error = str(record.get('error') or '').replace('\n', ' ')[:120]
-            print(f'{partition}:{offset}\t{stage}\t{reason}\t{key}\t{error}', flush=True)
-    except KafkaError as exc:
-        print(f'cannot read {args.topic} from Kafka at {args.bootstrap}: {exc}; is the stack up (make up)?',
-              file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        pass
-    print(f'{sum(counts.values())} dead letters in {args.topic}')
-    for (stage, reason), n in sorted(counts.items(), key=lambda item: (-item[1], str(item[0]))):
-        print(f'{n:>8}  {stage}  {reason}')
-    return 0
-
-
-if __name__ == '__main__':
-    sys.exit(main())

@@ -28,7 +28,7 @@ requests of at most `--api_max_request_bytes`; an event larger than that on its 
 (`payload_too_large`). A timeout or a dropped
 connection leaves it open whether the API stored the batch: a dead letter then may describe an event the API
 holds; redelivering it is safe, the API answers "duplicate". The payload of an api dead letter is the whole
-`EnrichedEvent` as JSON, so `python -m connectors.dead_letters redeliver --stage api` (`connectors/redeliver.py`)
+`EnrichedEvent` as JSON, so `python -m launch.dead_letters redeliver --stage api` (`launch/redeliver.py`)
 can send it again with this client once the API is back.
 
 Circuit breaker, one per DoFn instance: after `--api_breaker_failures` consecutive requests that failed for
@@ -57,7 +57,7 @@ Usage (the input is a PCollection of `schemas.EnrichedEvent`)::
 
     delivered = enriched | 'DeliverToApi' >> DeliverToApi.from_options(opts)
     delivered.delivered    # ApiDelivery(event_id, status 'accepted'|'duplicate', attempts) per delivered event
-    delivered.dead_letter  # schemas.DeadLetter, stage 'api'
+    delivered.dead_letters # schemas.DeadLetter, stage 'api'
 """
 from __future__ import annotations
 
@@ -69,7 +69,7 @@ import logging
 import random
 import time
 import uuid
-from typing import Callable, Sequence
+from typing import Callable, NamedTuple, Sequence
 
 import apache_beam as beam
 import requests
@@ -78,14 +78,13 @@ from apache_beam.transforms.display import DisplayDataItem
 from apache_beam.utils.windowed_value import WindowedValue
 from requests.adapters import HTTPAdapter
 
-from schemas.dead_letter import DeadLetter
+from schemas.dead_letter import DEAD_LETTERS, DeadLetter
 from schemas.events import EnrichedEvent
 
 _LOG = logging.getLogger(__name__)
 
 STAGE = 'api'
 DELIVERED = 'delivered'
-DEAD_LETTER = 'dead_letter'
 EVENTS_PATH = '/v1/events'
 TOKEN_PATH = '/oauth/token'
 CIRCUIT_OPEN = 'circuit_open'
@@ -525,7 +524,7 @@ class DeliverToApiFn(beam.DoFn):
         for windowed, outcome in zip(batch, self._client.deliver([w.value for w in batch])):
             if outcome.status == 'dead':
                 self._counters['dead_lettered'].inc()
-                yield beam.pvalue.TaggedOutput(DEAD_LETTER, windowed.with_value(DeadLetter.for_event(
+                yield beam.pvalue.TaggedOutput(DEAD_LETTERS, windowed.with_value(DeadLetter.for_event(
                     outcome.event, stage=STAGE, reason=outcome.reason, error=outcome.error, now=now,
                     attempts=max(1, outcome.attempts))))
             else:
@@ -533,6 +532,11 @@ class DeliverToApiFn(beam.DoFn):
                 if outcome.status == 'duplicate':
                     self._counters['duplicates'].inc()
                 yield windowed.with_value(ApiDelivery(outcome.event.id, outcome.status, outcome.attempts))
+
+
+class ApiDeliveries(NamedTuple):
+    delivered: beam.PCollection     # ApiDelivery per event the API holds
+    dead_letters: beam.PCollection  # DeadLetter, stage 'api'
 
 
 class DeliverToApi(beam.PTransform):
@@ -552,4 +556,5 @@ class DeliverToApi(beam.PTransform):
         return cls(ApiSinkConfig.from_options(opts))
 
     def expand(self, events):
-        return events | 'PostBatchesToApi' >> beam.ParDo(self._fn).with_outputs(DEAD_LETTER, main=DELIVERED)
+        outputs = events | 'PostBatchesToApi' >> beam.ParDo(self._fn).with_outputs(DEAD_LETTERS, main=DELIVERED)
+        return ApiDeliveries(outputs[DELIVERED], outputs[DEAD_LETTERS])

@@ -59,7 +59,7 @@ Watermark
   including the advance of the poll it came from; None while some partition has none). It is never below the
   watermark the reader had reported when the bundle started, which bounds every downstream watermark until the
   bundle's output is handed on. A transform fused with the reader can therefore compare it with a window's
-  deadline and know that a record it lets through is not dropped as late further down (ContentMinuteStats routes
+  deadline and know that a record it lets through is not dropped as late further down (ContentStatsPerWindow routes
   too_late events this way).
 
 Splits

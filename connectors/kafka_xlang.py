@@ -21,7 +21,7 @@ Dataflow. So `_ToKafkaRecord` commits: once the runner has durably taken a bundl
 read feeds (the parse, enrich and window routing steps fuse into it), the next offset of every partition in that
 bundle is committed for `group_id` with `{"watermark_ms": <newest record timestamp of the partition so far -
 max_delay_ms>}` as metadata: the format `connectors.kafka.committed_positions` reads, so the pipeline's replay
-after a restart (`pipelines.engagement.plan_replay`) works for both readers. The Java reader never commits and
+after a restart (`pipelines.replay.plan_replay`) works for both readers. The Java reader never commits and
 starts each partition at the group's committed offset (Kafka's `auto.offset.reset=earliest` without one).
 Where to start is therefore set by committing before the pipeline starts (`set_start_positions`, called when the
 transform is applied): with `start_timestamp_ms` (a replay) or `start_offset` earliest/latest, each partition's

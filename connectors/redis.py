@@ -73,13 +73,11 @@ from apache_beam.utils.windowed_value import WindowedValue
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from schemas.dead_letter import DeadLetter
-
+from schemas.dead_letter import DEAD_LETTERS, DeadLetter
 
 _LOG = logging.getLogger(__name__)
 
 STAGE = 'redis'
-DEAD_LETTERS = 'dead_letters'
 WRITTEN = 'written'
 COUNTERS = ('events', 'play', 'pause', 'finish', 'click')
 STATS_FIELDS = ('window_start', 'window_end', 'content_id', 'content_type', 'title', *COUNTERS, 'engagement_ms')

@@ -13,6 +13,8 @@ import os
 import socket
 from pathlib import Path
 
+from pipelines.artifacts import engagement_home
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -36,7 +38,7 @@ class Setting:
 
 
 def _default_home() -> str:
-    return str(Path(os.environ.get('XDG_CACHE_HOME', Path.home() / '.cache')) / 'engagement')
+    return str(engagement_home({'XDG_CACHE_HOME': os.environ.get('XDG_CACHE_HOME', '')}))
 
 
 SETTINGS: tuple[Setting, ...] = (

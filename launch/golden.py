@@ -168,7 +168,7 @@ def catalogue(cfg) -> tuple[list[str], str]:
 
 def dead_letters(cfg) -> dict[str, dict]:
     """{'stage/reason': {'count', 'event_ids'}}, one per source record (a replay may write one twice)."""
-    from connectors.dead_letters import read_dead_letters
+    from launch.dead_letters import read_dead_letters
     seen, out = set(), collections.defaultdict(set)
     counts = collections.Counter()
     for _, _, _, d in read_dead_letters(cfg.kafka_bootstrap, cfg.dead_letter_topic):

@@ -35,6 +35,8 @@ import zipfile
 from pathlib import Path
 
 from launch import config as stack_config
+from pipelines.artifacts import (flink_conf_dir, flink_java_launcher, flink_job_server_jar, kafka_expansion_service_jar,
+                                 prism_cache_zip)
 
 BEAM_VERSION = '2.77.0'
 PRISM_MODULE = f'github.com/apache/beam/sdks/v2/go/cmd/prism@v{BEAM_VERSION}'
@@ -76,11 +78,6 @@ FLINK_ADD_OPENS = tuple(f'java.base/{package}' for package in (
 FLINK_ADD_EXPORTS = ('java.base/sun.net.util',)
 
 
-def flink_job_server_jar(home: Path) -> Path:
-    """The launcher jar `--flink_job_server_jar` points at; its manifest puts `lib/*.jar` on the class path."""
-    return home / 'flink-job-server' / 'beam-flink-job-server.jar'
-
-
 def _manifest(attributes: dict[str, str]) -> bytes:
     """A JAR manifest: lines of at most 72 bytes, continued on lines that start with one space."""
     lines = []
@@ -105,11 +102,6 @@ def flink_launcher_members(lib: Path) -> dict[str, bytes]:
     return {'META-INF/MANIFEST.MF': manifest, 'simplelogger.properties': logging.encode()}
 
 
-def flink_conf_dir(home: Path) -> Path:
-    """`--flink_conf_dir` of an embedded Flink (`--flink_master=[local]`)."""
-    return home / 'flink-job-server' / 'conf'
-
-
 # Flink 1.19 reads config.yaml (flat keys are valid there). Embedded Flink starts a REST endpoint (the web UI's
 # API) and a blob server that listen on every interface unless told otherwise.
 FLINK_CONFIG_YAML = '''# Embedded Flink of Beam's Flink job server (--flink_master=[local]); written by `make install`.
@@ -118,11 +110,6 @@ rest.address: 127.0.0.1
 jobmanager.bind-host: 127.0.0.1
 taskmanager.bind-host: 127.0.0.1
 '''
-
-
-def flink_java_launcher(home: Path) -> Path:
-    """Beam's `--job_server_java_launcher` for our pipelines: java, bound to the process that starts it."""
-    return home / 'flink-job-server' / 'java-bound-to-parent'
 
 
 # Beam stops the job server from an atexit hook, which a driver killed with SIGKILL never runs: the JVM (and the
@@ -143,17 +130,6 @@ KAFKA_EXPANSION_SERVICE_MAIN = 'engagement.xlang.LoopbackExpansionService'
 KAFKA_EXPANSION_SERVICE_LOGGING = (
     'org.slf4j.simpleLogger.defaultLogLevel=warn\n'
     'org.slf4j.simpleLogger.log.org.apache.beam.sdk.expansion.service.ExpansionService=error\n')
-
-
-def kafka_expansion_service_jar(home: Path) -> Path:
-    """The launcher jar of the cross-language Kafka reader's expansion service (`java -jar <it> <port>`)."""
-    return home / 'kafka-expansion-service' / 'beam-kafka-expansion-service.jar'
-
-
-def beam_prism_cache_zip() -> Path:
-    """Where Beam's PrismRunner looks before it tries to download (apache_beam/runners/portability/prism_runner.py)."""
-    name = f'apache_beam-v{BEAM_VERSION}-prism-linux-amd64'
-    return Path.home() / '.apache_beam' / 'cache' / 'prism' / 'bin' / f'{name}.zip'
 
 
 def _sha256(*paths: Path) -> str:
@@ -256,7 +232,7 @@ class Installer:
             for cache in ('gomod', 'gocache'):
                 shutil.rmtree(build / cache, ignore_errors=True)
             built = True
-        cache_zip = beam_prism_cache_zip()
+        cache_zip = prism_cache_zip(BEAM_VERSION)
         member = cache_zip.stem
         if not _zip_holds(cache_zip, member, binary.stat().st_size):
             cache_zip.parent.mkdir(parents=True, exist_ok=True)

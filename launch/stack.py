@@ -25,6 +25,7 @@ from pathlib import Path
 
 from launch import config as stack_config
 from launch.config import ConfigError, StackConfig
+from pipelines.processes import descendants
 
 PG_BIN = Path('/usr/lib/postgresql/15/bin')
 SEED_SQL = Path(__file__).resolve().parent / 'sql' / 'seed.sql'
@@ -132,24 +133,6 @@ def rss_mb(pid: int) -> float:
 def tree_rss_mb(pid: int) -> float:
     """Resident memory of a process and all its descendants (PostgreSQL forks a backend per connection)."""
     return sum(rss_mb(current) for current in [pid, *descendants(pid)])
-
-
-def descendants(pid: int) -> list[int]:
-    """PIDs of every process below `pid` (children first level first)."""
-    children: dict[int, list[int]] = {}
-    for entry in Path('/proc').iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / 'stat').read_text()
-            except OSError:
-                continue
-            children.setdefault(int(stat[stat.rindex(')') + 2:].split()[1]), []).append(int(entry.name))
-    found, todo = [], list(children.get(pid, []))
-    while todo:
-        current = todo.pop(0)
-        found.append(current)
-        todo.extend(children.get(current, []))
-    return found
 
 
 def stop_tree(proc: subprocess.Popen, timeout: float = 20.0) -> str:

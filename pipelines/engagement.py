@@ -8,24 +8,8 @@ Beam concepts: an unbounded splittable-DoFn source (`connectors.kafka.ReadFromKa
 (`ParDo.with_outputs`), event-time `FixedWindows` with early, on-time and late panes, accumulation, allowed
 lateness, and idempotent sinks.
 
-Exactly-once in effect. Runner state is lost when a local pipeline is killed, so the effects are built to be
-recomputed: the Redis sink writes absolute values per (window, content), and on a start with
-`--start_offset=committed` the reader replays from a window-aligned point early enough to recompute every window
-that was not final at the last commit:
-
-    replay_from = align_down(min committed watermark - allowed lateness - replay margin, window)
-
-The reader starts each partition at the first record at or after `replay_from` (or its committed offset if that
-is earlier). Windows that end at or before `replay_from` were final before the crash and must not be overwritten
-by a partial recount: their events before the committed offset were handled completely and are skipped (counter
-`already_final`); their events at or after it were never processed, so they reach the event sinks (API,
-BigQuery) and, for the windows, go to the dead letters as `too_late`, as they would have without the crash.
-Windows from `replay_from` on are recounted from their first event, and the recount overwrites what was there;
-the event sinks get those events again and are idempotent on the event id. Debezium's
-duplicates (at-least-once) are counted once per event id inside each window. The margin
-(`--replay_margin_seconds`, default one window) covers panes that were computed but not yet written when the
-pipeline died: a window that became final more than the margin (in event time) before the last offset commit is
-assumed written.
+Exactly-once in effect: sinks are idempotent (absolute values per window and content, event ids), and a restart
+from committed offsets replays every window that was not final (`pipelines/replay.py`).
 """
 from __future__ import annotations
 
@@ -33,10 +17,8 @@ import logging
 import os
 import signal
 import sys
-from typing import NamedTuple
 
 import apache_beam as beam
-from apache_beam.metrics import Metrics
 from apache_beam.options.pipeline_options import (FlinkRunnerOptions, PipelineOptions, PortableOptions, StandardOptions,
                                                   TestOptions)
 from apache_beam.transforms.window import GlobalWindows
@@ -44,15 +26,16 @@ from apache_beam.transforms.window import GlobalWindows
 from connectors import bigquery
 from connectors.dead_letters import WriteDeadLettersToKafka
 from connectors.http_api import DeliverToApi
-from connectors.kafka import ReadFromKafka, committed_positions
+from connectors.kafka import ReadFromKafka
 from connectors.redis import WriteContentStatsToRedis
 from pipelines.options import EngagementOptions, InvalidOption
+from pipelines.replay import ReplayPlan, SkipProcessedEvents, plan_replay
 from pipelines.runners import RunnerUnavailable, is_dataflow, runner_name, select_runner, stop_job_server_children
 from pipelines.xlang import read_from_kafka_xlang
 from schemas.dead_letter import MAX_DEAD_LETTER_BYTES, DeadLetter
 from transforms.enrich import EnrichWithContent, PostgresContentLoader
 from transforms.parse import ParseEvents
-from transforms.windows import ContentMinuteStats
+from transforms.windows import ContentStatsPerWindow
 
 _LOG = logging.getLogger('pipelines.engagement')
 # Debezium's Kafka record time is 0.5-1.4 s after the row's event_ts; a 2 s watermark delay keeps those events
@@ -72,45 +55,6 @@ READER_MAX_BUNDLE_SECONDS = 4.0
 READER_LIVE_BUNDLE_SECONDS = 0.1
 
 
-def replay_start_ms(positions: dict, window_seconds: int, allowed_lateness_seconds: int,
-                    margin_seconds: int) -> int | None:
-    """The window-aligned replay point (epoch ms) from the committed positions, or None without commits."""
-    watermarks = [wm for _, wm in positions.values() if wm is not None]
-    if not watermarks:
-        return None
-    floor_s = min(watermarks) // 1000 - allowed_lateness_seconds - margin_seconds
-    return max(0, floor_s // window_seconds * window_seconds) * 1000
-
-
-class ReplayPlan(NamedTuple):
-    """Where a restart from committed offsets replays from. `from_ms`: the window-aligned replay point (epoch ms);
-    windows ending at or before it were final before the restart. `committed`: {(topic, partition): offset}."""
-    from_ms: int
-    committed: dict
-
-
-class SkipProcessedEvents(beam.DoFn):
-    """Drop replayed events that the run before the restart had handled completely: in a window that was final
-    (ends at or before the replay point) and before their partition's committed offset (counted or dead-lettered,
-    delivered to every sink). An event of a final window at or after the committed offset was never processed: it
-    goes on, so the event sinks get it, and ContentMinuteStats routes it to the dead letters as too_late (as a run
-    without the restart would have), instead of recounting a final window partially."""
-
-    def __init__(self, replay: ReplayPlan, window_seconds: int):
-        self._from_s = replay.from_ms // 1000
-        self._window = window_seconds
-        self._committed = dict(replay.committed)
-        self._skipped = Metrics.counter('engagement', 'already_final')
-
-    def process(self, event, timestamp=beam.DoFn.TimestampParam):
-        window_end = (int(timestamp) // self._window + 1) * self._window
-        if window_end <= self._from_s and event.source_offset is not None and \
-                event.source_offset < self._committed.get((event.source_topic, event.source_partition), -1):
-            self._skipped.inc()
-            return
-        yield event
-
-
 def build(p: beam.Pipeline, opts: EngagementOptions, replay: ReplayPlan | None = None):
     """Assemble the graph on `p`; returns the PCollections tests and callers may want to observe."""
     replay_from_ms = replay.from_ms if replay else None
@@ -128,16 +72,16 @@ def build(p: beam.Pipeline, opts: EngagementOptions, replay: ReplayPlan | None =
         events = events | 'SkipProcessedEvents' >> beam.ParDo(SkipProcessedEvents(replay, opts.window_seconds))
     enriched = events | 'EnrichWithContent' >> EnrichWithContent(
         PostgresContentLoader(opts.pg_dsn), refresh_seconds=opts.content_refresh_seconds)
-    stats = enriched.enriched | 'ContentMinuteStats' >> ContentMinuteStats(
+    stats = enriched.enriched | 'ContentStatsPerWindow' >> ContentStatsPerWindow(
         window_seconds=opts.window_seconds, early_firing_seconds=opts.early_firing_seconds,
         allowed_lateness_seconds=opts.allowed_lateness_seconds, closed_before_ms=replay_from_ms,
         # The SDK round-trips a Dataflow pipeline's triggers through its own classes, which lose the alignment.
         aligned_early_firings=not is_dataflow(p.runner), shards=opts.window_shards)
-    written = stats.stats | 'WriteTopContentToRedis' >> WriteContentStatsToRedis(
+    written = stats.stats | 'WriteContentStatsToRedis' >> WriteContentStatsToRedis(
         opts.redis_url, redis_prefix=opts.redis_prefix, ttl_seconds=opts.redis_ttl_seconds)
     # Dead letters of the Redis stage live in the event-time windows of the stats; Prism cannot flatten
     # collections of different windowing (it panics), and dead letters have no business being windowed.
-    stages = {'Parse': parsed.dead_letter, 'Enrich': enriched.dead_letter, 'Window': stats.dead_letter,
+    stages = {'Parse': parsed.dead_letters, 'Enrich': enriched.dead_letters, 'Window': stats.dead_letters,
               'Redis': written.dead_letters}
     outputs = {}
     if opts.api_url or opts.bigquery_enabled:
@@ -147,7 +91,7 @@ def build(p: beam.Pipeline, opts: EngagementOptions, replay: ReplayPlan | None =
         to_sinks = enriched.enriched | 'DecoupleEventSinks' >> beam.Reshuffle()
     if opts.api_url:  # an empty --api_url turns the sink off
         api = to_sinks | 'DeliverToApi' >> DeliverToApi.from_options(opts)
-        stages['Api'] = api.dead_letter
+        stages['Api'] = api.dead_letters
         outputs['api_delivered'] = api.delivered
     if opts.bigquery_enabled:
         bq_args = bigquery.write_kwargs(opts)
@@ -174,19 +118,6 @@ def build(p: beam.Pipeline, opts: EngagementOptions, replay: ReplayPlan | None =
         producer_config={k: v for k, v in opts.kafka_consumer_config().items() if k != 'bootstrap_servers'})
     return {'records': records, 'enriched': enriched.enriched, 'stats': stats.stats, 'dead_letters': dead_letters,
             **outputs}
-
-
-def plan_replay(opts: EngagementOptions) -> ReplayPlan | None:
-    if opts.start_offset != 'committed':
-        return None
-    positions = committed_positions(opts.kafka_consumer_config(), opts.consumer_group, opts.topics())
-    replay_from = replay_start_ms(positions, opts.window_seconds, opts.allowed_lateness_seconds,
-                                  opts.replay_margin_seconds)
-    _LOG.info('start: group %s, %d committed partitions, replay from %s', opts.consumer_group,
-              sum(1 for off, _ in positions.values() if off is not None), replay_from)
-    if replay_from is None:
-        return None
-    return ReplayPlan(replay_from, {tp: offset for tp, (offset, _) in positions.items() if offset is not None})
 
 
 def print_help() -> None:

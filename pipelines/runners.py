@@ -34,6 +34,9 @@ from apache_beam.runners.portability.prism_runner import PrismJobServer, PrismRu
 from apache_beam.utils import shared
 from apache_beam.version import __version__ as BEAM_VERSION
 
+from pipelines import artifacts
+from pipelines.processes import descendants
+
 _LOG = logging.getLogger(__name__)
 DIRECT_NAMES = {None, 'DirectRunner', 'direct', 'Direct', 'PrismRunner', 'prism', 'Prism'}
 FLINK_NAMES = {'FlinkRunner', 'flink', 'Flink'}
@@ -93,8 +96,7 @@ class FlinkPresetOptions(PipelineOptions):
 
 
 def prism_cache_zip() -> str:
-    name = f'apache_beam-v{BEAM_VERSION}-prism-linux-amd64'
-    return os.path.expanduser(f'~/.apache_beam/cache/prism/bin/{name}.zip')
+    return str(artifacts.prism_cache_zip(BEAM_VERSION))
 
 
 def prism_source(options: PipelineOptions) -> str:
@@ -114,25 +116,16 @@ def prism_source(options: PipelineOptions) -> str:
     return cached
 
 
-def engagement_home() -> Path:
-    """$ENGAGEMENT_HOME as `make install` resolves it (where it put the jars)."""
-    from launch import config as stack_config
-    return stack_config.load(environ={'ENGAGEMENT_HOME': os.environ.get('ENGAGEMENT_HOME', '')}).home
-
-
 def flink_job_server_jar() -> Path:
-    from launch.install import flink_job_server_jar as installed_jar
-    return installed_jar(engagement_home())
+    return artifacts.flink_job_server_jar(artifacts.engagement_home())
 
 
 def flink_conf_dir() -> Path:
-    from launch.install import flink_conf_dir as installed_conf_dir
-    return installed_conf_dir(engagement_home())
+    return artifacts.flink_conf_dir(artifacts.engagement_home())
 
 
 def flink_java_launcher() -> Path:
-    from launch.install import flink_java_launcher as installed_launcher
-    return installed_launcher(engagement_home())
+    return artifacts.flink_java_launcher(artifacts.engagement_home())
 
 
 def flink_presets(options: PipelineOptions) -> dict:
@@ -249,7 +242,6 @@ def bound_prism_runner() -> PrismRunner:
 
 
 def _job_server_pids(jar: str) -> list[int]:
-    from launch.stack import descendants
     found = []
     for pid in descendants(os.getpid()):
         try:

@@ -15,6 +15,7 @@ from __future__ import annotations
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
 from connectors.kafka_xlang import LocalExpansionService, ReadFromKafkaXlang
+from pipelines import artifacts
 from pipelines.options import EngagementOptions, InvalidOption
 from pipelines.runners import is_dataflow
 
@@ -22,9 +23,7 @@ _started: list[LocalExpansionService] = []
 
 
 def kafka_expansion_service_jar():
-    from launch.install import kafka_expansion_service_jar as installed_jar
-    from pipelines.runners import engagement_home
-    return installed_jar(engagement_home())
+    return artifacts.kafka_expansion_service_jar(artifacts.engagement_home())
 
 
 def expansion_service(options: PipelineOptions) -> str | None:

@@ -24,6 +24,8 @@ from schemas.events import IngestedEvent
 from schemas.kafka import KafkaRecord
 from schemas.types import BigInt, UtcDatetime
 
+DEAD_LETTERS = 'dead_letters'  # the tag of every DoFn's dead-letter output, and every composite's field name
+
 Stage = Literal['parse', 'enrich', 'window', 'redis', 'bigquery', 'api']
 PayloadEncoding = Literal['utf-8', 'base64']
 

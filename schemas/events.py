@@ -73,7 +73,7 @@ class IngestedEvent(EngagementEvent):
         None, exclude=True,
         description="The reader's output watermark when it emitted the record (ms since the epoch; None when not "
                     'known yet or not read from Kafka). Run-time state, not part of the event: excluded from dumps '
-                    'and columns. ContentMinuteStats compares it with the window deadline to route too_late.')
+                    'and columns. ContentStatsPerWindow compares it with the window deadline to route too_late.')
 
 
 class EnrichedEvent(IngestedEvent):

@@ -1,9 +1,9 @@
 """Pure Beam transforms of the engagement pipeline: parse/validate, enrich, window and count. No I/O here except
-the content catalogue loader that enrichment calls. Every transform has a tagged `dead_letter` output."""
+the content catalogue loader that enrichment calls. Every composite returns a NamedTuple of its output and
+`dead_letters` (schemas.DeadLetter)."""
 from transforms.enrich import EnrichWithContent, PostgresContentLoader, engagement_metrics
 from transforms.parse import ParseEvents
-from transforms.tags import DEAD_LETTER
-from transforms.windows import ContentMinuteStats
+from transforms.windows import ContentStatsPerWindow
 
-__all__ = ['DEAD_LETTER', 'ContentMinuteStats', 'EnrichWithContent', 'ParseEvents', 'PostgresContentLoader',
+__all__ = ['ContentStatsPerWindow', 'EnrichWithContent', 'ParseEvents', 'PostgresContentLoader',
            'engagement_metrics']

@@ -4,7 +4,7 @@ Beam concepts: a `DoFn` whose `setup()` loads a lookup table, a tagged dead-lett
 
     enriched = events | EnrichWithContent(PostgresContentLoader(dsn), refresh_seconds=60)
     enriched.enriched     # PCollection[EnrichedEvent] (timestamps kept)
-    enriched.dead_letter  # PCollection[DeadLetter], stage 'enrich', reason unknown_content/content_unavailable
+    enriched.dead_letters # PCollection[DeadLetter], stage 'enrich', reason unknown_content/content_unavailable
 
 An event whose enrichment raises (a defect an event's content could trigger) becomes a dead letter
 `unexpected_error` naming the exception, logged once per exception type; the catalogue's own failures are the
@@ -28,10 +28,9 @@ from pydantic import ValidationError
 
 from schemas import dead_letter as reasons
 from schemas.content import Content
-from schemas.dead_letter import DeadLetter
+from schemas.dead_letter import DEAD_LETTERS, DeadLetter
 from schemas.events import EnrichedEvent, IngestedEvent
 from schemas.trusted import trusted
-from transforms.tags import DEAD_LETTER
 
 ENRICHED = 'enriched'
 
@@ -164,13 +163,13 @@ class EnrichWithContentFn(beam.DoFn):
             content = self._catalogue.get(event.content_id)
             if content is None:
                 (self._unknown if reason == reasons.UNKNOWN_CONTENT else self._unavailable).inc()
-                yield beam.pvalue.TaggedOutput(DEAD_LETTER, DeadLetter.for_event(
+                yield beam.pvalue.TaggedOutput(DEAD_LETTERS, DeadLetter.for_event(
                     event, stage='enrich', reason=reason, error=error, now=datetime.now(timezone.utc)))
                 return
         try:
             enriched = enrich_event(event, content)
         except Exception as exc:  # noqa: BLE001 - an event's content must never fail the bundle
-            yield beam.pvalue.TaggedOutput(DEAD_LETTER, self._unexpected(event, exc))
+            yield beam.pvalue.TaggedOutput(DEAD_LETTERS, self._unexpected(event, exc))
             return
         self._enriched_in_bundle += 1
         yield enriched
@@ -209,6 +208,11 @@ class EnrichWithContentFn(beam.DoFn):
             f'dead letter once the database is reachable')
 
 
+class EnrichedEvents(NamedTuple):
+    enriched: beam.PCollection      # EnrichedEvent, timestamps kept
+    dead_letters: beam.PCollection  # DeadLetter, stage 'enrich'
+
+
 class EnrichWithContent(beam.PTransform):
     """Join each event with its content from a catalogue that follows the database within `refresh_seconds`.
 
@@ -242,4 +246,5 @@ class EnrichWithContent(beam.PTransform):
         self._fn = EnrichWithContentFn(loader, refresh_seconds, miss_reload_interval_seconds, clock)
 
     def expand(self, events):
-        return events | 'JoinContentCatalogue' >> beam.ParDo(self._fn).with_outputs(DEAD_LETTER, main=ENRICHED)
+        outputs = events | 'JoinContentCatalogue' >> beam.ParDo(self._fn).with_outputs(DEAD_LETTERS, main=ENRICHED)
+        return EnrichedEvents(outputs[ENRICHED], outputs[DEAD_LETTERS])

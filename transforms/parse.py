@@ -5,7 +5,7 @@ timestamps set to event time (`TimestampedValue`), `Metrics.counter` per outcome
 
     parsed = records | ParseEvents(cdc_topics=['engagement.public.engagement_events'])
     parsed.events       # PCollection[IngestedEvent], timestamped with event_ts
-    parsed.dead_letter  # PCollection[DeadLetter], stage 'parse'
+    parsed.dead_letters # PCollection[DeadLetter], stage 'parse'
 
 Records of a topic in `cdc_topics` are Debezium envelopes (JSON converter, schemas disabled); records of any
 other topic are direct JSON events (`schemas.DirectEvent`). Per CDC operation:
@@ -44,13 +44,12 @@ from apache_beam.utils.timestamp import Timestamp
 from pydantic import ValidationError
 
 from schemas import dead_letter as reasons
-from schemas.dead_letter import DeadLetter
+from schemas.dead_letter import DEAD_LETTERS, DeadLetter
 from schemas.debezium import DebeziumEnvelope
 from schemas.events import CdcEngagementRow, DirectEvent, EngagementEvent, IngestedEvent
 from schemas.kafka import KafkaRecord
 from schemas.trusted import trusted
 from schemas.types import INT64_MAX
-from transforms.tags import DEAD_LETTER
 
 EVENTS = 'events'
 
@@ -262,7 +261,7 @@ def unexpected_error_letter(record: KafkaRecord, exc: BaseException, now: dateti
 
 
 class ParseEventsFn(beam.DoFn):
-    """KafkaRecord -> IngestedEvent at event time (main output) or DeadLetter (tagged `dead_letter`)."""
+    """KafkaRecord -> IngestedEvent at event time (main output) or DeadLetter (tagged `dead_letters`)."""
 
     def __init__(self, cdc_topics: Collection[str], limits: ParseLimits = ParseLimits()):
         self._cdc_topics = frozenset(cdc_topics)
@@ -283,7 +282,7 @@ class ParseEventsFn(beam.DoFn):
             self._counts['dead_letter_' + result.reason] += 1
             if result.reason == reasons.UNEXPECTED_ERROR:
                 self._log_unexpected(result)
-            yield beam.pvalue.TaggedOutput(DEAD_LETTER, result)
+            yield beam.pvalue.TaggedOutput(DEAD_LETTERS, result)
         else:
             self._counts['skipped_' + result.reason] += 1
 
@@ -303,14 +302,20 @@ class ParseEventsFn(beam.DoFn):
             self._counters[name].inc(count)
 
 
+class ParsedEvents(NamedTuple):
+    events: beam.PCollection        # IngestedEvent, timestamped with event_ts
+    dead_letters: beam.PCollection  # DeadLetter, stage 'parse'
+
+
 class ParseEvents(beam.PTransform):
-    """PCollection[KafkaRecord] -> outputs `events` (IngestedEvent, at event time) and `dead_letter`."""
+    """PCollection[KafkaRecord] -> ParsedEvents(events, dead_letters)."""
 
     def __init__(self, cdc_topics: Collection[str] = (), limits: ParseLimits = ParseLimits()):
         super().__init__()
         self._cdc_topics = tuple(cdc_topics)
         self._limits = limits
 
-    def expand(self, records):
-        return records | 'ParseAndValidate' >> beam.ParDo(ParseEventsFn(self._cdc_topics, self._limits)).with_outputs(
-            DEAD_LETTER, main=EVENTS)
+    def expand(self, records) -> ParsedEvents:
+        outputs = records | 'ParseAndValidate' >> beam.ParDo(
+            ParseEventsFn(self._cdc_topics, self._limits)).with_outputs(DEAD_LETTERS, main=EVENTS)
+        return ParsedEvents(outputs[EVENTS], outputs[DEAD_LETTERS])

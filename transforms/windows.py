@@ -5,9 +5,9 @@ Beam concepts: `FixedWindows` with `AfterWatermark(early=AfterProcessingTime (al
 accumulating panes and allowed lateness; a `CombineFn` whose accumulator makes counting idempotent per event id;
 a `DoFn` that combines within its bundle and emits at `finish_bundle` with explicit timestamps and windows.
 
-    result = enriched | ContentMinuteStats(window_seconds=60, early_firing_seconds=1, allowed_lateness_seconds=300)
+    result = enriched | ContentStatsPerWindow(window_seconds=60, early_firing_seconds=1, allowed_lateness_seconds=300)
     result.stats        # PCollection[ContentWindowStats], one per pane per (content, window)
-    result.dead_letter  # PCollection[DeadLetter], stage 'window', reason 'too_late'
+    result.dead_letters # PCollection[DeadLetter], stage 'window', reason 'too_late'
 
     events -> RouteTooLateEvents -> CombineWithinBundle (per shard of contents) -> FixedWindows
            -> CountDistinctEventsPerContent -> ToContentWindowStats (one per content)
@@ -85,10 +85,9 @@ from apache_beam.utils.timestamp import Timestamp
 from apache_beam.utils.windowed_value import WindowedValue
 
 from schemas import dead_letter as reasons
-from schemas.dead_letter import DeadLetter
+from schemas.dead_letter import DEAD_LETTERS, DeadLetter
 from schemas.events import EVENT_TYPES, EnrichedEvent
 from schemas.stats import ContentWindowStats
-from transforms.tags import DEAD_LETTER
 
 ON_TIME = 'on_time'
 
@@ -98,9 +97,9 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _MICROSECOND = timedelta(microseconds=1)
 
 
-class ContentMinuteStatsOutputs(NamedTuple):
+class ContentStatsPerWindowOutputs(NamedTuple):
     stats: beam.PCollection
-    dead_letter: beam.PCollection
+    dead_letters: beam.PCollection
 
 
 def _iso(micros: int) -> str:
@@ -142,7 +141,7 @@ class RouteTooLateFn(beam.DoFn):
         end = start + self._windows.size
         if self._closed_before_us is not None and end <= self._closed_before_us:
             self._too_late.inc()
-            yield beam.pvalue.TaggedOutput(DEAD_LETTER, DeadLetter.for_event(
+            yield beam.pvalue.TaggedOutput(DEAD_LETTERS, DeadLetter.for_event(
                 event, stage='window', reason=reasons.TOO_LATE, now=datetime.now(timezone.utc),
                 error=(f'event_ts {event.event_ts.isoformat()}: its window [{_iso(start)}, {_iso(end)}) was final '
                        f'before the pipeline restarted (replay point {_iso(self._closed_before_us)})')))
@@ -157,7 +156,7 @@ class RouteTooLateFn(beam.DoFn):
             yield event
             return
         self._too_late.inc()
-        yield beam.pvalue.TaggedOutput(DEAD_LETTER, DeadLetter.for_event(
+        yield beam.pvalue.TaggedOutput(DEAD_LETTERS, DeadLetter.for_event(
             event, stage='window', reason=reasons.TOO_LATE, now=datetime.now(timezone.utc),
             error=(f'event_ts {event.event_ts.isoformat()} is beyond the allowed lateness: its window '
                    f'[{_iso(start)}, {_iso(end)}) closed for late data at {_iso(deadline + 1)} '
@@ -172,7 +171,7 @@ class RouteTooLateEvents(beam.PTransform):
         self._fn = RouteTooLateFn(window_fn, allowed_lateness_seconds, closed_before_ms)
 
     def expand(self, events):
-        return events | 'CompareWithReaderWatermark' >> beam.ParDo(self._fn).with_outputs(DEAD_LETTER, main=ON_TIME)
+        return events | 'CompareWithReaderWatermark' >> beam.ParDo(self._fn).with_outputs(DEAD_LETTERS, main=ON_TIME)
 
 
 # -- counting -----------------------------------------------------------------------------------------------
@@ -432,7 +431,7 @@ class AfterProcessingTimeMillis(trigger.AfterProcessingTime):
             timestamp_transforms=[step]))
 
 
-class ContentMinuteStats(beam.PTransform):
+class ContentStatsPerWindow(beam.PTransform):
     """EnrichedEvent -> ContentWindowStats per pane, plus `too_late` dead letters. Events are windowed by their
     `event_ts` (the element timestamp ParseEvents gives them; the element timestamp itself is not read).
 
@@ -452,10 +451,10 @@ class ContentMinuteStats(beam.PTransform):
         for name, value, low in (('window_seconds', window_seconds, 1),
                                  ('allowed_lateness_seconds', allowed_lateness_seconds, 0), ('shards', shards, 1)):
             if type(value) is not int or value < low:
-                raise ValueError(f'ContentMinuteStats: {name} must be an integer >= {low}, got {value!r}')
+                raise ValueError(f'ContentStatsPerWindow: {name} must be an integer >= {low}, got {value!r}')
         if early_firing_seconds is not None and (type(early_firing_seconds) not in (int, float)
                                                  or not early_firing_seconds >= 0.001):
-            raise ValueError(f'ContentMinuteStats: early_firing_seconds must be a number of seconds >= 0.001 '
+            raise ValueError(f'ContentStatsPerWindow: early_firing_seconds must be a number of seconds >= 0.001 '
                              f'(or None), got {early_firing_seconds!r}')
         self._window_fn = FixedWindows(window_seconds)
         self._early_firing_seconds = early_firing_seconds
@@ -481,4 +480,4 @@ class ContentMinuteStats(beam.PTransform):
                      allowed_lateness=self._allowed_lateness_seconds)
                  | 'CountDistinctEventsPerContent' >> beam.CombinePerKey(ContentStatsFn())
                  | 'ToContentWindowStats' >> beam.ParDo(ToContentWindowStatsFn()))
-        return ContentMinuteStatsOutputs(stats=stats, dead_letter=routed[DEAD_LETTER])
+        return ContentStatsPerWindowOutputs(stats=stats, dead_letters=routed[DEAD_LETTERS])

@@ -1,5 +1,5 @@
 """Dead letters: their JSON and Kafka key (fast), and one integration test that produces them through a Beam
-pipeline to the real Kafka of the stack, reads them back and counts them with `python -m connectors.dead_letters`."""
+pipeline to the real Kafka of the stack, reads them back and counts them with `python -m launch.dead_letters`."""
 from __future__ import annotations
 
 import datetime
@@ -12,8 +12,9 @@ import apache_beam as beam
 import pydantic
 import pytest
 
-from connectors.dead_letters import (WriteDeadLettersToKafka, _find_config, as_dead_letter, main, read_dead_letters,
-                                     record_key, topic_max_message_bytes)
+from connectors.dead_letters import (WriteDeadLettersToKafka, _find_config, as_dead_letter, record_key,
+                                     topic_max_message_bytes)
+from launch.dead_letters import main, read_dead_letters
 from schemas import DeadLetter
 
 T0 = datetime.datetime(2026, 11, 24, 12, 0, tzinfo=datetime.timezone.utc)
@@ -47,7 +48,7 @@ def test_the_topic_limit_is_found_in_the_admin_clients_answer():
 
 
 def test_an_unreachable_broker_means_kafkas_default_limit():
-    assert topic_max_message_bytes({'bootstrap_servers': '127.0.0.1:9', 'api_version': (3, 0)},
+    assert topic_max_message_bytes({'bootstrap_servers': '127.0.0.1:9', 'bootstrap_timeout_ms': 1000},
                                    'engagement.dead_letters') == 1_048_588
 
 

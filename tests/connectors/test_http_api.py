@@ -225,10 +225,10 @@ def test_in_a_beam_pipeline(fresh):
     gone = (pipeline
             | 'MoreEvents' >> beam.Create(unreachable)
             | 'DeliverToNowhere' >> DeliverToApi(config(nowhere)))
-    assert_that(result.dead_letter | 'DeadIds' >> beam.Map(lambda d: d.event_id), equal_to([]), label='NoneDead')
+    assert_that(result.dead_letters | 'DeadIds' >> beam.Map(lambda d: d.event_id), equal_to([]), label='NoneDead')
     assert_that(gone.delivered, equal_to([]), label='NoneDelivered')
     # no token could be fetched for the first two requests, then the breaker opened
-    assert_that(gone.dead_letter | 'DeadReasons' >> beam.Map(lambda d: (d.stage, d.event_id, d.reason)),
+    assert_that(gone.dead_letters | 'DeadReasons' >> beam.Map(lambda d: (d.stage, d.event_id, d.reason)),
                 equal_to([('api', e.id, 'api_token_unavailable') for e in unreachable[:20]]
                          + [('api', e.id, 'circuit_open') for e in unreachable[20:]]), label='AllDeadLettered')
     outcome = pipeline.run()

@@ -7,7 +7,7 @@
    while the job runs), and no event became a dead letter once the breaker's cool-down after the recovery was over.
    The breaker settings make it open within the minute (2 consecutive failed requests, 5 s cool-down): while it is
    open the sink does not hold events back, it dead-letters them as `circuit_open` by design, so what a user does
-   afterwards is `python -m connectors.dead_letters redeliver --stage api`; after that the receiver holds every
+   afterwards is `python -m launch.dead_letters redeliver --stage api`; after that the receiver holds every
    Postgres id exactly once (received once; twice only for an event whose outcome the sink could not know: a timed
    out or dropped request that the API may have stored).
 2. Then the receiver dies for good (SIGKILL): the pipeline keeps running, every event inserted afterwards is in the
@@ -165,7 +165,7 @@ def test_api_faults_then_api_down_lose_nothing():
             assert counters['dead_lettered'] == len(letters)
 
             # The user's way back: redeliver the dead letters; then the API holds every Postgres id exactly once.
-            done = subprocess.run([sys.executable, '-m', 'connectors.dead_letters', 'redeliver', '--stage', 'api'],
+            done = subprocess.run([sys.executable, '-m', 'launch.dead_letters', 'redeliver', '--stage', 'api'],
                                   env={**os.environ, **cfg.env()}, capture_output=True, text=True, timeout=120)
             print(done.stdout)
             assert done.returncode == 0, done.stdout + done.stderr

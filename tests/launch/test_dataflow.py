@@ -84,7 +84,7 @@ def test_dataflow_dry_run_translates_the_whole_graph(monkeypatch, write_method):
     proto = dry_run_pipeline([f'--bq_write_method={write_method}', '--bq_temp_location=gs://demo-bucket/bq'])
     names = {t.unique_name for t in proto.components.transforms.values()}
     for expected in ('ReadFromKafka/ReadPartitions', 'ParseEvents/ParseAndValidate', 'EnrichWithContent',
-                     'ContentMinuteStats/FixedWindows', 'WriteTopContentToRedis', 'WriteDeadLettersToKafka',
+                     'ContentStatsPerWindow/FixedWindows', 'WriteContentStatsToRedis', 'WriteDeadLettersToKafka',
                      'DeliverToApi', 'WriteEventsToBigQuery', 'WriteStatsToBigQuery', 'WriteDeadLettersToBigQuery'):
         assert any(n == expected or n.startswith(expected + '/') for n in names), (expected, sorted(names)[:50])
     sizes = []

@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from pipelines.engagement import replay_start_ms
 from pipelines.options import EngagementOptions, InvalidOption
 
 PIPELINE_DOC = Path(__file__).resolve().parents[2] / 'docs' / 'pipeline.md'
@@ -93,31 +92,3 @@ def test_help_lists_every_flag_and_the_flag_table_documents_each():
     assert [f for f in flags if f not in table] == []  # a flag without its row in docs/pipeline.md
     assert [f for f in table if f not in flags] == []  # a row for a flag that no longer exists
     assert len(table) == len(set(table))  # one row per flag
-
-
-def test_replay_point_is_window_aligned_and_covers_lateness_and_margin():
-    positions = {('t', 0): (100, 1_800_000_125_000), ('t', 1): (50, 1_800_000_010_000), ('t', 2): (7, None)}
-    start = replay_start_ms(positions, window_seconds=60, allowed_lateness_seconds=600, margin_seconds=60)
-    # slowest committed watermark 1_800_000_010 s - 660 s = 1_799_999_350 s, aligned down to a minute
-    assert start == 1_799_999_340_000
-    assert start % 60_000 == 0
-    assert replay_start_ms({('t', 0): (5, None)}, 60, 600, 60) is None
-    assert replay_start_ms({}, 60, 600, 60) is None
-
-
-def test_a_restart_skips_only_events_handled_before_it():
-    """Final window + before the committed offset: handled (skipped). Final window at/after the committed offset:
-    never processed (goes on, to the event sinks and as too_late). Open window: recounted whatever the offset."""
-    from apache_beam.utils.timestamp import Timestamp
-
-    from pipelines.engagement import ReplayPlan, SkipProcessedEvents
-    from tests.transforms.builders import ingested
-    fn = SkipProcessedEvents(ReplayPlan(from_ms=120_000, committed={('engagement.raw_events', 0): 100}), 60)
-
-    def passes(ts, offset):
-        event = ingested(id=offset, ts=ts, offset=offset)
-        return list(fn.process(event, timestamp=Timestamp(ts))) == [event]
-
-    assert not passes(ts=100, offset=99)
-    assert passes(ts=100, offset=100)
-    assert passes(ts=130, offset=5)

@@ -165,7 +165,7 @@ def test_pipeline_enriches_keeps_event_time_and_dead_letters_unknown_content():
         enriched = result.enriched | beam.Map(
             lambda e, ts=beam.DoFn.TimestampParam: (e.id, e.content_type, e.engagement_seconds,
                                                     e.engagement_percentage, float(ts)))
-        dead = result.dead_letter | beam.Map(lambda d: (d.event_id, d.reason, d.stage))
+        dead = result.dead_letters | beam.Map(lambda d: (d.event_id, d.reason, d.stage))
 
         assert_that(enriched, equal_to([(1, 'podcast', 60.0, None, 100.0), (2, 'video', None, None, 200.0)]),
                     label='Enriched')
@@ -219,7 +219,7 @@ def test_an_event_whose_enrichment_raises_is_an_unexpected_error_dead_letter(mon
 
     out = list(fn.process(ingested(id=9, content_id=PODCAST)))
 
-    assert len(out) == 1 and out[0].tag == 'dead_letter'
+    assert len(out) == 1 and out[0].tag == 'dead_letters'
     letter = out[0].value
     assert (letter.stage, letter.reason, letter.event_id) == ('enrich', 'unexpected_error', 9)
     assert letter.error.startswith('ZeroDivisionError while enriching')

@@ -144,7 +144,7 @@ def test_pipeline_outputs_events_at_event_time_and_dead_letters_apart():
     with test_pipeline.TestPipeline(runner='FnApiRunner') as p:
         parsed = p | beam.Create(records) | ParseEvents(cdc_topics=CDC_TOPICS)
         timed = parsed.events | beam.Map(lambda e, ts=beam.DoFn.TimestampParam: (e.id, e.source, ts))
-        reasons = parsed.dead_letter | beam.Map(lambda d: (d.reason, d.source_offset))
+        reasons = parsed.dead_letters | beam.Map(lambda d: (d.reason, d.source_offset))
 
         assert_that(timed, equal_to([
             (1, 'cdc', Timestamp.from_utc_datetime(datetime(2026, 11, 24, 12, 10, 12, 509201, tzinfo=timezone.utc))),

@@ -1,4 +1,4 @@
-"""ContentMinuteStats: early, on-time and late panes; too-late events as dead letters; duplicates and CDC
+"""ContentStatsPerWindow: early, on-time and late panes; too-late events as dead letters; duplicates and CDC
 updates counted once.
 
 Runner choice (Beam 2.77): the plain DirectRunner hands any pipeline containing a TestStream to the old
@@ -27,8 +27,8 @@ from connectors.kafka import ReadFromKafka
 from schemas import ContentWindowStats, DeadLetter
 from tests.transforms.builders import PODCAST, VIDEO, enriched
 from transforms.parse import ParseEvents
-from transforms.tags import DEAD_LETTER
-from transforms.windows import (CombineWithinBundleFn, ContentMinuteStats, ContentStatsFn, RouteTooLateFn,
+from schemas.dead_letter import DEAD_LETTERS
+from transforms.windows import (CombineWithinBundleFn, ContentStatsPerWindow, ContentStatsFn, RouteTooLateFn,
                                 compact, partial_of, shard_of, unpack)
 
 
@@ -191,7 +191,7 @@ def test_an_event_stamped_at_or_after_its_window_deadline_is_a_dead_letter():
     for watermark_ms in (90_000, 3_600_000):
         out = route(enriched(id=1, ts=50, watermark_ms=watermark_ms))
 
-        assert out.tag == DEAD_LETTER
+        assert out.tag == DEAD_LETTERS
         assert (out.value.stage, out.value.reason, out.value.event_id) == ('window', 'too_late', 1)
         assert '[1970-01-01T00:00:00+00:00, 1970-01-01T00:01:00+00:00)' in out.value.error
 
@@ -207,7 +207,7 @@ def test_after_a_restart_an_event_of_a_window_final_before_it_is_too_late_whatev
     [final] = list(fn.process(enriched(id=1, ts=119, watermark_ms=0)))
     [open_window] = list(fn.process(enriched(id=2, ts=120, watermark_ms=0)))
 
-    assert final.tag == DEAD_LETTER and (final.value.reason, final.value.event_id) == ('too_late', 1)
+    assert final.tag == DEAD_LETTERS and (final.value.reason, final.value.event_id) == ('too_late', 1)
     assert 'final before the pipeline restarted' in final.value.error
     assert open_window.event_ts.timestamp() == 120
 
@@ -222,7 +222,7 @@ def test_after_a_restart_an_event_of_a_window_final_before_it_is_too_late_whatev
 ])
 def test_invalid_settings_fail_at_construction_naming_the_setting(settings, flag):
     with pytest.raises(ValueError, match=flag):
-        ContentMinuteStats(**settings)
+        ContentStatsPerWindow(**settings)
 
 
 # -- streaming scenario on Prism ------------------------------------------------------------------------------
@@ -298,10 +298,10 @@ def streamed(tmp_path_factory, request):
               .advance_watermark_to_infinity())
     options = StandardOptions(streaming=True)
     with test_pipeline.TestPipeline(runner='PrismRunner', options=options) as p:
-        result = p | stream | ContentMinuteStats(window_seconds=60, early_firing_seconds=2,
+        result = p | stream | ContentStatsPerWindow(window_seconds=60, early_firing_seconds=2,
                                                  allowed_lateness_seconds=30, aligned_early_firings=request.param)
         result.stats | 'CollectStats' >> beam.ParDo(AppendJsonLine(stats_path))
-        result.dead_letter | 'CollectDeadLetters' >> beam.ParDo(AppendJsonLine(dead_path))
+        result.dead_letters | 'CollectDeadLetters' >> beam.ParDo(AppendJsonLine(dead_path))
     return read_lines(stats_path, ContentWindowStats), read_lines(dead_path, DeadLetter)
 
 
@@ -364,12 +364,12 @@ def test_bounded_input_is_never_too_late_and_counts_every_window():
 
     with test_pipeline.TestPipeline(runner='FnApiRunner') as p:
         result = (p | beam.Create(events) | beam.Map(lambda e: TimestampedValue(e, e.event_ts.timestamp()))
-                  | ContentMinuteStats(early_firing_seconds=None, allowed_lateness_seconds=0))
+                  | ContentStatsPerWindow(early_firing_seconds=None, allowed_lateness_seconds=0))
         counted = result.stats | beam.Map(lambda s: (s.window_start, s.content_id[-1], s.events))
 
         assert_that(counted, equal_to([(0, '0', 2), (60, '0', 1), (60, '1', 1), (3600, '1', 1), (4980, '1', 1)]),
                     label='Stats')
-        assert_that(result.dead_letter, equal_to([]), label='NoDeadLetters')
+        assert_that(result.dead_letters, equal_to([]), label='NoDeadLetters')
 
 
 # -- the reader's stamp on Prism (integration) ----------------------------------------------------------------
@@ -423,9 +423,9 @@ def test_an_event_the_reader_passed_is_counted_although_the_same_bundle_moves_th
                                         start_offset='earliest', commit_offsets=False)
               | 'Parse' >> ParseEvents())
     result = (parsed.events | 'Enrich' >> beam.Map(_as_enriched)
-              | ContentMinuteStats(window_seconds=10, early_firing_seconds=1, allowed_lateness_seconds=5))
+              | ContentStatsPerWindow(window_seconds=10, early_firing_seconds=1, allowed_lateness_seconds=5))
     result.stats | 'Stats' >> beam.ParDo(ToRedisList(cfg.redis_url, f'{key}:stats', lambda s: s.events))
-    result.dead_letter | 'Dead' >> beam.ParDo(ToRedisList(cfg.redis_url, f'{key}:dead',
+    result.dead_letters | 'Dead' >> beam.ParDo(ToRedisList(cfg.redis_url, f'{key}:dead',
                                                           lambda d: [d.event_id, d.reason]))
 
     def seen(kind):
@@ -445,13 +445,13 @@ def test_an_event_the_reader_passed_is_counted_although_the_same_bundle_moves_th
 def test_early_panes_fire_on_a_grid_of_the_period_in_milliseconds(seconds, millis):
     """All contents' early panes fire together (Java's alignedTo); Beam's Python AfterProcessingTime has neither
     alignment nor milliseconds (it writes a float into an int64 field)."""
-    proto = ContentMinuteStats(early_firing_seconds=seconds)._trigger().to_runner_api(None)
+    proto = ContentStatsPerWindow(early_firing_seconds=seconds)._trigger().to_runner_api(None)
     [step] = proto.after_end_of_window.early_firings.after_processing_time.timestamp_transforms
     assert (step.WhichOneof('timestamp_transform'), step.align_to.period, step.align_to.offset) == (
         'align_to', millis, 0)
 
 
 def test_unaligned_early_panes_keep_beams_delay_after_the_first_element():
-    proto = ContentMinuteStats(early_firing_seconds=2, aligned_early_firings=False)._trigger().to_runner_api(None)
+    proto = ContentStatsPerWindow(early_firing_seconds=2, aligned_early_firings=False)._trigger().to_runner_api(None)
     [step] = proto.after_end_of_window.early_firings.after_processing_time.timestamp_transforms
     assert (step.WhichOneof('timestamp_transform'), step.delay.delay_millis) == ('delay', 2000)

@@ -1,5 +1,5 @@
 """Redeliver dead-lettered events to the REST API once it is healthy again:
-`python -m connectors.dead_letters redeliver --stage api`.
+`python -m launch.dead_letters redeliver --stage api`.
 
 While the API fails (5xx, 429 or timeouts through `--api_max_attempts` calls, or the circuit breaker open: reason
 `circuit_open`), `DeliverToApi` sends the events to the dead-letter topic with stage `api`. The payload of such a
@@ -23,7 +23,7 @@ Where it starts, and what it leaves behind:
 - When the breaker opens (the API is still down), the run stops sending: the batch refused by the open breaker and
   everything after it stay in the topic, uncommitted, counted as `not tried`; the next run starts there.
 - A dead letter of the stage whose payload is not an event (unreadable) is reported with its partition:offset and
-  passed over; it stays in the topic for `python -m connectors.dead_letters`.
+  passed over; it stays in the topic for `python -m launch.dead_letters`.
 - `--reason` and `--since` select a part: then nothing is written back and nothing is committed, so that the group
   does not move past dead letters the run did not look at. `--dry-run` reads and counts, nothing else.
 
@@ -347,7 +347,7 @@ class Redelivery:
 def _parser() -> argparse.ArgumentParser:
     from pipelines.options import EngagementOptions
     parser = argparse.ArgumentParser(
-        prog='python -m connectors.dead_letters redeliver',
+        prog='python -m launch.dead_letters redeliver',
         description='Redeliver dead-lettered events (stage api) to the REST API with the sink\'s client: same '
                     'OAuth2 credentials, idempotency keys, retries and circuit breaker. Reads with a consumer '
                     'group of its own from where the last run ended; events that fail again are written back as '

@@ -1,4 +1,4 @@
-"""Redelivery of the REST API sink's dead letters (`python -m connectors.dead_letters redeliver`): the flags and the
+"""Redelivery of the REST API sink's dead letters (`python -m launch.dead_letters redeliver`): the flags and the
 dead letter written back (fast), and one integration run: a Beam pipeline delivers events to a real receiver that
 answers 50% 503 plus timeouts and lost answers, its dead letters go to a real Kafka topic; a redelivery while the
 API is still down stops at the open breaker and writes back what failed again; once the API is healthy the next run
@@ -18,9 +18,10 @@ import uuid
 import apache_beam as beam
 import pytest
 
-from connectors.dead_letters import WriteDeadLettersToKafka, main, read_dead_letters, record_key
+from connectors.dead_letters import WriteDeadLettersToKafka, record_key
+from launch.dead_letters import main, read_dead_letters
 from connectors.http_api import ApiSinkConfig, DeliverToApi
-from connectors.redeliver import Selection, _event_of, parse_since, rewritten
+from launch.redeliver import Selection, _event_of, parse_since, rewritten
 from schemas.dead_letter import DeadLetter
 from tests.api_support import REPO, ReceiverProcess
 from tests.transforms.builders import enriched
@@ -104,7 +105,7 @@ def test_events_dead_lettered_while_the_api_failed_are_all_delivered_exactly_onc
             payload='{"id": 1, "event_type": "jump"}', stage='parse', reason='invalid_event', error='no',
             first_failed_ts=T0, last_failed_ts=T0, source_topic='engagement.raw_events',
             source_partition=0, source_offset=1)])
-        _ = ((api.dead_letter, parse_failure) | beam.Flatten()
+        _ = ((api.dead_letters, parse_failure) | beam.Flatten()
              | 'WriteDeadLettersToKafka' >> WriteDeadLettersToKafka(bootstrap, topic))
         pipeline.run().wait_until_finish()
 
@@ -146,7 +147,7 @@ def test_events_dead_lettered_while_the_api_failed_are_all_delivered_exactly_onc
         # 3. The API is healthy (the real command, secret from the environment): every event arrives, once.
         receiver.set_faults()
         env = {**os.environ, 'PYTHONPATH': str(REPO), 'ENGAGEMENT_API_CLIENT_SECRET': SECRET}
-        done = subprocess.run([sys.executable, '-m', 'connectors.dead_letters', *flags], capture_output=True,
+        done = subprocess.run([sys.executable, '-m', 'launch.dead_letters', *flags], capture_output=True,
                               text=True, env=env, cwd=REPO, timeout=120)
         assert done.returncode == 0, done.stdout + done.stderr
         assert SECRET not in done.stdout + done.stderr
