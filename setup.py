@@ -14,7 +14,7 @@ setuptools.setup(
     install_requires=[
         'apache-beam[gcp]==2.77.0',
         'kafka-python==3.0.12',
-        'confluent-kafka==2.16.1',  # the Kafka reader's fetch path (librdkafka): connectors/kafka_fetch.py
+        'confluent-kafka==2.16.1',  # the Kafka reader's fetch path (librdkafka): connectors/kafka/fetch.py
         'crc32c==2.9.post0',  # kafka-python checks record CRCs in pure Python without it (3x slower reads)
         'redis==8.1.0',
         'hiredis==3.5.0',  # redis-py packs commands and parses replies in C with it: ~20% less CPU per Redis pane

@@ -49,7 +49,7 @@ STREAMING_JOB_SERVER_TIMEOUT_S = 10 * 365 * 86400
 # halves the early panes of a window being caught up (merged and written to Redis each time): 500k events at
 # 15.1-16.8k events/s instead of 12.4-15.7k (docs/benchmarks.md, 2026-11-25, 7426965). Once caught up, a call ends just
 # before the next early firing of the windows (a grid of --early_firing_seconds; at least 0.1 s of reading): one
-# partial per (group of contents, window) and period, in time for the pane (connectors/kafka.py, "Throughput").
+# partial per (group of contents, window) and period, in time for the pane (connectors/kafka/reader.py, "Throughput").
 READER_MAX_BUNDLE_RECORDS = 80_000
 READER_MAX_BUNDLE_SECONDS = 4.0
 READER_LIVE_BUNDLE_SECONDS = 0.1

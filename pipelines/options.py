@@ -64,9 +64,9 @@ class EngagementOptions(PipelineOptions):
                                 'window that was not final; earliest when the group has none), earliest, or '
                                 'latest. Default committed.')
         kafka.add_argument('--kafka_reader', default='python',
-                           help='python: our splittable DoFn (connectors/kafka.py, librdkafka fetch), on every runner; '
+                           help='python: our splittable DoFn (connectors/kafka/reader.py, librdkafka fetch), on every runner; '
                                 'xlang: Beam\'s cross-language ReadFromKafka (Java KafkaIO 2.73, '
-                                'connectors/kafka_xlang.py) through a Java expansion service (see docs/runners.md, '
+                                'connectors/kafka/xlang.py) through a Java expansion service (see docs/runners.md, '
                                 '"The cross-language Kafka reader"). Default python.')
         kafka.add_argument('--kafka_expansion_service', default='',
                            help='With --kafka_reader=xlang: host:port of a running Java expansion service with '

@@ -1,4 +1,4 @@
-"""`--kafka_reader=xlang`: Beam's cross-language Kafka reader (`connectors.kafka_xlang.ReadFromKafkaXlang`) with the
+"""`--kafka_reader=xlang`: Beam's cross-language Kafka reader (`connectors.kafka.xlang.ReadFromKafkaXlang`) with the
 expansion service this run needs.
 
 Which expansion service:
@@ -14,7 +14,8 @@ from __future__ import annotations
 
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
-from connectors.kafka_xlang import LocalExpansionService, ReadFromKafkaXlang
+from connectors.kafka.expansion_service import LocalExpansionService
+from connectors.kafka.xlang import ReadFromKafkaXlang
 from pipelines import artifacts
 from pipelines.options import EngagementOptions, InvalidOption
 from pipelines.runners import is_dataflow

@@ -59,7 +59,7 @@ ten minutes (docs/benchmarks.md, 2026-11-25, 0611f4f). Hence, from most to least
     new events gets its unchanged totals again: an idempotent overwrite). 8 groups
     instead of ~200 contents: Prism holds ~25 times fewer elements (10 CPU-s instead of 55 in an 80 s run);
   * the reader hands its records on once per early-firing period, just before the panes fire
-    (connectors/kafka.py), and reports its watermark in whole seconds; a backlog is read in large bundles
+    (connectors/kafka/reader.py), and reports its watermark in whole seconds; a backlog is read in large bundles
     (pipelines/engagement.py);
   * early panes fire on one grid for all keys (AfterProcessingTimeMillis, aligned), not at a time per key.
 
@@ -393,7 +393,7 @@ class AfterProcessingTimeMillis(trigger.AfterProcessingTime):
     time, and each wakes its scheduling loop over the aggregation: with a delay counted from each key's first
     element, 200 contents meant ~200 firings a second; aligned, one (Prism's CPU fell by ~10%, p99 by ~0.2 s).
     An element waits up to one period (half on average) for its pane, and the pipeline's reader hands its records
-    on just before each grid point (connectors/kafka.py, "Throughput"). Prism labels panes oddly when aligned
+    on just before each grid point (connectors/kafka/reader.py, "Throughput"). Prism labels panes oddly when aligned
     (it restarts the delay from the last element's time: a late element may get an EARLY, an ON_TIME and a LATE
     pane); the figures of every pane are right, and labels are informative only (schemas/stats.py).
     Delayed (`aligned=False`): Beam's own semantics, written as integral milliseconds (Beam's own writes

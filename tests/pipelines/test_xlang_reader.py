@@ -9,7 +9,8 @@ import apache_beam as beam
 import pytest
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from connectors.kafka_xlang import LocalExpansionService, ReadFromKafkaXlang, java_consumer_config
+from connectors.kafka.expansion_service import LocalExpansionService
+from connectors.kafka.xlang import ReadFromKafkaXlang, java_consumer_config
 from pipelines import engagement, xlang
 from pipelines.options import EngagementOptions, InvalidOption
 

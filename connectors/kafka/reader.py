@@ -8,11 +8,11 @@ Each output element is a `KafkaRecord` (topic, partition, offset, key, value, ti
 is the Kafka record timestamp. Keys and values stay bytes; parsing is the next transform's job.
 
 Beam concepts used
-  - `Impulse` -> `_PlanRead` (a plain DoFn) discovers the partitions of the topics and picks each partition's start
+  - `Impulse` -> `PlanRead` (a plain DoFn) discovers the partitions of the topics and picks each partition's start
     offset at run time, so a pipeline can be built (and a Dataflow template launched) without reaching Kafka.
   - A splittable DoFn (`_ReadPartitionsFn`, `@unbounded_per_element`) with its own restriction: ONE element owns
     all partitions; the restriction carries every partition's next offset and watermark, so it is correct however
-    many SDK processes a runner starts. Each process keeps its Kafka fetchers in a pool (`kafka_fetch.POOL`), a
+    many SDK processes a runner starts. Each process keeps its Kafka fetchers in a pool (`fetch.POOL`), a
     cache only: a fetcher is lent to one process() call at a time and re-positioned if it is elsewhere.
   - `ManualWatermarkEstimator`: the output watermark is the minimum of the partition watermarks.
   - `tracker.defer_remainder()` (self-checkpoint) after a bounded amount of work, so output flows downstream and the
@@ -26,23 +26,9 @@ partitions means one worker thread reads at a time; on runners with several work
 
 Why not Beam's own `apache_beam.io.kafka.ReadFromKafka` by default? It is a cross-language transform: it needs a
 Java expansion service, and the `beam-sdks-java-io-expansion-service` jar is not served for the Beam versions this
-project uses. `--kafka_reader=xlang` (connectors/kafka_xlang.py) runs it through one assembled from Maven jars of
+project uses. `--kafka_reader=xlang` (connectors/kafka/xlang.py) runs it through one assembled from Maven jars of
 another Beam version (2.73.0) than the Python SDK (2.77.0): it works here, but is not a pairing Beam guarantees.
 This reader is the default on Prism, Flink and Dataflow.
-
-Offsets
-  `start_offset` picks each partition's first offset: 'committed' (the group's committed offset; a partition the
-  group never committed falls back to 'earliest'), 'earliest' or 'latest'. With `start_timestamp_ms` the start is
-  min(that offset, the first offset whose timestamp is >= start_timestamp_ms): the pipeline uses this to replay from
-  a window-aligned point after a restart (see `committed_positions`). Offsets before the log start (deleted by
-  retention) are clamped to the log start.
-  With `commit_offsets=True` every bundle registers a finalization callback; when the runner calls it (the bundle's
-  output is durable), the next offset of each partition is committed for `group_id` with
-  `OffsetAndMetadata(offset, '{"watermark_ms": <partition watermark>}', leader_epoch)`. Nothing is committed anywhere
-  else, so a crash replays at most what was read since the last finalized bundle (at-least-once; sinks are
-  idempotent). Runners that never finalize bundles (Flink without checkpointing) never commit: restart from a
-  replay point then. The reader never joins the consumer group (partitions are assigned, not subscribed). A run
-  that replays from `start_timestamp_ms` commits its own positions, so the group's offsets may move back meanwhile.
 
 Watermark
   A partition's watermark is the newest record timestamp read from it minus `max_delay_ms` (a record stamped ahead
@@ -62,17 +48,10 @@ Watermark
   deadline and know that a record it lets through is not dropped as late further down (ContentStatsPerWindow routes
   too_late events this way).
 
-Splits
-  Only checkpoints (`try_split(0)`, from `defer_remainder` or a runner) split the restriction: the primary becomes
-  what was claimed, the residual continues from there. Any other fraction, NaN included, is refused: Prism 2.77
-  asks for 0.5 splits of stalled bundles and the residual of a split in the middle of an unbounded range would never
-  be read. The tracker reports no progress: Beam 2.77 turns a reported progress into NaN before the first output
-  size is sampled, and the split then crashes in the SDK (`cannot convert float NaN to integer`).
-
 Throughput
-  Records are fetched with librdkafka (`confluent-kafka`, `connectors/kafka_fetch.py`): it fetches, decompresses
+  Records are fetched with librdkafka (`confluent-kafka`, `connectors/kafka/fetch.py`): it fetches, decompresses
   and checks them in C threads outside the GIL. With kafka-python, which decodes every record in Python, the
-  fetch took a fifth of the pipeline's CPU per event (profiled); see kafka_fetch.py for the figures. Partition
+  fetch took a fifth of the pipeline's CPU per event (profiled); see fetch.py for the figures. Partition
   discovery, start offsets, committed offsets and commits (with the watermark as metadata) stay on kafka-python:
   they run once per start or once per bundle. `consumer_config` is written in kafka-python's terms for both.
   Bundle size: each process() call is one bundle. A backlog read in larger bundles (`max_bundle_seconds`) means
@@ -94,29 +73,26 @@ import logging
 import math
 import threading
 import time
-from typing import Iterable, NamedTuple, Optional
 
 import apache_beam as beam
-from apache_beam.io.iobase import RestrictionTracker
-from apache_beam.io.watermark_estimators import ManualWatermarkEstimator
 from apache_beam.metrics import Metrics
-from apache_beam.transforms.core import RestrictionProvider, WatermarkEstimatorProvider
 from apache_beam.transforms.window import GlobalWindow
 from apache_beam.utils.timestamp import Duration, Timestamp
 from apache_beam.utils.windowed_value import WindowedValue
-from kafka import KafkaConsumer, TopicPartition
+from kafka import TopicPartition
 from kafka.structs import OffsetAndMetadata
 
-from connectors.kafka_fetch import POOL, Fetcher
+from connectors.kafka.client import (COMMIT_TIMEOUT_MS, METRICS_NAMESPACE, check_consumer_config, check_read_arguments,
+                                     consumer_for, now_ms)
+from connectors.kafka.fetch import POOL, Fetcher
+from connectors.kafka.offsets import PlanRead, ReadPlan, watermark_of
+from connectors.kafka.records import KafkaRecord
+from connectors.kafka.restriction import (Advance, MinWatermarkProvider, Partitions, PartitionsProvider, Progress,
+                                          min_watermark)
 
-_LOG = logging.getLogger(__name__)
-METRICS_NAMESPACE = 'kafka_reader'
-START_OFFSETS = ('committed', 'earliest', 'latest')
-# The reader owns these consumer settings: values stay bytes, offsets are committed on bundle finalization only.
-_RESERVED_SETTINGS = ('group_id', 'enable_auto_commit', 'key_deserializer', 'value_deserializer')
+_LOG = logging.getLogger('connectors.kafka')
 # Records taken from one poll: the time bound of a process() call is checked between polls.
 _RECORDS_PER_POLL = 500
-_COMMIT_TIMEOUT_MS = 10_000
 # A live call on a grid ends this long before the grid point, so that the bundle completes and its output reaches
 # the runner before the firing (a margin, not a measured bound: from a record's emission to the end of its
 # bundle took 45-150 ms at p99 on the loaded 2-core machine).
@@ -124,224 +100,6 @@ _GRID_LEAD_S = 0.2
 # Watermark-only commits (an idle partition's watermark moves, its offset does not) at most this often.
 _WATERMARK_COMMIT_INTERVAL_S = 1.0
 _GLOBAL_WINDOW = (GlobalWindow(),)
-
-
-class KafkaRecord(NamedTuple):
-    """One Kafka record; its Beam element timestamp is `timestamp_ms`. `watermark_ms` is the reader's output
-    watermark when it emitted the record (None while not every partition has one): see "Watermark" above."""
-    topic: str
-    partition: int
-    offset: int
-    key: Optional[bytes]
-    value: Optional[bytes]
-    timestamp_ms: int
-    watermark_ms: Optional[int] = None
-
-
-# Schema coder: a quarter of the pickling coder's time per record, smaller, and readable by other SDKs.
-beam.coders.registry.register_coder(KafkaRecord, beam.coders.RowCoder)
-
-
-def _log(event: str, **fields) -> None:
-    _LOG.info(json.dumps({'event': event, **fields}, default=str))
-
-
-def _now_ms() -> int:
-    return int(time.time() * 1000)
-
-
-def _check_consumer_config(consumer_config: dict) -> dict:
-    if not isinstance(consumer_config, dict) or not consumer_config.get('bootstrap_servers'):
-        raise ValueError('ReadFromKafka: consumer_config must be a dict of kafka-python settings with at least '
-                         "'bootstrap_servers', e.g. {'bootstrap_servers': '127.0.0.1:19092'}.")
-    reserved = sorted(set(consumer_config) & set(_RESERVED_SETTINGS))
-    if reserved:
-        raise ValueError(f'ReadFromKafka: consumer_config must not set {", ".join(reserved)}: pass group_id as its '
-                         'own argument; the reader emits bytes and commits offsets itself.')
-    return dict(consumer_config)
-
-
-def check_read_arguments(transform: str, topics, start_offset: str, start_timestamp_ms) -> None:
-    """The arguments both Kafka readers take (this one and connectors.kafka_xlang's): ValueError naming them."""
-    if isinstance(topics, str) or not topics or not all(isinstance(t, str) and t for t in topics):
-        raise ValueError(f'{transform}: topics must be a non-empty list of topic names, got {topics!r}.')
-    if start_offset not in START_OFFSETS:
-        raise ValueError(f'{transform}: start_offset must be one of {", ".join(START_OFFSETS)}, '
-                         f'got {start_offset!r}.')
-    if start_timestamp_ms is not None and (not isinstance(start_timestamp_ms, int) or start_timestamp_ms < 0):
-        raise ValueError(f'{transform}: start_timestamp_ms must be epoch milliseconds >= 0, '
-                         f'got {start_timestamp_ms!r}.')
-
-
-def _consumer(consumer_config: dict, group_id: str | None = None):
-    settings = {'auto_offset_reset': 'earliest', **consumer_config}
-    return KafkaConsumer(**settings, group_id=group_id, enable_auto_commit=False)
-
-
-def _topic_partitions(consumer, topics: Iterable[str], timeout_s: float = 30.0) -> list:
-    """Every partition of `topics`, sorted; waits for metadata, fails with one clear line if a topic is unknown."""
-    out = []
-    for topic in topics:
-        deadline = time.monotonic() + timeout_s
-        partitions = consumer.partitions_for_topic(topic)
-        while not partitions and time.monotonic() < deadline:
-            time.sleep(0.2)
-            partitions = consumer.partitions_for_topic(topic)
-        if not partitions:
-            raise RuntimeError(f'Kafka topic {topic!r} has no partitions after {timeout_s:.0f} s: does it exist on '
-                               f'{consumer.config["bootstrap_servers"]}?')
-        out.extend(TopicPartition(topic, p) for p in sorted(partitions))
-    return out
-
-
-def _watermark_of(metadata: str | None) -> int | None:
-    try:
-        value = json.loads(metadata or '{}').get('watermark_ms')
-    except (ValueError, AttributeError):
-        return None
-    return int(value) if isinstance(value, (int, float)) else None
-
-
-def committed_positions(consumer_config: dict, group_id: str, topics: Iterable[str]) -> dict:
-    """{(topic, partition): (committed offset, watermark_ms or None)} of `group_id`, for every partition of
-    `topics` the group has committed. Driver-side: the pipeline derives `start_timestamp_ms` for a replay from the
-    minimum watermark (aligned down to a window start)."""
-    consumer = _consumer(_check_consumer_config(consumer_config), group_id)
-    try:
-        positions = {}
-        for tp in _topic_partitions(consumer, topics):
-            committed = consumer.committed(tp, metadata=True)
-            if committed is not None and committed.offset >= 0:
-                positions[(tp.topic, tp.partition)] = (committed.offset, _watermark_of(committed.metadata))
-        return positions
-    finally:
-        consumer.close()
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Planning: which partitions, from which offsets.
-
-class _ReadPlan(NamedTuple):
-    """The SDF's input element: the partitions one reader owns and the offsets it starts from."""
-    partitions: tuple          # ((topic, partition), ...)
-    start_offsets: tuple       # (offset, ...), same order
-
-
-class _PlanRead(beam.DoFn):
-    """Impulse -> one `_ReadPlan` for all partitions of the topics, start offsets resolved against the broker."""
-
-    def __init__(self, consumer_config, topics, group_id, start_offset, start_timestamp_ms):
-        self._config, self._topics, self._group_id = consumer_config, tuple(topics), group_id
-        self._start_offset, self._start_timestamp_ms = start_offset, start_timestamp_ms
-
-    def process(self, unused_impulse):
-        consumer = _consumer(self._config, self._group_id)
-        try:
-            tps = _topic_partitions(consumer, self._topics)
-            earliest = consumer.beginning_offsets(tps)
-            latest = consumer.end_offsets(tps)
-            start = {}
-            for tp in tps:
-                committed = consumer.committed(tp) if self._start_offset == 'committed' else None
-                if self._start_offset == 'latest':
-                    start[tp] = latest[tp]
-                elif committed is not None and committed >= 0:
-                    start[tp] = committed
-                else:
-                    start[tp] = earliest[tp]
-            if self._start_timestamp_ms is not None:
-                by_time = consumer.offsets_for_times({tp: self._start_timestamp_ms for tp in tps})
-                for tp, found in by_time.items():
-                    if found is not None:
-                        start[tp] = min(start[tp], found.offset)
-            for tp in tps:
-                start[tp] = min(max(start[tp], earliest[tp]), latest[tp])
-        finally:
-            consumer.close()
-        _log('kafka_read_planned', group_id=self._group_id, start_offset=self._start_offset,
-             start_timestamp_ms=self._start_timestamp_ms,
-             start={f'{tp.topic}/{tp.partition}': start[tp] for tp in tps},
-             end={f'{tp.topic}/{tp.partition}': latest[tp] for tp in tps})
-        yield _ReadPlan(tuple((tp.topic, tp.partition) for tp in tps), tuple(start[tp] for tp in tps))
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Restriction: all partitions of the plan, with their next offsets and watermarks.
-
-class _Partitions(NamedTuple):
-    partitions: tuple          # ((topic, partition), ...)
-    offsets: tuple             # next offset to read, per partition
-    watermarks: tuple          # watermark in ms per partition; None = nothing known yet
-    done: bool = False         # a primary after a checkpoint: it reads nothing more
-
-
-class _Advance(NamedTuple):
-    """A claim: partition `index` has been read up to `next_offset` (exclusive); its watermark is `watermark_ms`."""
-    index: int
-    next_offset: int
-    watermark_ms: Optional[int]
-
-
-class _PartitionsTracker(RestrictionTracker):
-    def __init__(self, restriction: _Partitions):
-        self._restriction = restriction
-        self._offsets = list(restriction.offsets)
-        self._watermarks = list(restriction.watermarks)
-
-    def current_restriction(self) -> _Partitions:
-        return self._restriction
-
-    def try_claim(self, position: _Advance) -> bool:
-        if self._restriction.done:
-            return False
-        i = position.index
-        if position.next_offset < self._offsets[i]:
-            raise ValueError(f'claim of {self._restriction.partitions[i]} goes back from offset '
-                             f'{self._offsets[i]} to {position.next_offset}')
-        self._offsets[i] = position.next_offset
-        if position.watermark_ms is not None and (self._watermarks[i] is None
-                                                  or position.watermark_ms > self._watermarks[i]):
-            self._watermarks[i] = position.watermark_ms
-        return True
-
-    def try_split(self, fraction_of_remainder):
-        # Only a checkpoint. `fraction == 0` is also False for NaN, which Prism has been seen to cause.
-        if self._restriction.done or not fraction_of_remainder == 0:
-            return None
-        positions = (tuple(self._offsets), tuple(self._watermarks))
-        primary = _Partitions(self._restriction.partitions, *positions, done=True)
-        residual = _Partitions(self._restriction.partitions, *positions)
-        self._restriction = primary
-        return primary, residual
-
-    def check_done(self):
-        if not self._restriction.done:
-            raise ValueError('the Kafka read of an unbounded restriction returned without a checkpoint; '
-                             'it must end with defer_remainder() or a refused claim')
-
-    def current_progress(self):
-        # Unknown, on purpose. Beam 2.77 rescales a reported progress by the element's output bytes, estimated as
-        # count x mean sampled size; before a size is sampled that mean is NaN, and the split Prism requests of a
-        # stalled bundle then dies in the SDK with `ValueError: cannot convert float NaN to integer`. Without a
-        # progress the SDK assumes half the element is done, asks try_split, and gets a refusal.
-        return None
-
-    def is_bounded(self) -> bool:
-        return self._restriction.done
-
-
-class _PartitionsProvider(RestrictionProvider):
-    def initial_restriction(self, plan: _ReadPlan) -> _Partitions:
-        return _Partitions(tuple(plan.partitions), tuple(plan.start_offsets), (None,) * len(plan.partitions))
-
-    def create_tracker(self, restriction: _Partitions) -> _PartitionsTracker:
-        return _PartitionsTracker(restriction)
-
-    def split(self, plan, restriction):
-        yield restriction  # one element reads every partition: the minimum watermark needs them together
-
-    def restriction_size(self, plan, restriction: _Partitions) -> float:
-        return 0.0 if restriction.done else 1.0
 
 
 def live_call_seconds(now_s: float, live_bundle_seconds: float, grid_seconds: float | None) -> float:
@@ -352,28 +110,6 @@ def live_call_seconds(now_s: float, live_bundle_seconds: float, grid_seconds: fl
         return live_bundle_seconds
     point = math.ceil((now_s + live_bundle_seconds + _GRID_LEAD_S) / grid_seconds) * grid_seconds
     return point - _GRID_LEAD_S - now_s
-
-
-def _min_watermark(watermarks) -> int | None:
-    return None if any(w is None for w in watermarks) else min(watermarks)
-
-
-class _MinWatermarkProvider(WatermarkEstimatorProvider):
-    def initial_estimator_state(self, plan, restriction: _Partitions):
-        known = _min_watermark(restriction.watermarks)
-        return None if known is None else Timestamp(micros=known * 1000)
-
-    def create_watermark_estimator(self, estimator_state):
-        return ManualWatermarkEstimator(estimator_state)
-
-
-class _Progress:
-    """What one process() call has claimed so far; the bundle finalization callback commits it."""
-
-    def __init__(self, restriction: _Partitions):
-        self.offsets = list(restriction.offsets)
-        self.watermarks = list(restriction.watermarks)
-        self.leader_epochs = [-1] * len(restriction.offsets)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -401,7 +137,7 @@ class _ReadPartitionsFn(beam.DoFn):
 
     def teardown(self):
         # Wait for a running process() (bounded by max_bundle_seconds + one poll) before closing the committer.
-        # The fetchers belong to the process (kafka_fetch.POOL), not to this instance.
+        # The fetchers belong to the process (fetch.POOL), not to this instance.
         acquired = self._busy.acquire(timeout=self._max_seconds + self._poll_timeout_ms / 1000 + 5)
         try:
             self._close_consumers()
@@ -417,10 +153,10 @@ class _ReadPartitionsFn(beam.DoFn):
                 self._committer = None
 
     @beam.DoFn.unbounded_per_element()
-    def process(self, plan: _ReadPlan,
+    def process(self, plan: ReadPlan,
                 finalizer=beam.DoFn.BundleFinalizerParam,
-                tracker=beam.DoFn.RestrictionParam(_PartitionsProvider()),
-                watermark=beam.DoFn.WatermarkEstimatorParam(_MinWatermarkProvider())):
+                tracker=beam.DoFn.RestrictionParam(PartitionsProvider()),
+                watermark=beam.DoFn.WatermarkEstimatorParam(MinWatermarkProvider())):
         restriction = tracker.current_restriction()
         with self._busy:
             # A poll waits for the broker's fetch (fetch.wait.max.ms) whatever its own timeout.
@@ -430,8 +166,8 @@ class _ReadPartitionsFn(beam.DoFn):
             finally:
                 POOL.give_back(fetcher, self._config, self._poll_timeout_ms)
 
-    def _read(self, restriction: _Partitions, fetcher: Fetcher, finalizer, tracker, watermark):
-        progress = _Progress(restriction)
+    def _read(self, restriction: Partitions, fetcher: Fetcher, finalizer, tracker, watermark):
+        progress = Progress(restriction)
         # Registered first and always: Prism finalizes every bundle and fails one that registered no callback.
         finalizer.register(lambda: self._commit(restriction.partitions, progress))
         partitions = restriction.partitions
@@ -451,19 +187,19 @@ class _ReadPartitionsFn(beam.DoFn):
                 # A record without a timestamp (message format < 0.10) is stamped with the time it is read, and
                 # one stamped ahead of that time (a producer's clock or a hostile CreateTime) with that time: it
                 # would move the watermark ahead and make every later event late.
-                now_ms = _now_ms()
-                stamps = [stamp if 0 <= (stamp := r.timestamp()[1]) <= now_ms else now_ms for r in records]
+                read_at_ms = now_ms()
+                stamps = [stamp if 0 <= (stamp := r.timestamp()[1]) <= read_at_ms else read_at_ms for r in records]
                 mark = max(stamps) - self._max_delay_ms
                 if progress.watermarks[i] is not None:
                     mark = max(mark, progress.watermarks[i])
                 last = records[-1]
-                if not tracker.try_claim(_Advance(i, last.offset() + 1, mark)):
+                if not tracker.try_claim(Advance(i, last.offset() + 1, mark)):
                     return
                 progress.offsets[i], progress.watermarks[i] = last.offset() + 1, mark
                 epoch = last.leader_epoch()
                 progress.leader_epochs[i] = -1 if epoch is None else epoch
                 size = 0
-                emitted_at = _min_watermark(progress.watermarks)
+                emitted_at = min_watermark(progress.watermarks)
                 for r, ts in zip(records, stamps):
                     key, value = r.key(), r.value()
                     size += len(key or b'') + len(value or b'')
@@ -489,18 +225,18 @@ class _ReadPartitionsFn(beam.DoFn):
         if _LOG.isEnabledFor(logging.DEBUG):
             _LOG.debug(json.dumps({'event': 'kafka_read_call', 'records': read, 'polls': polls,
                                    'seconds': round(time.monotonic() - started, 3), 'offsets': progress.offsets,
-                                   'watermark_lag_ms': [None if w is None else _now_ms() - w
+                                   'watermark_lag_ms': [None if w is None else now_ms() - w
                                                         for w in progress.watermarks]}))
         tracker.defer_remainder(None if read else self._idle_delay)
 
-    def _mark_caught_up(self, fetcher: Fetcher, tracker, progress: _Progress) -> bool:
+    def _mark_caught_up(self, fetcher: Fetcher, tracker, progress: Progress) -> bool:
         """Move the watermark of every caught-up partition to wall clock; False if a claim was refused.
 
         The end offsets are those of librdkafka's last fetch response (it long-polls every assigned partition in
         the background, so they are at most `poll_timeout_ms` old); asking the broker instead took ~0.2 s per
         partition, per call. A record appended since that response has a timestamp after it, so the watermark
         moves to the wall clock minus that age bound minus `max_delay_ms`."""
-        asked_at = _now_ms() - self._poll_timeout_ms
+        asked_at = now_ms() - self._poll_timeout_ms
         positions = fetcher.positions()
         for i, (topic, partition) in enumerate(fetcher.partitions):
             end = fetcher.highwater(i)
@@ -516,7 +252,7 @@ class _ReadPartitionsFn(beam.DoFn):
             if (position, mark) == (progress.offsets[i], progress.watermarks[i]):
                 continue
             # `position` may pass the last record read (transaction markers): claim it so the restriction follows.
-            if not tracker.try_claim(_Advance(i, position, mark)):
+            if not tracker.try_claim(Advance(i, position, mark)):
                 return False
             progress.offsets[i], progress.watermarks[i] = position, mark
         return True
@@ -529,7 +265,7 @@ class _ReadPartitionsFn(beam.DoFn):
 
     @staticmethod
     def _advance_watermark(estimator, watermarks) -> None:
-        known = _min_watermark(watermarks)
+        known = min_watermark(watermarks)
         if known is None:
             return
         new = Timestamp(micros=known // 1000 * 1_000_000)     # whole seconds: see "Watermark" above
@@ -537,7 +273,7 @@ class _ReadPartitionsFn(beam.DoFn):
         if current is None or new > current:
             estimator.set_watermark(new)
 
-    def _commit(self, partitions, progress: _Progress) -> None:
+    def _commit(self, partitions, progress: Progress) -> None:
         """Bundle finalization: the runner holds this bundle's output durably; commit where it ended."""
         if not self._commit_offsets:
             return
@@ -559,12 +295,12 @@ class _ReadPartitionsFn(beam.DoFn):
             if not offsets:
                 return
             if self._committer is None:
-                self._committer = _consumer(self._config, self._group_id)
+                self._committer = consumer_for(self._config, self._group_id)
             # Bounded: kafka-python's commit otherwise retries forever while the broker is away, and a finalization
             # that never returns stalls the runner. A failed commit is logged by Beam; the next bundle commits.
-            self._committer.commit(offsets=offsets, timeout_ms=_COMMIT_TIMEOUT_MS)
+            self._committer.commit(offsets=offsets, timeout_ms=COMMIT_TIMEOUT_MS)
             for tp, committed in offsets.items():
-                self._committed[tp] = (committed.offset, _watermark_of(committed.metadata), now)
+                self._committed[tp] = (committed.offset, watermark_of(committed.metadata), now)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -601,7 +337,7 @@ class ReadFromKafka(beam.PTransform):
                  poll_timeout_ms: int = 200, idle_resume_delay_ms: int = 100, max_delay_ms: int = 1000,
                  live_grid_seconds: float | None = None):
         super().__init__()
-        self._config = _check_consumer_config(consumer_config)
+        self._config = check_consumer_config(consumer_config)
         check_read_arguments('ReadFromKafka', topics, start_offset, start_timestamp_ms)
         if not group_id and (start_offset == 'committed' or commit_offsets):
             raise ValueError("ReadFromKafka: group_id is required with start_offset='committed' or "
@@ -628,6 +364,7 @@ class ReadFromKafka(beam.PTransform):
     def expand(self, pbegin):
         return (pbegin
                 | 'Impulse' >> beam.Impulse()
-                | 'PlanPartitions' >> beam.ParDo(_PlanRead(self._config, self._topics, self._group_id,
+                | 'PlanPartitions' >> beam.ParDo(PlanRead(self._config, self._topics, self._group_id,
                                                            self._start_offset, self._start_timestamp_ms))
                 | 'ReadPartitions' >> beam.ParDo(self._read_fn).with_output_types(KafkaRecord))
+

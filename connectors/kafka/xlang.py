@@ -20,7 +20,7 @@ beam:requirement:pardo:stable_input:v1"), and KafkaIO documents it as unsupporte
 Dataflow. So `_ToKafkaRecord` commits: once the runner has durably taken a bundle of the Python stage that the
 read feeds (the parse, enrich and window routing steps fuse into it), the next offset of every partition in that
 bundle is committed for `group_id` with `{"watermark_ms": <newest record timestamp of the partition so far -
-max_delay_ms>}` as metadata: the format `connectors.kafka.committed_positions` reads, so the pipeline's replay
+max_delay_ms>}` as metadata: the format `connectors.kafka.offsets.committed_positions` reads, so the pipeline's replay
 after a restart (`pipelines.replay.plan_replay`) works for both readers. The Java reader never commits and
 starts each partition at the group's committed offset (Kafka's `auto.offset.reset=earliest` without one).
 Where to start is therefore set by committing before the pipeline starts (`set_start_positions`, called when the
@@ -41,16 +41,9 @@ ended. Conservative, never silent, and the same on every replay.
 """
 from __future__ import annotations
 
-import atexit
 import json
 import logging
-import os
-import shutil
-import socket
-import subprocess
 import threading
-import time
-from pathlib import Path
 
 import apache_beam as beam
 from apache_beam.io.kafka import ReadFromKafka as BeamReadFromKafka
@@ -58,8 +51,10 @@ from apache_beam.metrics import Metrics
 from kafka import TopicPartition
 from kafka.structs import OffsetAndMetadata
 
-from connectors.kafka import (_COMMIT_TIMEOUT_MS, METRICS_NAMESPACE, KafkaRecord, _check_consumer_config, _consumer,
-                              _PlanRead, check_read_arguments, committed_positions)
+from connectors.kafka.client import (COMMIT_TIMEOUT_MS, METRICS_NAMESPACE, check_consumer_config, check_read_arguments,
+                                     consumer_for)
+from connectors.kafka.offsets import PlanRead, committed_positions
+from connectors.kafka.records import KafkaRecord
 
 _LOG = logging.getLogger(__name__)
 # kafka-python setting -> Java consumer property, for the settings the pipeline passes (options.kafka_consumer_config).
@@ -101,17 +96,17 @@ def set_start_positions(consumer_config: dict, topics: list[str], group_id: str,
     """Commit, for `group_id`, the offset each partition of `topics` must start from, chosen as
     `connectors.kafka.ReadFromKafka` chooses it; the Java reader starts at the committed offsets. Keeps each
     partition's committed watermark. Returns {(topic, partition): offset}. Driver side, before the pipeline runs."""
-    config = _check_consumer_config(consumer_config)
+    config = check_consumer_config(consumer_config)
     previous = committed_positions(config, group_id, topics)
-    plan = next(iter(_PlanRead(config, topics, group_id, start_offset, start_timestamp_ms).process(None)))
+    plan = next(iter(PlanRead(config, topics, group_id, start_offset, start_timestamp_ms).process(None)))
     offsets = {}
     for (topic, partition), offset in zip(plan.partitions, plan.start_offsets):
         watermark = previous.get((topic, partition), (None, None))[1]
         offsets[TopicPartition(topic, partition)] = OffsetAndMetadata(
             offset, json.dumps({'watermark_ms': watermark}) if watermark is not None else '', -1)
-    consumer = _consumer(config, group_id)
+    consumer = consumer_for(config, group_id)
     try:
-        consumer.commit(offsets=offsets, timeout_ms=_COMMIT_TIMEOUT_MS)
+        consumer.commit(offsets=offsets, timeout_ms=COMMIT_TIMEOUT_MS)
     finally:
         consumer.close()
     start = {(tp.topic, tp.partition): om.offset for tp, om in offsets.items()}
@@ -182,10 +177,10 @@ class _ToKafkaRecord(beam.DoFn):
             if not offsets:
                 return  # an older bundle finalized late
             if self._committer is None:
-                self._committer = _consumer(self._config, self._group_id)
+                self._committer = consumer_for(self._config, self._group_id)
             # Bounded: kafka-python's commit otherwise retries forever while the broker is away. A failed commit
             # is logged by Beam; the next bundle commits.
-            self._committer.commit(offsets=offsets, timeout_ms=_COMMIT_TIMEOUT_MS)
+            self._committer.commit(offsets=offsets, timeout_ms=COMMIT_TIMEOUT_MS)
             for tp, committed in offsets.items():
                 _committed_offsets[(self._group_id, tp)] = committed.offset
 
@@ -214,7 +209,7 @@ class ReadFromKafkaXlang(beam.PTransform):
                  commit_offsets: bool = True, max_delay_ms: int = 1000, expansion_service: str | None = None,
                  consumer_polling_timeout_s: int = 1, set_positions: bool = True):
         super().__init__()
-        self._config = _check_consumer_config(consumer_config)
+        self._config = check_consumer_config(consumer_config)
         check_read_arguments('ReadFromKafkaXlang', topics, start_offset, start_timestamp_ms)
         if not group_id and (start_offset != 'committed' or start_timestamp_ms is not None or commit_offsets):
             raise ValueError('ReadFromKafkaXlang: group_id is required: the Java reader starts at the group\'s '
@@ -237,92 +232,3 @@ class ReadFromKafkaXlang(beam.PTransform):
                     timestamp_policy=BeamReadFromKafka.create_time_policy, commit_offset_in_finalize=False,
                     consumer_polling_timeout=self._polling_timeout_s, expansion_service=self._expansion_service)
                 | 'ToKafkaRecord' >> beam.ParDo(self._to_records).with_output_types(KafkaRecord))
-
-
-# ---------------------------------------------------------------------------------------------------------------
-
-class ExpansionServiceUnavailable(RuntimeError):
-    """The local expansion service could not be started; the message says why and what to do."""
-
-
-class LocalExpansionService:
-    """`java -jar <launcher jar> <port>`: the expansion service `make install` assembles (see
-    launch/java/LoopbackExpansionService.java), on a free port of 127.0.0.1, with its loopback Java worker.
-
-    It must outlive the pipeline's expansion: on Prism the Java read runs in it. `start()` waits until the port
-    answers; `stop()` (also at interpreter exit, and when used as a context manager) sends SIGTERM, SIGKILL after
-    `stop_timeout_s`. The JVM runs under `setpriv --pdeathsig TERM`, so it also stops when the process that
-    started it dies by SIGKILL."""
-
-    def __init__(self, launcher_jar: str | os.PathLike, java: str | None = None, jvm_args: tuple = ('-Xmx512m',),
-                 startup_timeout_s: float = 60.0, stop_timeout_s: float = 10.0, log_path: str | None = None):
-        self.launcher_jar = Path(launcher_jar)
-        self._java = java or (str(Path(os.environ['JAVA_HOME']) / 'bin' / 'java') if os.environ.get('JAVA_HOME')
-                              else 'java')
-        self._jvm_args = tuple(jvm_args)
-        self._startup_timeout_s, self._stop_timeout_s = startup_timeout_s, stop_timeout_s
-        self._log_path = log_path
-        self._proc: subprocess.Popen | None = None
-        self.port: int | None = None
-
-    @property
-    def address(self) -> str:
-        if self.port is None:
-            raise ExpansionServiceUnavailable('the expansion service is not started')
-        return f'127.0.0.1:{self.port}'
-
-    @property
-    def pid(self) -> int | None:
-        return None if self._proc is None else self._proc.pid
-
-    def start(self) -> str:
-        if self._proc is not None:
-            return self.address
-        if not self.launcher_jar.is_file():
-            raise ExpansionServiceUnavailable(f'the Kafka expansion service is not installed at {self.launcher_jar}; '
-                                              'run `make install`')
-        with socket.socket() as s:
-            s.bind(('127.0.0.1', 0))
-            self.port = s.getsockname()[1]
-        cmd = [self._java, *self._jvm_args, '-jar', str(self.launcher_jar), str(self.port)]
-        if shutil.which('setpriv'):
-            cmd = ['setpriv', '--pdeathsig', 'TERM', '--', *cmd]
-        out = open(self._log_path, 'ab') if self._log_path else subprocess.DEVNULL
-        self._proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT if self._log_path else None,
-                                      stdin=subprocess.DEVNULL)
-        atexit.register(self.stop)
-        deadline = time.monotonic() + self._startup_timeout_s
-        while time.monotonic() < deadline:
-            if self._proc.poll() is not None:
-                code = self._proc.returncode
-                self._proc = None
-                raise ExpansionServiceUnavailable(f'the Kafka expansion service ({self.launcher_jar}) exited with '
-                                                  f'code {code} at start')
-            try:
-                socket.create_connection(('127.0.0.1', self.port), timeout=1).close()
-                _log('kafka_expansion_service_started', address=self.address, pid=self._proc.pid)
-                return self.address
-            except OSError:
-                time.sleep(0.2)
-        self.stop()
-        raise ExpansionServiceUnavailable(f'the Kafka expansion service did not listen on 127.0.0.1:{self.port} '
-                                          f'within {self._startup_timeout_s:.0f} s')
-
-    def stop(self) -> None:
-        proc, self._proc = self._proc, None
-        if proc is None or proc.poll() is not None:
-            return
-        proc.terminate()
-        try:
-            proc.wait(self._stop_timeout_s)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        _log('kafka_expansion_service_stopped', pid=proc.pid)
-
-    def __enter__(self) -> 'LocalExpansionService':
-        self.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.stop()

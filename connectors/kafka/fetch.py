@@ -56,7 +56,7 @@ _IGNORED = frozenset({'api_version', 'consumer_timeout_ms', 'max_poll_records', 
 _UNJOINED_GROUP = 'engagement-reader-fetch-only'
 # librdkafka prefetches into a local queue; bounded so a paused reader holds at most this much per partition set.
 _QUEUE_KBYTES = 32 * 1024
-_LIBRDKAFKA_LOG = logging.getLogger('connectors.kafka_fetch.librdkafka')
+_LIBRDKAFKA_LOG = logging.getLogger('connectors.kafka.fetch.librdkafka')
 
 
 def librdkafka_settings(consumer_config: dict, fetch_wait_ms: int) -> dict:

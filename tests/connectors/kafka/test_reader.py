@@ -26,7 +26,8 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import KafkaAdminClient, NewTopic
 from kafka.structs import OffsetAndMetadata
 
-from connectors.kafka import KafkaRecord, ReadFromKafka, _PlanRead, committed_positions
+from connectors.kafka import KafkaRecord, ReadFromKafka, committed_positions
+from connectors.kafka.offsets import PlanRead
 from launch import generate
 
 pytestmark = pytest.mark.integration
@@ -279,7 +280,7 @@ def test_start_offsets_follow_commits_and_start_timestamp(stack):
     config = {'bootstrap_servers': cfg.kafka_bootstrap}
 
     def plan(start_offset, start_timestamp_ms=None) -> list[int]:
-        (planned,) = _PlanRead(config, [topic], group, start_offset, start_timestamp_ms).process(None)
+        (planned,) = PlanRead(config, [topic], group, start_offset, start_timestamp_ms).process(None)
         assert planned.partitions == tuple((topic, p) for p in range(3))
         return list(planned.start_offsets)
 
