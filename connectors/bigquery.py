@@ -1,4 +1,4 @@
-"""BigQuery: the warehouse tables, `ensure_tables`, the write transforms, and a small inspection command.
+"""BigQuery: the warehouse tables, `ensure_tables`, and the write transforms.
 
 Beam concepts: Beam's native BigQuery sink — `BigQueryWriteFn` (the DoFn behind `WriteToBigQuery`'s
 STREAMING_INSERTS path) and `WriteToBigQuery` itself for FILE_LOADS and STORAGE_WRITE_API — inside composite
@@ -41,24 +41,18 @@ OAuth flow can start and no metadata server is waited for (`NO_GCE_CHECK=True`; 
 lookup is settled as anonymous, which otherwise retries for ~30 s before GCS is touched by file loads; GCS goes to
 the storage emulator through `STORAGE_EMULATOR_HOST`). The client is picklable (it pickles as its addresses).
 
-Inspect (defaults: $ENGAGEMENT_BQ_ENDPOINT / _PROJECT / _DATASET, else the local stack)::
-
-    python -m connectors.bigquery info events_enriched_raw      # row count, partitioning, clustering, schema
-    python -m connectors.bigquery query "SELECT COUNT(*) AS n FROM engagement.events_enriched"
-    python -m connectors.bigquery ensure                         # create dataset, tables and views (idempotent)
+Inspecting the tables and creating them are operator commands: `python -m launch.bigquery`.
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import datetime
 import hashlib
 import json
 import logging
 import os
-import sys
 import time
-from typing import Any, Iterable, Mapping, NamedTuple
+from typing import Any, Iterable, Mapping, NamedTuple, cast
 
 import apache_beam as beam
 from apache_beam.io.gcp.bigquery import BigQueryDisposition, BigQueryWriteFn, WriteToBigQuery
@@ -77,10 +71,6 @@ _LOG = logging.getLogger(__name__)
 STAGE = 'bigquery'
 REJECTED = 'bigquery_rejected'
 WRITE_METHODS = ('streaming_inserts', 'file_loads', 'storage_write_api')
-LOCAL_ENDPOINT = 'http://127.0.0.1:19050'
-LOCAL_GCS_ENDPOINT = 'http://127.0.0.1:19023'
-LOCAL_PROJECT = 'engagement-local'
-DEFAULT_DATASET = 'engagement'
 _EMULATOR_INSERT_DEADLINE_S = 60.0  # the client library's default retries a 500 for 600 s
 
 
@@ -197,7 +187,7 @@ def gcp_client(project: str, endpoint: str | None):
 
 def _schema(spec: TableSpec):
     from google.cloud import bigquery
-    return [bigquery.SchemaField(f['name'], f['type'], mode=f['mode'], description=f.get('description'))
+    return [bigquery.SchemaField(f['name'], f['type'], mode=f['mode'], description=cast(str, f.get('description')))
             for f in spec.fields()]
 
 
@@ -256,7 +246,7 @@ def ensure_tables(project: str, dataset: str, endpoint: str | None = None, clien
 # ---------------------------------------------------------------------------------------------------------------
 # Rows
 
-def _json_default(value: Any) -> Any:
+def json_default(value: Any) -> Any:
     if isinstance(value, (datetime.datetime, datetime.date)):
         return value.isoformat()
     return str(value)
@@ -269,7 +259,7 @@ def to_row(element: Any, json_columns: Iterable[str] = ()) -> dict[str, Any]:
     for column in json_columns:
         value = row.get(column)
         if value is not None and not isinstance(value, str):
-            row[column] = json.dumps(value, separators=(',', ':'), default=_json_default)
+            row[column] = json.dumps(value, separators=(',', ':'), default=json_default)
     return row
 
 
@@ -280,7 +270,7 @@ def event_insert_id(row: Mapping[str, Any]) -> str:
 
 def stats_insert_id(row: Mapping[str, Any]) -> str:
     figures = json.dumps({k: v for k, v in row.items() if k not in ('written_ts',)}, sort_keys=True,
-                         default=_json_default)
+                         default=json_default)
     digest = hashlib.sha256(figures.encode()).hexdigest()[:16]
     return f"{row.get('window_start')}/{row.get('content_id')}/{row.get('pane_index')}/{digest}"
 
@@ -289,7 +279,7 @@ def dead_letter_insert_id(row: Mapping[str, Any]) -> str:
     try:
         return DeadLetter.model_validate(row).idempotency_key()
     except ValueError:  # not a valid dead letter: BigQuery will say why; any stable id will do
-        return 'invalid/' + hashlib.sha256(json.dumps(row, sort_keys=True, default=_json_default).encode()).hexdigest()
+        return 'invalid/' + hashlib.sha256(json.dumps(row, sort_keys=True, default=json_default).encode()).hexdigest()
 
 
 def _int_or_none(value: Any) -> int | None:
@@ -312,7 +302,7 @@ def rejected_to_dead_letter(destination: Any, row: Mapping[str, Any], errors: An
         text = '; '.join(parts) or 'rejected without an error message'
     table = str(destination).rsplit('.', 1)[-1]
     topic = row.get('source_topic')
-    return DeadLetter(payload=json.dumps(dict(row), separators=(',', ':'), default=_json_default), stage=STAGE,
+    return DeadLetter(payload=json.dumps(dict(row), separators=(',', ':'), default=json_default), stage=STAGE,
                       reason=REJECTED, error=f'{table}: {text}', first_failed_ts=now, last_failed_ts=now,
                       event_id=_int_or_none(row.get('id') if 'id' in row else row.get('event_id')),
                       source_topic=topic if isinstance(topic, str) else None,
@@ -476,7 +466,7 @@ class WriteStatsToBigQuery(_WriteTable):
 
 
 def _window_has_ended(stats: Any) -> bool:
-    end = stats.window_end if isinstance(stats, BaseModel) else stats['window_end']
+    end = getattr(stats, 'window_end') if isinstance(stats, BaseModel) else stats['window_end']
     return end <= time.time()
 
 
@@ -498,72 +488,3 @@ def write_kwargs(opts) -> dict[str, Any]:
     return dict(method=opts.bq_write_method, endpoint=opts.bq_endpoint or None,
                 storage_endpoint=opts.gcs_endpoint, temp_location=opts.bq_temp_location or None,
                 load_frequency_seconds=opts.bq_load_frequency_seconds)
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Command line
-
-def table_info(client, project: str, dataset: str, name: str) -> dict[str, Any]:
-    """Row count (COUNT(*)) and metadata of a table or view, as a dict (what `info` prints)."""
-    table = client.get_table(f'{project}.{dataset}.{name}')
-    count = list(client.query(f'SELECT COUNT(*) AS n FROM `{project}.{dataset}.{name}`').result())[0]['n']
-    tp = table.time_partitioning
-    return {'table': f'{project}.{dataset}.{name}', 'type': table.table_type, 'rows': count,
-            'partitioning': {'type': tp.type_, 'field': tp.field} if tp else None,
-            'clustering': list(table.clustering_fields or []),
-            'schema': [{'name': f.name, 'type': f.field_type, 'mode': f.mode} for f in table.schema]}
-
-
-def _print_info(info: dict[str, Any]) -> None:
-    part = info['partitioning']
-    print(f"{info['table']}  ({info['type']})")
-    print(f"  rows          {info['rows']}")
-    print(f"  partitioning  {part['type'] + ' on ' + str(part['field']) if part else 'none'}")
-    print(f"  clustering    {', '.join(info['clustering']) or 'none'}")
-    print('  schema')
-    for f in info['schema']:
-        print(f"    {f['name']:<24} {f['type']:<10} {f['mode'] or ''}")
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog='python -m connectors.bigquery', description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument('--endpoint', default=os.environ.get('ENGAGEMENT_BQ_ENDPOINT', LOCAL_ENDPOINT),
-                        help='BigQuery endpoint; empty for real BigQuery (Application Default Credentials). '
-                             f'Env ENGAGEMENT_BQ_ENDPOINT; default {LOCAL_ENDPOINT}, the local stack.')
-    parser.add_argument('--project', default=os.environ.get('ENGAGEMENT_BQ_PROJECT') or LOCAL_PROJECT,
-                        help=f'Project. Env ENGAGEMENT_BQ_PROJECT; default {LOCAL_PROJECT}.')
-    parser.add_argument('--dataset', default=os.environ.get('ENGAGEMENT_BQ_DATASET') or DEFAULT_DATASET,
-                        help=f'Dataset. Env ENGAGEMENT_BQ_DATASET; default {DEFAULT_DATASET}.')
-    sub = parser.add_subparsers(dest='command', required=True)
-    info = sub.add_parser('info', help='row count, partitioning, clustering and schema of a table or view')
-    info.add_argument('table')
-    info.add_argument('--json', action='store_true', help='print one JSON document')
-    query = sub.add_parser('query', help='run a SQL query and print the rows as JSON lines')
-    query.add_argument('sql')
-    sub.add_parser('ensure', help='create the dataset, tables and views where missing')
-    args = parser.parse_args(argv)
-    from google.api_core.exceptions import GoogleAPICallError
-    try:
-        client = gcp_client(args.project, args.endpoint)
-        if args.command == 'info':
-            result = table_info(client, args.project, args.dataset, args.table)
-            print(json.dumps(result)) if args.json else _print_info(result)
-        elif args.command == 'query':
-            for row in client.query(args.sql).result():
-                print(json.dumps(dict(row), default=_json_default))
-        else:
-            for line in ensure_tables(args.project, args.dataset, args.endpoint, client=client):
-                print(line)
-    except GoogleAPICallError as exc:
-        print(f'error: BigQuery at {args.endpoint or "(real BigQuery)"}: {exc.message}', file=sys.stderr)
-        return 1
-    except OSError as exc:
-        print(f'error: cannot reach BigQuery at {args.endpoint or "(real BigQuery)"} ({exc}); is the stack up '
-              '(python -m launch.stack up)?', file=sys.stderr)
-        return 1
-    return 0
-
-
-if __name__ == '__main__':
-    sys.exit(main())

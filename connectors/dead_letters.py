@@ -4,7 +4,8 @@ Beam concepts: a composite `PTransform` around a `DoFn` that owns a Kafka produc
 flushes it in `finish_bundle`, so a bundle is only acknowledged once Kafka holds all of its dead letters (acks=all);
 a failed delivery fails the bundle, and the runner retries it. `Metrics.counter`s per stage and reason.
 
-A dead letter is a `schemas.DeadLetter`, produced as JSON. Its Kafka key identifies the failed record, so a retried bundle's duplicates can be told apart from distinct failures:
+A dead letter is a `schemas.DeadLetter`, produced as JSON. Its Kafka key identifies the failed record, so a
+retried bundle's duplicates can be told apart from distinct failures:
 the event id when known, else `<source_topic>/<source_partition>/<source_offset>`, else
 `<stage>:<sha256 of the payload>`.
 
@@ -22,7 +23,7 @@ import datetime
 import hashlib
 import json
 import logging
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
@@ -82,6 +83,7 @@ def topic_max_message_bytes(client_config: dict, topic: str) -> int:
 
 def _find_config(answer: Any, name: str) -> str | None:
     """The value of config `name` anywhere in kafka-python's nested describe_configs answer."""
+    children: Iterable[Any]
     if isinstance(answer, Mapping):
         if name in answer:
             value = answer[name]

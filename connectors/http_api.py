@@ -48,7 +48,8 @@ refreshed on expiry and on 401, idempotency keys per event, and above all failed
 after its retries it re-raises and fails the bundle (Prism then fails the job), and it has no circuit breaker, so
 an API that is down would stall or kill the pipeline instead of diverting events to the dead letters. Its timeout
 is a wait on a worker thread whose executor then waits for the call anyway, so it does not bound a hung request.
-What it would give us (retries, metrics) is a few lines here; the cache is of no use to a sink. So the `DoFn` is our own, plain `requests` with a pooled `Session`.
+What it would give us (retries, metrics) is a few lines here; the cache is of no use to a sink. So the `DoFn` is
+our own, plain `requests` with a pooled `Session`.
 
 The client secret and the access token never appear in logs, errors, dead letters or display data (they do
 travel inside the pickled `DoFn`, like every pipeline option; on Dataflow prefer a secret manager).
@@ -282,6 +283,7 @@ class ApiClient:
         if self._token is None or self._clock() >= self._token_refresh_at:
             self._token = None
             self._fetch_token()
+        assert self._token is not None  # _fetch_token sets it or raises
         return self._token
 
     def _fetch_token(self) -> None:

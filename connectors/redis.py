@@ -350,6 +350,7 @@ class UpsertContentStatsFn(beam.DoFn):
         if len(self._known) >= _KNOWN_PANES:
             self._known.clear()                      # bounded; forgetting only costs a rewrite
         stats = item.windowed.value
+        assert item.figures is not None  # set for every pane that is written
         self._known[(stats.window_start, stats.content_id)] = item.figures
 
     def _execute(self, pending: list[_Pending]) -> list[Any]:

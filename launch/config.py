@@ -13,7 +13,9 @@ import os
 import socket
 from pathlib import Path
 
+from pipelines import local_stack
 from pipelines.artifacts import engagement_home
+from pipelines.local_stack import API_CLIENT_ID, API_CLIENT_SECRET_ENV, LOCAL_API_CLIENT_SECRET  # noqa: F401
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -46,37 +48,32 @@ SETTINGS: tuple[Setting, ...] = (
             'Downloads and builds (Kafka, Connect, Debezium jars; the Prism binary). Default ~/.cache/engagement.'),
     Setting('state_dir', 'ENGAGEMENT_STATE_DIR', str(REPO_ROOT / '.state'), 'path',
             'Data, logs and PID files of the running stack. Default <repo>/.state.'),
-    Setting('pg_port', 'ENGAGEMENT_PG_PORT', 15432, 'port', 'PostgreSQL port.'),
-    Setting('redis_port', 'ENGAGEMENT_REDIS_PORT', 16379, 'port', 'Redis port.'),
-    Setting('kafka_port', 'ENGAGEMENT_KAFKA_PORT', 19092, 'port', 'Kafka broker (PLAINTEXT listener) port.'),
-    Setting('kafka_controller_port', 'ENGAGEMENT_KAFKA_CONTROLLER_PORT', 19093, 'port',
+    Setting('pg_port', *local_stack.PORTS['pg_port'], 'port', 'PostgreSQL port.'),
+    Setting('redis_port', *local_stack.PORTS['redis_port'], 'port', 'Redis port.'),
+    Setting('kafka_port', *local_stack.PORTS['kafka_port'], 'port', 'Kafka broker (PLAINTEXT listener) port.'),
+    Setting('kafka_controller_port', *local_stack.PORTS['kafka_controller_port'], 'port',
             'Kafka KRaft controller port.'),
-    Setting('connect_port', 'ENGAGEMENT_CONNECT_PORT', 18083, 'port', 'Kafka Connect REST port.'),
-    Setting('api_port', 'ENGAGEMENT_API_PORT', 18090, 'port',
+    Setting('connect_port', *local_stack.PORTS['connect_port'], 'port', 'Kafka Connect REST port.'),
+    Setting('api_port', *local_stack.PORTS['api_port'], 'port',
             'Port of the local REST API receiver (launch.api_receiver), the target of the pipeline\'s API sink.'),
-    Setting('bq_port', 'ENGAGEMENT_BQ_PORT', 19050, 'port', 'BigQuery emulator (bqemulator) REST port.'),
-    Setting('gcs_port', 'ENGAGEMENT_GCS_PORT', 19023, 'port',
+    Setting('bq_port', *local_stack.PORTS['bq_port'], 'port', 'BigQuery emulator (bqemulator) REST port.'),
+    Setting('gcs_port', *local_stack.PORTS['gcs_port'], 'port',
             'Cloud Storage emulator port (temporary files of BigQuery file loads).'),
-    Setting('bq_project', 'ENGAGEMENT_BQ_PROJECT', 'engagement-local', 'str',
+    Setting('bq_project', *local_stack.NAMES['bq_project'], 'str',
             'BigQuery project of the tables (the emulator accepts any).'),
-    Setting('bq_dataset', 'ENGAGEMENT_BQ_DATASET', 'engagement', 'str', 'BigQuery dataset of the tables.'),
+    Setting('bq_dataset', *local_stack.NAMES['bq_dataset'], 'str', 'BigQuery dataset of the tables.'),
     Setting('kafka_partitions', 'ENGAGEMENT_KAFKA_PARTITIONS', 3, 'int',
             'Partitions of every topic the stack creates.', 1, 64),
-    Setting('topic_prefix', 'ENGAGEMENT_TOPIC_PREFIX', 'engagement', 'str',
+    Setting('topic_prefix', *local_stack.NAMES['topic_prefix'], 'str',
             'Debezium topic.prefix: CDC topics are <prefix>.public.engagement_events and <prefix>.public.content.'),
-    Setting('raw_topic', 'ENGAGEMENT_RAW_TOPIC', 'engagement.raw_events', 'str',
+    Setting('raw_topic', *local_stack.NAMES['raw_topic'], 'str',
             'Topic for producers that write JSON events directly (launch.generate --direct).'),
-    Setting('dead_letter_topic', 'ENGAGEMENT_DEAD_LETTER_TOPIC', 'engagement.dead_letters', 'str',
+    Setting('dead_letter_topic', *local_stack.NAMES['dead_letter_topic'], 'str',
             'Topic for dead letters.'),
-    Setting('pg_database', 'ENGAGEMENT_PG_DATABASE', 'engagement', 'str', 'PostgreSQL database name.'),
+    Setting('pg_database', *local_stack.NAMES['pg_database'], 'str', 'PostgreSQL database name.'),
 )
 _BY_NAME = {s.name: s for s in SETTINGS}
 
-# OAuth2 client of the local API receiver. The secret is for the local stack only (the receiver and the pipeline's
-# defaults agree on it); anything reachable by others gets its own through ENGAGEMENT_API_CLIENT_SECRET.
-API_CLIENT_ID = 'engagement-local'
-API_CLIENT_SECRET_ENV = 'ENGAGEMENT_API_CLIENT_SECRET'
-LOCAL_API_CLIENT_SECRET = 'engagement-local-secret'
 
 PORT_SETTINGS = tuple(s for s in SETTINGS if s.kind == 'port')
 
@@ -139,7 +136,7 @@ class StackConfig:
     @property
     def gcs_temp_bucket(self) -> str:
         """The Cloud Storage emulator's bucket for the temporary files of BigQuery file loads."""
-        return 'engagement-temp'
+        return local_stack.GCS_TEMP_BUCKET
 
     @property
     def bq_temp_location(self) -> str:

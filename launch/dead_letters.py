@@ -13,6 +13,7 @@ import json
 import os
 import sys
 
+
 def read_dead_letters(bootstrap: str, topic: str, follow: bool = False, poll_ms: int = 500):
     """Yield (partition, offset, key, record dict) from the start of `topic`; stop at its end unless `follow`."""
     from kafka import KafkaConsumer, TopicPartition

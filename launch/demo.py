@@ -65,7 +65,8 @@ def watch(cfg: stack_config.StackConfig, out=sys.stdout, seconds: float | None =
                 latest = (f'  last: id={last["id"]} {last["event_type"]} on {last["content_id"][:8]}…'
                           if last else '')
                 print(f'[{time.strftime("%H:%M:%S")}] Kafka {cfg.events_topic}: {in_tick / (now - tick):7,.0f} ev/s'
-                      f'  total {total:,}  {mix}  insert→Kafka p50 {statistics.median(delays) * 1000 if delays else float("nan"):4.0f} ms'
+                      f'  total {total:,}  {mix}  insert→Kafka p50 '
+                      f'{statistics.median(delays) * 1000 if delays else float("nan"):4.0f} ms'
                       f' p99 {_percentile(delays, 0.99) * 1000:4.0f} ms{latest}', file=out, flush=True)
                 tick, in_tick, delays = now, 0, []
     finally:

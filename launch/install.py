@@ -35,8 +35,13 @@ import zipfile
 from pathlib import Path
 
 from launch import config as stack_config
-from pipelines.artifacts import (flink_conf_dir, flink_java_launcher, flink_job_server_jar, kafka_expansion_service_jar,
-                                 prism_cache_zip)
+from pipelines.artifacts import (
+    flink_conf_dir,
+    flink_java_launcher,
+    flink_job_server_jar,
+    kafka_expansion_service_jar,
+    prism_cache_zip,
+)
 
 BEAM_VERSION = '2.77.0'
 PRISM_MODULE = f'github.com/apache/beam/sdks/v2/go/cmd/prism@v{BEAM_VERSION}'

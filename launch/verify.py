@@ -3,7 +3,8 @@
     python -m launch.verify [--window-seconds 60] [--redis-prefix engagement] [--since-minutes 60] [--bigquery]
 
 Ground truth is computed independently of the pipeline: `GROUP BY content_id, window` over `engagement_events`
-joined with `content`. Every `stats` hash, `top` ZSET and `totals` hash of the data model (docs/pipeline.md) must equal it
+joined with `content`. Every `stats` hash, `top` ZSET and `totals` hash of the data model (docs/pipeline.md)
+must equal it
 exactly, and Redis must hold no window/content that SQL does not. Prints the differences (at most 20) and exits 1
 when there are any. Events that reached Kafka without Postgres (`launch.generate --direct`) are not in the ground
 truth: verify runs without valid direct events, or accounts for them. With `--bigquery`, the BigQuery views are

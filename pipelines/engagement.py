@@ -19,8 +19,13 @@ import signal
 import sys
 
 import apache_beam as beam
-from apache_beam.options.pipeline_options import (FlinkRunnerOptions, PipelineOptions, PortableOptions, StandardOptions,
-                                                  TestOptions)
+from apache_beam.options.pipeline_options import (
+    FlinkRunnerOptions,
+    PipelineOptions,
+    PortableOptions,
+    StandardOptions,
+    TestOptions,
+)
 from apache_beam.transforms.window import GlobalWindows
 
 from connectors import bigquery
@@ -122,6 +127,7 @@ def build(p: beam.Pipeline, opts: EngagementOptions, replay: ReplayPlan | None =
 
 def print_help() -> None:
     import argparse
+
     from apache_beam.options.pipeline_options import PrismRunnerOptions
     parser = argparse.ArgumentParser(prog='python -m pipelines.engagement', description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -170,7 +176,7 @@ def run(argv: list[str] | None = None) -> int:
     replay = None if dry_run else plan_replay(opts)
     if opts.bigquery_enabled and opts.bq_endpoint and not dry_run:
         # Tables are created up front with their partitioning and clustering (a table a load job creates has
-        # neither); idempotent. Real BigQuery: once, `python -m connectors.bigquery --endpoint= ensure`.
+        # neither); idempotent. Real BigQuery: once, `python -m launch.bigquery --endpoint= ensure`.
         bigquery.ensure_tables(opts.bq_project, opts.bq_dataset, opts.bq_endpoint)
     pipeline = beam.Pipeline(runner=runner, options=options)
     try:

@@ -12,6 +12,7 @@ from urllib.parse import urlsplit
 
 from apache_beam.options.pipeline_options import PipelineOptions
 
+from pipelines import local_stack
 from transforms.parse import DEFAULT_MAX_FUTURE_SECONDS, DEFAULT_MAX_RECORD_BYTES, ParseLimits, parse_skip_offsets
 
 START_OFFSETS = ('committed', 'earliest', 'latest')
@@ -21,13 +22,7 @@ KAFKA_SASL_MECHANISMS = ('PLAIN', 'SCRAM-SHA-256', 'SCRAM-SHA-512', 'OAUTHBEARER
 BQ_WRITE_METHODS = ('streaming_inserts', 'file_loads', 'storage_write_api')
 _TRUE, _FALSE = ('true', '1', 'yes', 'on'), ('false', '0', 'no', 'off')
 # The local stack's BigQuery and Cloud Storage emulators (launch.config bq_port / gcs_port / gcs_temp_bucket).
-LOCAL_BQ_ENDPOINT = 'http://127.0.0.1:19050'
-LOCAL_GCS_ENDPOINT = 'http://127.0.0.1:19023'
-LOCAL_BQ_TEMP_LOCATION = 'gs://engagement-temp/bigquery'
-# The local API receiver's client (launch.config API_CLIENT_ID / LOCAL_API_CLIENT_SECRET; a test keeps them equal).
-LOCAL_API_URL = 'http://127.0.0.1:18090'
-LOCAL_API_CLIENT_ID = 'engagement-local'
-LOCAL_API_CLIENT_SECRET = 'engagement-local-secret'
+LOCAL_BQ_TEMP_LOCATION = local_stack.bq_temp_location()
 
 
 class InvalidOption(ValueError):
@@ -42,18 +37,22 @@ def _env(name: str, default: str | None = None, *more: str) -> str | None:
 
 
 class EngagementOptions(PipelineOptions):
+    bq_temp_location: str | None  # validate() fills it in for file loads against the emulators
     @classmethod
     def _add_argparse_args(cls, parser):
         kafka = parser.add_argument_group('Kafka source')
         kafka.add_argument('--kafka_bootstrap_servers',
-                           default=_env('KAFKA_BOOTSTRAP_SERVERS', '127.0.0.1:19092', 'ENGAGEMENT_KAFKA_BOOTSTRAP'),
+                           default=_env('KAFKA_BOOTSTRAP_SERVERS', local_stack.kafka_bootstrap(),
+                                        'ENGAGEMENT_KAFKA_BOOTSTRAP'),
                            help='Kafka bootstrap servers, host:port[,host:port]. Env KAFKA_BOOTSTRAP_SERVERS '
-                                '(or ENGAGEMENT_KAFKA_BOOTSTRAP); default 127.0.0.1:19092, the local stack.')
+                                '(or ENGAGEMENT_KAFKA_BOOTSTRAP); default the local stack, '
+                                '127.0.0.1:$ENGAGEMENT_KAFKA_PORT (19092).')
         kafka.add_argument('--cdc_topic',
-                           default=_env('ENGAGEMENT_CDC_TOPIC', 'engagement.public.engagement_events'),
+                           default=_env('ENGAGEMENT_CDC_TOPIC', local_stack.cdc_topic()),
                            help='Debezium topic of the engagement_events table. Env ENGAGEMENT_CDC_TOPIC; '
-                                'default engagement.public.engagement_events.')
-        kafka.add_argument('--raw_topic', default=_env('ENGAGEMENT_RAW_TOPIC', 'engagement.raw_events'),
+                                'default $ENGAGEMENT_TOPIC_PREFIX.public.engagement_events (engagement.public.'
+                                'engagement_events), the local stack\'s.')
+        kafka.add_argument('--raw_topic', default=local_stack.name('raw_topic'),
                            help='Topic of plain JSON events from producers that bypass Postgres; empty to not '
                                 'read one. Env ENGAGEMENT_RAW_TOPIC; default engagement.raw_events.')
         kafka.add_argument('--consumer_group', default=_env('ENGAGEMENT_CONSUMER_GROUP', 'engagement-pipeline'),
@@ -64,7 +63,8 @@ class EngagementOptions(PipelineOptions):
                                 'window that was not final; earliest when the group has none), earliest, or '
                                 'latest. Default committed.')
         kafka.add_argument('--kafka_reader', default='python',
-                           help='python: our splittable DoFn (connectors/kafka/reader.py, librdkafka fetch), on every runner; '
+                           help='python: our splittable DoFn (connectors/kafka/reader.py, librdkafka fetch), on every '
+                                'runner; '
                                 'xlang: Beam\'s cross-language ReadFromKafka (Java KafkaIO 2.73, '
                                 'connectors/kafka/xlang.py) through a Java expansion service (see docs/runners.md, '
                                 '"The cross-language Kafka reader"). Default python.')
@@ -105,9 +105,10 @@ class EngagementOptions(PipelineOptions):
         content = parser.add_argument_group('content enrichment')
         content.add_argument('--pg_dsn',
                              default=_env('ENGAGEMENT_PG_DSN',
-                                          'host=127.0.0.1 port=15432 dbname=engagement user=postgres'),
+                                          local_stack.pg_dsn()),
                              help='libpq connection string of the database holding the content table. '
-                                  'Env ENGAGEMENT_PG_DSN; default the local stack.')
+                                  'Env ENGAGEMENT_PG_DSN; default the local stack (ENGAGEMENT_PG_PORT, '
+                                  'ENGAGEMENT_PG_DATABASE).')
         content.add_argument('--content_refresh_seconds', type=int, default=30,
                              help='Reload the content catalogue this often (seconds); an event whose content is '
                                   'unknown triggers one early reload before it is dead-lettered. Default 30.')
@@ -137,26 +138,30 @@ class EngagementOptions(PipelineOptions):
                                   'stopped are recomputed. Default 60.')
 
         redis = parser.add_argument_group('Redis sink')
-        redis.add_argument('--redis_url', default=_env('REDIS_URL', 'redis://127.0.0.1:16379/0', 'ENGAGEMENT_REDIS_URL'),
+        redis.add_argument('--redis_url',
+                           default=_env('REDIS_URL', local_stack.redis_url(), 'ENGAGEMENT_REDIS_URL'),
                            help='redis:// or rediss:// URL (a password in it is never logged). Env REDIS_URL '
-                                '(or ENGAGEMENT_REDIS_URL); default the local stack.')
+                                '(or ENGAGEMENT_REDIS_URL); default the local stack, '
+                                'redis://127.0.0.1:$ENGAGEMENT_REDIS_PORT/0 (16379).')
         redis.add_argument('--redis_prefix', default='engagement',
-                           help='Prefix of every Redis key (see docs/pipeline.md, Redis data model). Default engagement.')
+                           help='Prefix of every Redis key (see docs/pipeline.md, Redis data model). Default '
+                                'engagement.')
         redis.add_argument('--redis_ttl_seconds', type=int, default=86400,
                            help='Expiry of every Redis key, seconds. Default 86400.')
 
         api = parser.add_argument_group('REST API sink')
-        api.add_argument('--api_url', default=_env('ENGAGEMENT_API_URL', LOCAL_API_URL),
+        api.add_argument('--api_url', default=_env('ENGAGEMENT_API_URL', local_stack.api_url()),
                          help='Base URL of the REST API receiving enriched events (POST <api_url>/v1/events); '
                               'empty to turn the sink off. Env ENGAGEMENT_API_URL; default '
-                              f'{LOCAL_API_URL}, the local receiver.')
+                              'http://127.0.0.1:$ENGAGEMENT_API_PORT (18090), the local receiver.')
         api.add_argument('--api_token_url', default=_env('ENGAGEMENT_API_TOKEN_URL', ''),
                          help='OAuth2 token endpoint (client credentials). Env ENGAGEMENT_API_TOKEN_URL; default '
                               '<api_url>/oauth/token.')
-        api.add_argument('--api_client_id', default=_env('ENGAGEMENT_API_CLIENT_ID', LOCAL_API_CLIENT_ID),
-                         help=f'OAuth2 client id. Env ENGAGEMENT_API_CLIENT_ID; default {LOCAL_API_CLIENT_ID}.')
+        api.add_argument('--api_client_id', default=_env('ENGAGEMENT_API_CLIENT_ID', local_stack.API_CLIENT_ID),
+                         help='OAuth2 client id. Env ENGAGEMENT_API_CLIENT_ID; default '
+                              f'{local_stack.API_CLIENT_ID}.')
         api.add_argument('--api_client_secret',
-                         default=_env('ENGAGEMENT_API_CLIENT_SECRET', LOCAL_API_CLIENT_SECRET),
+                         default=_env(local_stack.API_CLIENT_SECRET_ENV, local_stack.LOCAL_API_CLIENT_SECRET),
                          help='OAuth2 client secret; prefer the env ENGAGEMENT_API_CLIENT_SECRET (a flag shows '
                               'up in process lists). Default: the local receiver\'s documented secret. Never '
                               'logged.')
@@ -181,14 +186,15 @@ class EngagementOptions(PipelineOptions):
         bq.add_argument('--bq_enabled', default=_env('ENGAGEMENT_BQ_ENABLED', 'true'),
                         help='Write events, stats and dead letters to BigQuery: true or false. Env '
                              'ENGAGEMENT_BQ_ENABLED; default true.')
-        bq.add_argument('--bq_project', default=_env('ENGAGEMENT_BQ_PROJECT', 'engagement-local'),
+        bq.add_argument('--bq_project', default=local_stack.name('bq_project'),
                         help='BigQuery project of the tables. Env ENGAGEMENT_BQ_PROJECT; default engagement-local.')
-        bq.add_argument('--bq_dataset', default=_env('ENGAGEMENT_BQ_DATASET', 'engagement'),
+        bq.add_argument('--bq_dataset', default=local_stack.name('bq_dataset'),
                         help='BigQuery dataset of the tables. Env ENGAGEMENT_BQ_DATASET; default engagement.')
-        bq.add_argument('--bq_endpoint', default=_env('ENGAGEMENT_BQ_ENDPOINT', LOCAL_BQ_ENDPOINT),
+        bq.add_argument('--bq_endpoint', default=_env('ENGAGEMENT_BQ_ENDPOINT', local_stack.bq_endpoint()),
                         help='BigQuery API endpoint of an emulator, reached without credentials; empty '
                              '(--bq_endpoint=) for real BigQuery with Application Default Credentials. Env '
-                             f'ENGAGEMENT_BQ_ENDPOINT; default {LOCAL_BQ_ENDPOINT}, the local stack.')
+                             'ENGAGEMENT_BQ_ENDPOINT; default http://127.0.0.1:$ENGAGEMENT_BQ_PORT (19050), the local '
+                             'stack.')
         bq.add_argument('--bq_write_method', default=_env('ENGAGEMENT_BQ_WRITE_METHOD', 'streaming_inserts'),
                         help='streaming_inserts (insertAll, insertId per event/pane/dead letter; rejected rows '
                              'become dead letters), file_loads (load jobs every --bq_load_frequency_seconds), or '
@@ -198,16 +204,17 @@ class EngagementOptions(PipelineOptions):
                         help='gs:// location for the files of file_loads. Env ENGAGEMENT_BQ_TEMP_LOCATION; default '
                              f'{LOCAL_BQ_TEMP_LOCATION} with --bq_endpoint (the local storage emulator), else '
                              'Beam\'s --temp_location.')
-        bq.add_argument('--gcs_endpoint', default=_env('ENGAGEMENT_GCS_ENDPOINT', LOCAL_GCS_ENDPOINT),
+        bq.add_argument('--gcs_endpoint', default=_env('ENGAGEMENT_GCS_ENDPOINT', local_stack.gcs_endpoint()),
                         help='Cloud Storage emulator that file_loads stage files in when --bq_endpoint is set. Env '
-                             f'ENGAGEMENT_GCS_ENDPOINT; default {LOCAL_GCS_ENDPOINT}, the local stack.')
+                             'ENGAGEMENT_GCS_ENDPOINT; default http://127.0.0.1:$ENGAGEMENT_GCS_PORT (19023), the '
+                             'local stack.')
         bq.add_argument('--bq_load_frequency_seconds', type=int, default=60,
                         help='file_loads in a streaming pipeline: start load jobs this often (seconds). '
                              'Default 60.')
 
         dlq = parser.add_argument_group('dead letters')
         dlq.add_argument('--dead_letter_topic',
-                         default=_env('ENGAGEMENT_DEAD_LETTER_TOPIC', 'engagement.dead_letters'),
+                         default=local_stack.name('dead_letter_topic'),
                          help='Kafka topic receiving dead letters as JSON. Env ENGAGEMENT_DEAD_LETTER_TOPIC; '
                               'default engagement.dead_letters.')
 

@@ -26,9 +26,17 @@ import shutil
 import signal
 import time
 from pathlib import Path
+from typing import Any
 
-from apache_beam.options.pipeline_options import (DebugOptions, FlinkRunnerOptions, JobServerOptions, PipelineOptions,
-                                                  PortableOptions, PrismRunnerOptions, StandardOptions)
+from apache_beam.options.pipeline_options import (
+    DebugOptions,
+    FlinkRunnerOptions,
+    JobServerOptions,
+    PipelineOptions,
+    PortableOptions,
+    PrismRunnerOptions,
+    StandardOptions,
+)
 from apache_beam.runners.portability import job_server
 from apache_beam.runners.portability.prism_runner import PrismJobServer, PrismRunner
 from apache_beam.utils import shared
@@ -128,7 +136,7 @@ def flink_java_launcher() -> Path:
     return artifacts.flink_java_launcher(artifacts.engagement_home())
 
 
-def flink_presets(options: PipelineOptions) -> dict:
+def flink_presets(options: PipelineOptions) -> dict[str, Any]:
     """Fill in the Flink options the user did not give; returns what was preset (for the log).
 
     Raises FlinkJobServerUnavailable when the job server jar is neither given nor installed."""
@@ -136,7 +144,7 @@ def flink_presets(options: PipelineOptions) -> dict:
     portable = options.view_as(PortableOptions)
     job_server = options.view_as(JobServerOptions)
     presets_in = options.view_as(FlinkPresetOptions)
-    preset = {}
+    preset: dict[str, Any] = {}
     if flink.flink_job_server_jar:
         if '://' not in flink.flink_job_server_jar and not os.path.isfile(flink.flink_job_server_jar):
             raise FlinkJobServerUnavailable(

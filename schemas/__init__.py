@@ -5,11 +5,18 @@ from schemas.bigquery import bigquery_fields
 from schemas.content import Content, ContentType
 from schemas.dead_letter import DeadLetter, Stage
 from schemas.debezium import DebeziumEnvelope, DebeziumSource
-from schemas.events import (EVENT_TYPES, CdcEngagementRow, DirectEvent, EngagementEvent, EnrichedEvent, EventType,
-                            IngestedEvent)
+from schemas.events import (
+                            EVENT_TYPES,
+                            CdcEngagementRow,
+                            DirectEvent,
+                            EngagementEvent,
+                            EnrichedEvent,
+                            EventType,
+                            IngestedEvent,
+)
 from schemas.kafka import KafkaRecord
 from schemas.stats import ContentWindowStats, ContentWindowStatsRow
 
-__all__ = ['EVENT_TYPES', 'CdcEngagementRow', 'Content', 'ContentType', 'ContentWindowStats', 'ContentWindowStatsRow', 'DeadLetter',
-           'DebeziumEnvelope', 'DebeziumSource', 'DirectEvent', 'EngagementEvent', 'EnrichedEvent', 'EventType',
-           'IngestedEvent', 'KafkaRecord', 'Stage', 'bigquery_fields']
+__all__ = ['EVENT_TYPES', 'CdcEngagementRow', 'Content', 'ContentType', 'ContentWindowStats', 'ContentWindowStatsRow',
+           'DeadLetter', 'DebeziumEnvelope', 'DebeziumSource', 'DirectEvent', 'EngagementEvent', 'EnrichedEvent',
+           'EventType', 'IngestedEvent', 'KafkaRecord', 'Stage', 'bigquery_fields']

@@ -35,7 +35,7 @@ class ContentWindowStats(BaseModel):
     pane_timing: PaneTiming = Field('UNKNOWN', description='EARLY, ON_TIME, LATE (informative only).')
     pane_index: StrictInt = Field(0, ge=0, description='Index of the pane within the window (informative only).')
 
-    @computed_field(description='engagement_ms / 1000.')
+    @computed_field(description='engagement_ms / 1000.')  # type: ignore[prop-decorator]
     @property
     def engagement_seconds(self) -> float:
         return self.engagement_ms / 1000
@@ -49,7 +49,7 @@ class ContentWindowStatsRow(ContentWindowStats):
                                                 'clock; before any shuffle, so it keeps the order of the panes); the '
                                                 'newest row per (content_id, window_start) is the current value.')
 
-    @computed_field(description='window_start as a TIMESTAMP (the DAY partitioning column).')
+    @computed_field(description='window_start as a TIMESTAMP (the DAY partitioning column).')  # type: ignore[prop-decorator]
     @property
     def window_start_ts(self) -> datetime:
         return datetime.fromtimestamp(self.window_start, timezone.utc)

@@ -10,7 +10,6 @@ import pytest
 from launch import config as stack_config
 from launch.stack import Stack
 
-
 free_ports = stack_config.free_ports
 private_config = stack_config.private_config
 

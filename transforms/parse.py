@@ -42,6 +42,7 @@ from apache_beam.metrics import Metrics
 from apache_beam.transforms.window import TimestampedValue
 from apache_beam.utils.timestamp import Timestamp
 from pydantic import ValidationError
+from pydantic_core import ErrorDetails
 
 from schemas import dead_letter as reasons
 from schemas.dead_letter import DEAD_LETTERS, DeadLetter
@@ -103,7 +104,7 @@ class Skipped(NamedTuple):
     reason: str
 
 
-def _reason(errors: list[dict[str, Any]]) -> str:
+def _reason(errors: list[ErrorDetails]) -> str:
     """One reason code for a validation failure; the most fundamental problem wins."""
     found = set()
     for error in errors:
@@ -128,7 +129,7 @@ def _reason(errors: list[dict[str, Any]]) -> str:
     return reasons.INVALID_EVENT
 
 
-def _describe(errors: list[dict[str, Any]]) -> str:
+def _describe(errors: list[ErrorDetails]) -> str:
     parts = []
     for error in errors:
         where = '.'.join(str(p) for p in error['loc']) or 'record'
@@ -218,23 +219,26 @@ def parse_record(record: KafkaRecord, cdc_topics: Collection[str], now: datetime
         return dead(reasons.EMPTY_PAYLOAD, 'record value is empty; expected a JSON event')
     if value.startswith(_BOM):
         value = value[len(_BOM):]
+    event: EngagementEvent
+    lsn: int | None = None
     try:
-        parsed = (_CDC_ENVELOPE if cdc else DirectEvent).model_validate_json(value)
+        if cdc:
+            envelope = _CDC_ENVELOPE.model_validate_json(value)
+        else:
+            event = DirectEvent.model_validate_json(value)
     except ValidationError as exc:
         errors = exc.errors(include_url=False)
         reason = _reason(errors)
         return dead(reason, _describe(errors), read_value=reason != reasons.TOO_DEEPLY_NESTED)
-    if not cdc:
-        event, lsn = parsed, None
-    elif parsed.op == 'd':
-        return Skipped('deleted')
-    elif parsed.op not in ('c', 'r', 'u'):
-        return dead(reasons.UNSUPPORTED_OP, f'CDC operation {parsed.op!r} is not an engagement event '
-                                            f'(expected c, r, u or d)')
-    elif parsed.after is None:
-        return dead(reasons.INVALID_EVENT, f'CDC operation {parsed.op!r} without an "after" row')
-    else:
-        event, lsn = parsed.after, parsed.source.lsn
+    if cdc:
+        if envelope.op == 'd':
+            return Skipped('deleted')
+        if envelope.op not in ('c', 'r', 'u'):
+            return dead(reasons.UNSUPPORTED_OP, f'CDC operation {envelope.op!r} is not an engagement event '
+                                                f'(expected c, r, u or d)')
+        if envelope.after is None:
+            return dead(reasons.INVALID_EVENT, f'CDC operation {envelope.op!r} without an "after" row')
+        event, lsn = envelope.after, envelope.source.lsn
     clock_ms = _reader_clock_ms(record, now)
     ahead_us = (event.event_ts - _EPOCH) // _MICROSECOND - clock_ms * 1000
     if ahead_us > limits.max_future_seconds * 1_000_000:

@@ -46,7 +46,8 @@ bytes object, column after column (see "counting" below): Beam's fast primitive 
 each pane merges the partials of its window so far with a few numpy operations (concatenate; a stable argsort of
 the event ids to find repeated ids; bincounts for the totals). With n bundles per window a window's rows are merged
 about n times, but at memory speed: at 500,000 events of backlog the panes re-merged 6.1 million rows in all (12
-times each event), ~17% of the pipeline's CPU samples (py-spy). The code of 0611f4f kept each event as a Python dict entry:
+times each event), ~17% of the pipeline's CPU samples (py-spy). The code of 0611f4f kept each event as a Python
+dict entry:
 decoding and merging them in Python, the pipeline used 40-80% more CPU for the same backlog, read at ~9,000
 events/s instead of ~13,000-16,000 (docs/benchmarks.md, 2026-11-25, 874ef40).
 Prism keeps every partial until its window expires (end + allowed lateness) and walks all of them whenever the
@@ -74,7 +75,7 @@ from __future__ import annotations
 
 import zlib
 from datetime import datetime, timedelta, timezone
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import apache_beam as beam
 import numpy as np
@@ -186,8 +187,9 @@ class RouteTooLateEvents(beam.PTransform):
 # Rows are deduplicated when merged (`compact`): one row per event id, the newest version by (LSN, offset), -1
 # where unknown.
 
-COLUMNS = (('id', np.dtype('<i8')), ('lsn', np.dtype('<i8')), ('offset', np.dtype('<i8')),
-           ('duration_ms', np.dtype('<i8')), ('content', np.dtype('<i4')), ('type', np.dtype('<i1')))
+COLUMNS: tuple[tuple[str, np.dtype[Any]], ...] = (
+    ('id', np.dtype('<i8')), ('lsn', np.dtype('<i8')), ('offset', np.dtype('<i8')), ('duration_ms', np.dtype('<i8')),
+    ('content', np.dtype('<i4')), ('type', np.dtype('<i1')))
 _ROW_BYTES = sum(dtype.itemsize for _, dtype in COLUMNS)
 _NO_DURATION = -1           # duration_ms is validated >= 0 (schemas/events.py)
 _COMPACT_AFTER = 32         # partials an accumulator collects before it merges them into one
@@ -295,7 +297,7 @@ def totals_of(partial: tuple) -> dict:
     columns = unpack(rows)
     n, types = len(contents), len(EVENT_TYPES)
     counts = np.bincount(columns['content'].astype(np.int64) * types + columns['type'], minlength=n * types)
-    counts = counts.reshape(n, types).tolist()
+    per_type = counts.reshape(n, types).tolist()
     durations = columns['duration_ms']
     known = durations >= 0
     # Sums of int32-bounded durations: exact in float64 below 2**53 ms, i.e. for over four million events of
@@ -303,11 +305,11 @@ def totals_of(partial: tuple) -> dict:
     engagement = np.bincount(columns['content'][known], weights=durations[known], minlength=n)
     if len(engagement) and engagement.max() >= 2 ** 53:
         raise OverflowError('engagement_ms of a (content, window) exceeds 2**53 ms')
-    out = {}
-    for content_id, (_, title, content_type), by_type, engagement_ms in zip(contents, metas, counts,
+    out: dict[str, dict[str, Any]] = {}
+    for content_id, (_, title, content_type), by_type, engagement_ms in zip(contents, metas, per_type,
                                                                             engagement.tolist()):
-        out[content_id] = dict(events=sum(by_type), engagement_ms=int(engagement_ms), title=title,
-                               content_type=content_type, **dict(zip(EVENT_TYPES, by_type)))
+        out[content_id] = {'events': sum(by_type), 'engagement_ms': int(engagement_ms), 'title': title,
+                           'content_type': content_type, **dict(zip(EVENT_TYPES, by_type))}
     return out
 
 

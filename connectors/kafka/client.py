@@ -56,7 +56,7 @@ def consumer_for(consumer_config: dict, group_id: str | None = None):
 
 def topic_partitions(consumer, topics: Iterable[str], timeout_s: float = 30.0) -> list:
     """Every partition of `topics`, sorted; waits for metadata, fails with one clear line if a topic is unknown."""
-    out = []
+    out: list[TopicPartition] = []
     for topic in topics:
         deadline = time.monotonic() + timeout_s
         partitions = consumer.partitions_for_topic(topic)

@@ -70,6 +70,7 @@ class LocalExpansionService:
                 self._proc = None
                 raise ExpansionServiceUnavailable(f'the Kafka expansion service ({self.launcher_jar}) exited with '
                                                   f'code {code} at start')
+            assert self.port is not None  # chosen above
             try:
                 socket.create_connection(('127.0.0.1', self.port), timeout=1).close()
                 log_event('kafka_expansion_service_started', address=self.address, pid=self._proc.pid)

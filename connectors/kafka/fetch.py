@@ -4,7 +4,8 @@ Why a second Kafka client next to kafka-python. kafka-python decodes every recor
 pipeline it took a fifth of the SDK worker's CPU (its poll ~15%, its network thread ~5%), and one Python worker
 is what bounds the pipeline's throughput on Prism. confluent-kafka (librdkafka) fetches, decompresses and checks
 records in its own threads outside the GIL; 200k Debezium records cost 0.67 CPU-s to consume against 1.80 with
-kafka-python (same broker and machine). It is used for the hot path only (assign, consume, end offsets of the last fetch);
+kafka-python (same broker and machine). It is used for the hot path only (assign, consume, end offsets of the last
+fetch);
 planning, committed offsets and commits with metadata stay on kafka-python (cold paths, per bundle at most).
 
     fetcher = Fetcher(consumer_config, [('topic', 0), ('topic', 1)], fetch_wait_ms=200)
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from typing import cast
 
 import confluent_kafka
 
@@ -87,7 +89,8 @@ class Fetcher:
         self.partitions = list(partitions)
         self._index = {tp: i for i, tp in enumerate(self.partitions)}
         self._consumer = confluent_kafka.Consumer(librdkafka_settings(consumer_config, fetch_wait_ms))
-        self._next = None  # next offset per partition as this fetcher will deliver it, None before positioning
+        # next offset per partition as this fetcher will deliver it, None before positioning
+        self._next: list[int] | None = None
 
     def position_at(self, offsets) -> None:
         """Deliver each partition from `offsets` on (re-assigns only if the fetcher is elsewhere, so records
@@ -109,11 +112,12 @@ class Fetcher:
                 if error.fatal() or not error.retriable():
                     raise confluent_kafka.KafkaException(error)
                 continue
-            i = self._index[(message.topic(), message.partition())]
+            i = self._index[(cast(str, message.topic()), cast(int, message.partition()))]
             group = batches.get(i)
             if group is None:
                 group = batches[i] = []
             group.append(message)
+        assert self._next is not None, 'position_at() before poll()'
         for i, group in batches.items():
             self._next[i] = group[-1].offset() + 1
         return batches
@@ -130,6 +134,7 @@ class Fetcher:
         without delivering (transaction markers, aborted records), as its consumer position says."""
         known = self._consumer.position([confluent_kafka.TopicPartition(topic, partition)
                                          for topic, partition in self.partitions])
+        assert self._next is not None, 'position_at() before positions()'
         return [max(mine, theirs.offset) for mine, theirs in zip(self._next, known)]
 
     def close(self) -> None:

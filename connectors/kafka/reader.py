@@ -82,13 +82,25 @@ from apache_beam.utils.windowed_value import WindowedValue
 from kafka import TopicPartition
 from kafka.structs import OffsetAndMetadata
 
-from connectors.kafka.client import (COMMIT_TIMEOUT_MS, METRICS_NAMESPACE, check_consumer_config, check_read_arguments,
-                                     consumer_for, now_ms)
+from connectors.kafka.client import (
+    COMMIT_TIMEOUT_MS,
+    METRICS_NAMESPACE,
+    check_consumer_config,
+    check_read_arguments,
+    consumer_for,
+    now_ms,
+)
 from connectors.kafka.fetch import POOL, Fetcher
 from connectors.kafka.offsets import PlanRead, ReadPlan, watermark_of
 from connectors.kafka.records import KafkaRecord
-from connectors.kafka.restriction import (Advance, MinWatermarkProvider, Partitions, PartitionsProvider, Progress,
-                                          min_watermark)
+from connectors.kafka.restriction import (
+    Advance,
+    MinWatermarkProvider,
+    Partitions,
+    PartitionsProvider,
+    Progress,
+    min_watermark,
+)
 
 _LOG = logging.getLogger('connectors.kafka')
 # Records taken from one poll: the time bound of a process() call is checked between polls.

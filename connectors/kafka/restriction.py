@@ -30,8 +30,9 @@ class Partitions(NamedTuple):
 
 
 class Advance(NamedTuple):
-    """A claim: partition `index` has been read up to `next_offset` (exclusive); its watermark is `watermark_ms`."""
-    index: int
+    """A claim: partition `slot` (its position in the plan) has been read up to `next_offset` (exclusive); its
+    watermark is `watermark_ms`."""
+    slot: int
     next_offset: int
     watermark_ms: Optional[int]
 
@@ -48,7 +49,7 @@ class PartitionsTracker(RestrictionTracker):
     def try_claim(self, position: Advance) -> bool:
         if self._restriction.done:
             return False
-        i = position.index
+        i = position.slot
         if position.next_offset < self._offsets[i]:
             raise ValueError(f'claim of {self._restriction.partitions[i]} goes back from offset '
                              f'{self._offsets[i]} to {position.next_offset}')

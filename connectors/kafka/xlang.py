@@ -51,8 +51,13 @@ from apache_beam.metrics import Metrics
 from kafka import TopicPartition
 from kafka.structs import OffsetAndMetadata
 
-from connectors.kafka.client import (COMMIT_TIMEOUT_MS, METRICS_NAMESPACE, check_consumer_config, check_read_arguments,
-                                     consumer_for)
+from connectors.kafka.client import (
+    COMMIT_TIMEOUT_MS,
+    METRICS_NAMESPACE,
+    check_consumer_config,
+    check_read_arguments,
+    consumer_for,
+)
 from connectors.kafka.offsets import PlanRead, committed_positions
 from connectors.kafka.records import KafkaRecord
 

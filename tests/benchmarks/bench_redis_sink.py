@@ -22,7 +22,6 @@ from tests.conftest import private_config
 from tests.connectors.test_redis_sink import Stats
 
 
-
 def write(fn: UpsertContentStatsFn, panes: list[Stats], bundle_size: int = 5000) -> tuple[float, float]:
     cpu, wall = time.process_time(), time.perf_counter()
     for start in range(0, len(panes), bundle_size):

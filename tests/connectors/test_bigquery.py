@@ -18,8 +18,9 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.testing.util import assert_that, equal_to
 
 from connectors import bigquery as bq
+from launch.bigquery import table_info
 from launch.stack import BigQuery, Stack, Storage
-from schemas import ContentWindowStats, DeadLetter
+from schemas import DeadLetter
 from tests.conftest import private_config
 from tests.connectors.test_bigquery_units import enriched, stats
 
@@ -67,11 +68,11 @@ def query(cfg, sql: str) -> list[dict]:
 
 
 def info(cfg, dataset: str, table: str) -> dict:
-    return bq.table_info(bq.gcp_client(cfg.bq_project, cfg.bq_endpoint), cfg.bq_project, dataset, table)
+    return table_info(bq.gcp_client(cfg.bq_project, cfg.bq_endpoint), cfg.bq_project, dataset, table)
 
 
 def info_command(cfg, dataset: str, table: str) -> dict:
-    out = subprocess.run([sys.executable, '-m', 'connectors.bigquery', 'info', table, '--json'],
+    out = subprocess.run([sys.executable, '-m', 'launch.bigquery', 'info', table, '--json'],
                          env={**os.environ, **cfg.env(), 'ENGAGEMENT_BQ_DATASET': dataset},
                          capture_output=True, text=True, timeout=120, check=True).stdout
     return json.loads(out)

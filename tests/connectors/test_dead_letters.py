@@ -9,11 +9,15 @@ import time
 import uuid
 
 import apache_beam as beam
-import pydantic
 import pytest
 
-from connectors.dead_letters import (WriteDeadLettersToKafka, _find_config, as_dead_letter, record_key,
-                                     topic_max_message_bytes)
+from connectors.dead_letters import (
+    WriteDeadLettersToKafka,
+    _find_config,
+    as_dead_letter,
+    record_key,
+    topic_max_message_bytes,
+)
 from launch.dead_letters import main, read_dead_letters
 from schemas import DeadLetter
 

@@ -11,10 +11,16 @@ import requests
 from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.transforms.display import DisplayData
 
-from connectors.http_api import (ApiClient, ApiSinkConfig, CircuitBreaker, DeliverToApi, backoff_seconds,
-                                 parse_retry_after, retry_delay)
+from connectors.http_api import (
+    ApiClient,
+    ApiSinkConfig,
+    CircuitBreaker,
+    DeliverToApi,
+    backoff_seconds,
+    parse_retry_after,
+    retry_delay,
+)
 from launch import config as stack_config
-from pipelines import options as pipeline_options
 from pipelines.options import EngagementOptions, InvalidOption
 
 
@@ -148,10 +154,12 @@ def api_options(*argv) -> EngagementOptions:
 
 
 def test_api_defaults_reach_the_local_receiver(monkeypatch):
-    assert pipeline_options.LOCAL_API_CLIENT_ID == stack_config.API_CLIENT_ID
-    assert pipeline_options.LOCAL_API_CLIENT_SECRET == stack_config.LOCAL_API_CLIENT_SECRET
-    default_port = next(s.default for s in stack_config.SETTINGS if s.name == 'api_port')
-    assert pipeline_options.LOCAL_API_URL == f'http://127.0.0.1:{default_port}'
+    for name in ('ENGAGEMENT_API_URL', 'ENGAGEMENT_API_PORT', 'ENGAGEMENT_API_CLIENT_SECRET'):
+        monkeypatch.delenv(name, raising=False)
+    defaults = api_options()
+    cfg = stack_config.load(environ={})
+    assert (defaults.api_url, defaults.api_client_id, defaults.api_client_secret) == (
+        cfg.api_url, stack_config.API_CLIENT_ID, cfg.api_client_secret)
     opts = api_options('--api_url=http://127.0.0.1:1/base/', '--api_batch_size=7', '--api_max_attempts=2',
                        '--api_breaker_failures=4', '--api_breaker_cooldown_seconds=2.5',
                        '--api_timeout_seconds=1.5').validate()

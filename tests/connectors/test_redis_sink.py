@@ -20,8 +20,13 @@ from apache_beam.transforms.window import GlobalWindow
 from apache_beam.utils.timestamp import Timestamp
 from apache_beam.utils.windowed_value import PANE_INFO_UNKNOWN
 
-from connectors.redis import (RedisSinkUnavailable, UpsertContentStatsFn, WriteContentStatsToRedis, exact_seconds,
-                              redact_url)
+from connectors.redis import (
+    RedisSinkUnavailable,
+    UpsertContentStatsFn,
+    WriteContentStatsToRedis,
+    exact_seconds,
+    redact_url,
+)
 from tests.dofn_support import run_bundles
 
 W = 1_764_000_000  # a window start, epoch seconds UTC

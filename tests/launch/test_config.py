@@ -34,11 +34,13 @@ def test_non_numeric_port_names_flag_and_variable():
 def test_port_out_of_range():
     with pytest.raises(stack_config.ConfigError) as err:
         stack_config.load({'kafka_port': '80'}, environ={})
-    assert str(err.value) == '--kafka-port / ENGAGEMENT_KAFKA_PORT: 80 (from --kafka-port) is out of range; use 1024..65535.'
+    assert str(err.value) == ('--kafka-port / ENGAGEMENT_KAFKA_PORT: 80 (from --kafka-port) is out of range; '
+                              'use 1024..65535.')
 
 
 def test_partitions_out_of_range():
-    with pytest.raises(stack_config.ConfigError, match=r'--kafka-partitions / ENGAGEMENT_KAFKA_PARTITIONS: 0 .* use 1\.\.64'):
+    with pytest.raises(stack_config.ConfigError,
+                       match=r'--kafka-partitions / ENGAGEMENT_KAFKA_PARTITIONS: 0 .* use 1\.\.64'):
         stack_config.load({}, environ={'ENGAGEMENT_KAFKA_PARTITIONS': '0'})
 
 
@@ -71,7 +73,8 @@ def test_busy_port_from_the_command_line_starts_nothing(stack_config_tmp):
     with socket.socket() as squatter:
         squatter.bind(('127.0.0.1', cfg.redis_port))
         squatter.listen()
-        proc = subprocess.run([sys.executable, '-m', 'launch.stack', 'up', *cfg.cli_flags()], capture_output=True, text=True, timeout=60)
+        proc = subprocess.run([sys.executable, '-m', 'launch.stack', 'up', *cfg.cli_flags()], capture_output=True,
+                              text=True, timeout=60)
     assert proc.returncode == 2
     assert proc.stderr.strip() == (f'error: redis: port {cfg.redis_port} on 127.0.0.1 is already in use by another '
                                    'program: set ENGAGEMENT_REDIS_PORT (or --redis-port) to a free port.')

@@ -19,8 +19,8 @@ import apache_beam as beam
 import pytest
 
 from connectors.dead_letters import WriteDeadLettersToKafka, record_key
-from launch.dead_letters import main, read_dead_letters
 from connectors.http_api import ApiSinkConfig, DeliverToApi
+from launch.dead_letters import main, read_dead_letters
 from launch.redeliver import Selection, _event_of, parse_since, rewritten
 from schemas.dead_letter import DeadLetter
 from tests.api_support import REPO, ReceiverProcess

@@ -54,7 +54,8 @@ def event_ids(records) -> collections.Counter:
 def test_status_reports_every_component_healthy(stack, capsys):
     assert stack.status() is True
     out = capsys.readouterr().out
-    for line in ('postgres  database', 'kafka     topic end offsets', 'connect   connector engagement-cdc task RUNNING'):
+    for line in ('postgres  database', 'kafka     topic end offsets',
+                 'connect   connector engagement-cdc task RUNNING'):
         assert line in out
     assert 'DOWN' not in out
 
@@ -124,7 +125,8 @@ def test_up_is_idempotent_and_down_leaves_nothing_behind():
         assert time.monotonic() - started < 5
         assert {c.name: c.proc.pid() for c in stack.components} == pids
 
-        status = subprocess.run([sys.executable, '-m', 'launch.stack', 'status', *cfg.cli_flags()], capture_output=True, text=True, timeout=60)
+        status = subprocess.run([sys.executable, '-m', 'launch.stack', 'status', *cfg.cli_flags()],
+                                capture_output=True, text=True, timeout=60)
         assert status.returncode == 0, status.stdout + status.stderr
 
         stack.down()
@@ -132,7 +134,8 @@ def test_up_is_idempotent_and_down_leaves_nothing_behind():
             assert not _alive(pid), f'{name} (pid {pid}) still running after down'
         ports = (cfg.pg_port, cfg.redis_port, cfg.kafka_port, cfg.kafka_controller_port, cfg.connect_port)
         assert [p for p in ports if port_answers(p)] == []
-        status = subprocess.run([sys.executable, '-m', 'launch.stack', 'status', *cfg.cli_flags()], capture_output=True, text=True, timeout=60)
+        status = subprocess.run([sys.executable, '-m', 'launch.stack', 'status', *cfg.cli_flags()],
+                                capture_output=True, text=True, timeout=60)
         assert status.returncode == 1 and 'stack NOT healthy' in status.stdout
 
         assert (cfg.state_dir / 'postgres' / 'data' / 'PG_VERSION').exists(), 'down keeps the data'

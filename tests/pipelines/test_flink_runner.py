@@ -9,8 +9,7 @@ import sys
 import zipfile
 
 import pytest
-from apache_beam.options.pipeline_options import (FlinkRunnerOptions, JobServerOptions, PipelineOptions,
-                                                  PortableOptions)
+from apache_beam.options.pipeline_options import FlinkRunnerOptions, JobServerOptions, PipelineOptions, PortableOptions
 
 from launch import install
 from pipelines import runners

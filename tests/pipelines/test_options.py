@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from apache_beam.options.pipeline_options import PipelineOptions
 
+from pipelines import local_stack
 from pipelines.options import EngagementOptions, InvalidOption
 
 PIPELINE_DOC = Path(__file__).resolve().parents[2] / 'docs' / 'pipeline.md'
@@ -92,3 +93,29 @@ def test_help_lists_every_flag_and_the_flag_table_documents_each():
     assert [f for f in flags if f not in table] == []  # a flag without its row in docs/pipeline.md
     assert [f for f in table if f not in flags] == []  # a row for a flag that no longer exists
     assert len(table) == len(set(table))  # one row per flag
+
+
+def test_the_pipelines_defaults_follow_the_stacks_variables(monkeypatch):
+    """A stack started on other ports (ENGAGEMENT_*) and the pipeline started in the same environment meet."""
+    from launch import config as stack_config
+    for variable in [v for v, _ in local_stack.PORTS.values()] + [v for v, _ in local_stack.NAMES.values()] + [
+            'KAFKA_BOOTSTRAP_SERVERS', 'ENGAGEMENT_KAFKA_BOOTSTRAP', 'ENGAGEMENT_CDC_TOPIC', 'ENGAGEMENT_PG_DSN',
+            'REDIS_URL', 'ENGAGEMENT_REDIS_URL', 'ENGAGEMENT_API_URL', 'ENGAGEMENT_BQ_ENDPOINT',
+            'ENGAGEMENT_GCS_ENDPOINT']:
+        monkeypatch.delenv(variable, raising=False)
+    custom = {'ENGAGEMENT_KAFKA_PORT': '29092', 'ENGAGEMENT_PG_PORT': '25432', 'ENGAGEMENT_REDIS_PORT': '26379',
+              'ENGAGEMENT_API_PORT': '28090', 'ENGAGEMENT_BQ_PORT': '29050', 'ENGAGEMENT_GCS_PORT': '29023',
+              'ENGAGEMENT_TOPIC_PREFIX': 'other', 'ENGAGEMENT_RAW_TOPIC': 'other.raw',
+              'ENGAGEMENT_DEAD_LETTER_TOPIC': 'other.dead', 'ENGAGEMENT_BQ_PROJECT': 'other-project',
+              'ENGAGEMENT_PG_DATABASE': 'otherdb'}
+    for variable, value in custom.items():
+        monkeypatch.setenv(variable, value)
+    opts = PipelineOptions([]).view_as(EngagementOptions)
+    cfg = stack_config.load(environ=custom)
+
+    assert (opts.kafka_bootstrap_servers, opts.pg_dsn, opts.redis_url, opts.api_url, opts.bq_endpoint,
+            opts.gcs_endpoint) == (cfg.kafka_bootstrap, cfg.pg_dsn, cfg.redis_url, cfg.api_url, cfg.bq_endpoint,
+                                   cfg.gcs_endpoint)
+    assert (opts.cdc_topic, opts.raw_topic, opts.dead_letter_topic, opts.bq_project) == (
+        cfg.events_topic, cfg.raw_topic, cfg.dead_letter_topic, cfg.bq_project)
+    assert opts.kafka_bootstrap_servers == '127.0.0.1:29092'

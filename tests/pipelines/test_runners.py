@@ -10,7 +10,8 @@ from pipelines import runners
 
 def test_missing_prism_is_a_clear_error_not_a_fallback(tmp_path, monkeypatch):
     monkeypatch.setenv('HOME', str(tmp_path))
-    with pytest.raises(runners.PrismUnavailable, match=r'run `make install`.*Refusing to let the DirectRunner fall back'):
+    with pytest.raises(runners.PrismUnavailable,
+                       match=r'run `make install`.*Refusing to let the DirectRunner fall back'):
         runners.select_runner(PipelineOptions(['--runner=DirectRunner']))
 
 

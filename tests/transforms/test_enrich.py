@@ -11,8 +11,13 @@ from apache_beam.testing.util import assert_that, equal_to
 
 from schemas import DeadLetter, EnrichedEvent
 from tests.transforms.builders import PODCAST, VIDEO, content, ingested, random_uuid
-from transforms.enrich import (EnrichWithContent, EnrichWithContentFn, PostgresContentLoader, enrich_event,
-                               engagement_metrics)
+from transforms.enrich import (
+    EnrichWithContent,
+    EnrichWithContentFn,
+    PostgresContentLoader,
+    engagement_metrics,
+    enrich_event,
+)
 
 
 @pytest.mark.parametrize('duration_ms, length_seconds, seconds, percentage', [
@@ -95,7 +100,7 @@ def test_content_still_unknown_after_the_reload_is_a_dead_letter():
 
     assert isinstance(dead, DeadLetter)
     assert (dead.stage, dead.reason, dead.event_id) == ('enrich', 'unknown_content', 77)
-    assert unknown in dead.error and f'"id":77' in dead.payload
+    assert unknown in dead.error and '"id":77' in dead.payload
 
 
 def test_misses_reload_at_most_once_per_interval():

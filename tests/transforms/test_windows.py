@@ -16,8 +16,7 @@ import apache_beam as beam
 import pytest
 import redis
 from apache_beam.options.pipeline_options import StandardOptions
-from apache_beam.testing import test_pipeline
-from apache_beam.testing import test_stream
+from apache_beam.testing import test_pipeline, test_stream
 from apache_beam.testing.util import assert_that, equal_to
 from apache_beam.transforms.window import FixedWindows, TimestampedValue
 from apache_beam.utils.timestamp import Timestamp
@@ -25,12 +24,19 @@ from kafka import KafkaProducer
 
 from connectors.kafka import ReadFromKafka
 from schemas import ContentWindowStats, DeadLetter
+from schemas.dead_letter import DEAD_LETTERS
 from tests.transforms.builders import PODCAST, VIDEO, enriched
 from transforms.parse import ParseEvents
-from schemas.dead_letter import DEAD_LETTERS
-from transforms.windows import (CombineWithinBundleFn, ContentStatsPerWindow, ContentStatsFn, RouteTooLateFn,
-                                compact, partial_of, shard_of, unpack)
-
+from transforms.windows import (
+    CombineWithinBundleFn,
+    ContentStatsFn,
+    ContentStatsPerWindow,
+    RouteTooLateFn,
+    compact,
+    partial_of,
+    shard_of,
+    unpack,
+)
 
 # -- counting: partials per bundle, merged like a runner would ------------------------------------------------
 
