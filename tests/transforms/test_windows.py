@@ -406,7 +406,7 @@ def test_an_event_the_reader_passed_is_counted_although_the_same_bundle_moves_th
     the event's deadline. Had Beam applied that watermark before taking the bundle's output, the GroupByKey would
     drop the event as late and its window would never show it. The same hour-old event sent again once the
     reader is live is stamped with a recent watermark and must become a too_late dead letter instead."""
-    from tests.connectors.test_kafka_reader import create_topic, running, streaming_pipeline, unique
+    from tests.connectors.kafka.test_reader import create_topic, running, streaming_pipeline, unique
 
     cfg = stack.cfg
     topic = create_topic(cfg, unique('too-late'), 1)
