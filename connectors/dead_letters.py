@@ -101,11 +101,9 @@ def _find_config(answer: Any, name: str) -> str | None:
 
 
 def as_dead_letter(record: Any) -> DeadLetter:
-    """`record` if it is a DeadLetter (or its copy through another import of the class), else TypeError."""
+    """`record` if it is a DeadLetter, else TypeError."""
     if isinstance(record, DeadLetter):
         return record
-    if type(record).__name__ == 'DeadLetter' and hasattr(record, 'model_dump'):
-        return DeadLetter.model_validate(record.model_dump())
     raise TypeError(f'a dead letter must be a schemas.DeadLetter, not {type(record).__name__}')
 
 
@@ -131,19 +129,17 @@ class _ProduceDeadLettersFn(beam.DoFn):
 
     def process(self, record):
         letter = as_dead_letter(record)
-        fitted = letter.fitted(self._max_letter_bytes)
-        if fitted is not letter:
+        value = letter.to_json().encode('utf-8')
+        if len(value) > self._max_letter_bytes:
+            letter = letter.fitted(self._max_letter_bytes)
+            value = letter.to_json().encode('utf-8')
             self._cut.inc()
-        value = fitted.to_json()
-        key = record_key({'event_id': fitted.event_id, 'source_topic': fitted.source_topic,
-                          'source_partition': fitted.source_partition, 'source_offset': fitted.source_offset,
-                          'stage': fitted.stage, 'payload': fitted.payload})
-        self._sent.append((key, self._producer.send(self._topic, key=key.encode('utf-8'),
-                                                    value=value.encode('utf-8'))))
-        counter = self._per_reason.get((fitted.stage, fitted.reason))
+        key = record_key(letter.model_dump())
+        self._sent.append((key, self._producer.send(self._topic, key=key.encode('utf-8'), value=value)))
+        counter = self._per_reason.get((letter.stage, letter.reason))
         if counter is None:
-            counter = self._per_reason[(fitted.stage, fitted.reason)] = Metrics.counter(
-                _METRICS_NAMESPACE, f'{fitted.stage}.{fitted.reason}')
+            counter = self._per_reason[(letter.stage, letter.reason)] = Metrics.counter(
+                _METRICS_NAMESPACE, f'{letter.stage}.{letter.reason}')
         counter.inc()
 
     def finish_bundle(self):

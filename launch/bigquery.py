@@ -40,15 +40,16 @@ def _print_info(info: dict[str, Any]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    local = local_stack.addresses()
     parser = argparse.ArgumentParser(prog='python -m launch.bigquery', description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument('--endpoint', default=os.environ.get('ENGAGEMENT_BQ_ENDPOINT', local_stack.bq_endpoint()),
+    parser.add_argument('--endpoint', default=os.environ.get('ENGAGEMENT_BQ_ENDPOINT', local.bq_endpoint),
                         help='BigQuery endpoint; empty for real BigQuery (Application Default Credentials). '
                              'Env ENGAGEMENT_BQ_ENDPOINT; default the local stack, '
                              'http://127.0.0.1:$ENGAGEMENT_BQ_PORT (19050).')
-    parser.add_argument('--project', default=local_stack.name('bq_project'),
+    parser.add_argument('--project', default=local.bq_project,
                         help='Project. Env ENGAGEMENT_BQ_PROJECT; default engagement-local.')
-    parser.add_argument('--dataset', default=local_stack.name('bq_dataset'),
+    parser.add_argument('--dataset', default=local.bq_dataset,
                         help='Dataset. Env ENGAGEMENT_BQ_DATASET; default engagement.')
     sub = parser.add_subparsers(dest='command', required=True)
     info = sub.add_parser('info', help='row count, partitioning, clustering and schema of a table or view')

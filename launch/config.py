@@ -15,7 +15,7 @@ from pathlib import Path
 
 from pipelines import local_stack
 from pipelines.artifacts import engagement_home
-from pipelines.local_stack import API_CLIENT_ID, API_CLIENT_SECRET_ENV, LOCAL_API_CLIENT_SECRET  # noqa: F401
+from pipelines.local_stack import API_CLIENT_ID, API_CLIENT_SECRET_ENV, LOCAL_API_CLIENT_SECRET
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -101,23 +101,23 @@ class StackConfig:
     # Derived values: one place for every name and address the components and clients share.
     @property
     def kafka_bootstrap(self) -> str:
-        return f'127.0.0.1:{self.kafka_port}'
+        return local_stack.kafka_bootstrap(self.kafka_port)
 
     @property
     def redis_url(self) -> str:
-        return f'redis://127.0.0.1:{self.redis_port}/0'
+        return local_stack.redis_url(self.redis_port)
 
     @property
     def pg_dsn(self) -> str:
-        return f'host=127.0.0.1 port={self.pg_port} dbname={self.pg_database} user=postgres'
+        return local_stack.pg_dsn(self.pg_port, self.pg_database)
 
     @property
     def connect_url(self) -> str:
-        return f'http://127.0.0.1:{self.connect_port}'
+        return local_stack.http_url(self.connect_port)
 
     @property
     def api_url(self) -> str:
-        return f'http://127.0.0.1:{self.api_port}'
+        return local_stack.http_url(self.api_port)
 
     @property
     def api_client_secret(self) -> str:
@@ -127,11 +127,11 @@ class StackConfig:
 
     @property
     def bq_endpoint(self) -> str:
-        return f'http://127.0.0.1:{self.bq_port}'
+        return local_stack.http_url(self.bq_port)
 
     @property
     def gcs_endpoint(self) -> str:
-        return f'http://127.0.0.1:{self.gcs_port}'
+        return local_stack.http_url(self.gcs_port)
 
     @property
     def gcs_temp_bucket(self) -> str:
@@ -140,11 +140,11 @@ class StackConfig:
 
     @property
     def bq_temp_location(self) -> str:
-        return f'gs://{self.gcs_temp_bucket}/bigquery'
+        return local_stack.bq_temp_location()
 
     @property
     def events_topic(self) -> str:
-        return f'{self.topic_prefix}.public.engagement_events'
+        return local_stack.cdc_topic(self.topic_prefix)
 
     @property
     def content_topic(self) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from typing import NamedTuple
 
 HOST = '127.0.0.1'
 
@@ -52,33 +53,54 @@ def name(setting: str, environ: Mapping[str, str] | None = None) -> str:
     return (os.environ if environ is None else environ).get(variable) or default
 
 
-def kafka_bootstrap(environ: Mapping[str, str] | None = None) -> str:
-    return f'{HOST}:{port("kafka_port", environ)}'
+# The addresses, from the settings (the stack passes its own; the pipeline's flag defaults pass `port(...)`).
+def kafka_bootstrap(kafka_port: int) -> str:
+    return f'{HOST}:{kafka_port}'
 
 
-def redis_url(environ: Mapping[str, str] | None = None) -> str:
-    return f'redis://{HOST}:{port("redis_port", environ)}/0'
+def redis_url(redis_port: int) -> str:
+    return f'redis://{HOST}:{redis_port}/0'
 
 
-def pg_dsn(environ: Mapping[str, str] | None = None) -> str:
-    return f'host={HOST} port={port("pg_port", environ)} dbname={name("pg_database", environ)} user=postgres'
+def pg_dsn(pg_port: int, database: str) -> str:
+    return f'host={HOST} port={pg_port} dbname={database} user=postgres'
 
 
-def api_url(environ: Mapping[str, str] | None = None) -> str:
-    return f'http://{HOST}:{port("api_port", environ)}'
-
-
-def bq_endpoint(environ: Mapping[str, str] | None = None) -> str:
-    return f'http://{HOST}:{port("bq_port", environ)}'
-
-
-def gcs_endpoint(environ: Mapping[str, str] | None = None) -> str:
-    return f'http://{HOST}:{port("gcs_port", environ)}'
+def http_url(port: int) -> str:
+    """The REST API receiver, the BigQuery and Cloud Storage emulators, Kafka Connect."""
+    return f'http://{HOST}:{port}'
 
 
 def bq_temp_location() -> str:
     return f'gs://{GCS_TEMP_BUCKET}/bigquery'
 
 
-def cdc_topic(environ: Mapping[str, str] | None = None) -> str:
-    return f'{name("topic_prefix", environ)}.public.engagement_events'
+def cdc_topic(topic_prefix: str) -> str:
+    return f'{topic_prefix}.public.engagement_events'
+
+
+class Addresses(NamedTuple):
+    """Where a client finds the local stack: the pipeline's flag defaults."""
+    kafka_bootstrap: str
+    cdc_topic: str
+    raw_topic: str
+    dead_letter_topic: str
+    pg_dsn: str
+    redis_url: str
+    api_url: str
+    bq_endpoint: str
+    gcs_endpoint: str
+    bq_project: str
+    bq_dataset: str
+
+
+def addresses(environ: Mapping[str, str] | None = None) -> Addresses:
+    """The local stack's addresses as the `ENGAGEMENT_*` variables of `environ` (default: this process's) set them."""
+    return Addresses(
+        kafka_bootstrap=kafka_bootstrap(port('kafka_port', environ)),
+        cdc_topic=cdc_topic(name('topic_prefix', environ)), raw_topic=name('raw_topic', environ),
+        dead_letter_topic=name('dead_letter_topic', environ),
+        pg_dsn=pg_dsn(port('pg_port', environ), name('pg_database', environ)),
+        redis_url=redis_url(port('redis_port', environ)), api_url=http_url(port('api_port', environ)),
+        bq_endpoint=http_url(port('bq_port', environ)), gcs_endpoint=http_url(port('gcs_port', environ)),
+        bq_project=name('bq_project', environ), bq_dataset=name('bq_dataset', environ))

@@ -40,19 +40,20 @@ class EngagementOptions(PipelineOptions):
     bq_temp_location: str | None  # validate() fills it in for file loads against the emulators
     @classmethod
     def _add_argparse_args(cls, parser):
+        local = local_stack.addresses()  # the defaults follow the stack's ENGAGEMENT_* variables
         kafka = parser.add_argument_group('Kafka source')
         kafka.add_argument('--kafka_bootstrap_servers',
-                           default=_env('KAFKA_BOOTSTRAP_SERVERS', local_stack.kafka_bootstrap(),
+                           default=_env('KAFKA_BOOTSTRAP_SERVERS', local.kafka_bootstrap,
                                         'ENGAGEMENT_KAFKA_BOOTSTRAP'),
                            help='Kafka bootstrap servers, host:port[,host:port]. Env KAFKA_BOOTSTRAP_SERVERS '
                                 '(or ENGAGEMENT_KAFKA_BOOTSTRAP); default the local stack, '
                                 '127.0.0.1:$ENGAGEMENT_KAFKA_PORT (19092).')
         kafka.add_argument('--cdc_topic',
-                           default=_env('ENGAGEMENT_CDC_TOPIC', local_stack.cdc_topic()),
+                           default=_env('ENGAGEMENT_CDC_TOPIC', local.cdc_topic),
                            help='Debezium topic of the engagement_events table. Env ENGAGEMENT_CDC_TOPIC; '
                                 'default $ENGAGEMENT_TOPIC_PREFIX.public.engagement_events (engagement.public.'
                                 'engagement_events), the local stack\'s.')
-        kafka.add_argument('--raw_topic', default=local_stack.name('raw_topic'),
+        kafka.add_argument('--raw_topic', default=local.raw_topic,
                            help='Topic of plain JSON events from producers that bypass Postgres; empty to not '
                                 'read one. Env ENGAGEMENT_RAW_TOPIC; default engagement.raw_events.')
         kafka.add_argument('--consumer_group', default=_env('ENGAGEMENT_CONSUMER_GROUP', 'engagement-pipeline'),
@@ -105,7 +106,7 @@ class EngagementOptions(PipelineOptions):
         content = parser.add_argument_group('content enrichment')
         content.add_argument('--pg_dsn',
                              default=_env('ENGAGEMENT_PG_DSN',
-                                          local_stack.pg_dsn()),
+                                          local.pg_dsn),
                              help='libpq connection string of the database holding the content table. '
                                   'Env ENGAGEMENT_PG_DSN; default the local stack (ENGAGEMENT_PG_PORT, '
                                   'ENGAGEMENT_PG_DATABASE).')
@@ -139,7 +140,7 @@ class EngagementOptions(PipelineOptions):
 
         redis = parser.add_argument_group('Redis sink')
         redis.add_argument('--redis_url',
-                           default=_env('REDIS_URL', local_stack.redis_url(), 'ENGAGEMENT_REDIS_URL'),
+                           default=_env('REDIS_URL', local.redis_url, 'ENGAGEMENT_REDIS_URL'),
                            help='redis:// or rediss:// URL (a password in it is never logged). Env REDIS_URL '
                                 '(or ENGAGEMENT_REDIS_URL); default the local stack, '
                                 'redis://127.0.0.1:$ENGAGEMENT_REDIS_PORT/0 (16379).')
@@ -150,7 +151,7 @@ class EngagementOptions(PipelineOptions):
                            help='Expiry of every Redis key, seconds. Default 86400.')
 
         api = parser.add_argument_group('REST API sink')
-        api.add_argument('--api_url', default=_env('ENGAGEMENT_API_URL', local_stack.api_url()),
+        api.add_argument('--api_url', default=_env('ENGAGEMENT_API_URL', local.api_url),
                          help='Base URL of the REST API receiving enriched events (POST <api_url>/v1/events); '
                               'empty to turn the sink off. Env ENGAGEMENT_API_URL; default '
                               'http://127.0.0.1:$ENGAGEMENT_API_PORT (18090), the local receiver.')
@@ -186,11 +187,11 @@ class EngagementOptions(PipelineOptions):
         bq.add_argument('--bq_enabled', default=_env('ENGAGEMENT_BQ_ENABLED', 'true'),
                         help='Write events, stats and dead letters to BigQuery: true or false. Env '
                              'ENGAGEMENT_BQ_ENABLED; default true.')
-        bq.add_argument('--bq_project', default=local_stack.name('bq_project'),
+        bq.add_argument('--bq_project', default=local.bq_project,
                         help='BigQuery project of the tables. Env ENGAGEMENT_BQ_PROJECT; default engagement-local.')
-        bq.add_argument('--bq_dataset', default=local_stack.name('bq_dataset'),
+        bq.add_argument('--bq_dataset', default=local.bq_dataset,
                         help='BigQuery dataset of the tables. Env ENGAGEMENT_BQ_DATASET; default engagement.')
-        bq.add_argument('--bq_endpoint', default=_env('ENGAGEMENT_BQ_ENDPOINT', local_stack.bq_endpoint()),
+        bq.add_argument('--bq_endpoint', default=_env('ENGAGEMENT_BQ_ENDPOINT', local.bq_endpoint),
                         help='BigQuery API endpoint of an emulator, reached without credentials; empty '
                              '(--bq_endpoint=) for real BigQuery with Application Default Credentials. Env '
                              'ENGAGEMENT_BQ_ENDPOINT; default http://127.0.0.1:$ENGAGEMENT_BQ_PORT (19050), the local '
@@ -204,7 +205,7 @@ class EngagementOptions(PipelineOptions):
                         help='gs:// location for the files of file_loads. Env ENGAGEMENT_BQ_TEMP_LOCATION; default '
                              f'{LOCAL_BQ_TEMP_LOCATION} with --bq_endpoint (the local storage emulator), else '
                              'Beam\'s --temp_location.')
-        bq.add_argument('--gcs_endpoint', default=_env('ENGAGEMENT_GCS_ENDPOINT', local_stack.gcs_endpoint()),
+        bq.add_argument('--gcs_endpoint', default=_env('ENGAGEMENT_GCS_ENDPOINT', local.gcs_endpoint),
                         help='Cloud Storage emulator that file_loads stage files in when --bq_endpoint is set. Env '
                              'ENGAGEMENT_GCS_ENDPOINT; default http://127.0.0.1:$ENGAGEMENT_GCS_PORT (19023), the '
                              'local stack.')
@@ -214,7 +215,7 @@ class EngagementOptions(PipelineOptions):
 
         dlq = parser.add_argument_group('dead letters')
         dlq.add_argument('--dead_letter_topic',
-                         default=local_stack.name('dead_letter_topic'),
+                         default=local.dead_letter_topic,
                          help='Kafka topic receiving dead letters as JSON. Env ENGAGEMENT_DEAD_LETTER_TOPIC; '
                               'default engagement.dead_letters.')
 

@@ -6,13 +6,13 @@ from schemas.content import Content, ContentType
 from schemas.dead_letter import DeadLetter, Stage
 from schemas.debezium import DebeziumEnvelope, DebeziumSource
 from schemas.events import (
-                            EVENT_TYPES,
-                            CdcEngagementRow,
-                            DirectEvent,
-                            EngagementEvent,
-                            EnrichedEvent,
-                            EventType,
-                            IngestedEvent,
+    EVENT_TYPES,
+    CdcEngagementRow,
+    DirectEvent,
+    EngagementEvent,
+    EnrichedEvent,
+    EventType,
+    IngestedEvent,
 )
 from schemas.kafka import KafkaRecord
 from schemas.stats import ContentWindowStats, ContentWindowStatsRow

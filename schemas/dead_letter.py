@@ -40,14 +40,13 @@ UNKNOWN_CONTENT = 'unknown_content'    # content id not in the catalogue, even a
 CONTENT_UNAVAILABLE = 'content_unavailable'  # the catalogue could not be reloaded to look the content up
 TOO_LATE = 'too_late'                  # event time beyond the window's allowed lateness
 TIMESTAMP_OUT_OF_RANGE = 'timestamp_out_of_range'  # event_ts without a UTC instant, or before 1970
-TOO_DEEPLY_NESTED = 'too_deeply_nested'  # JSON nested deeper than the parser's limit (MAX_JSON_DEPTH)
+TOO_DEEPLY_NESTED = 'too_deeply_nested'  # JSON nested deeper than pydantic-core's parser takes (200 levels)
 PAYLOAD_TOO_LARGE = 'payload_too_large'  # record (or event) larger than the configured maximum
 FUTURE_EVENT = 'future_event'          # event_ts too far ahead of the reader's clock (--max_future_seconds)
 SKIPPED_BY_OPERATOR = 'skipped_by_operator'  # named by --skip_offsets: not processed at all
 UNEXPECTED_ERROR = 'unexpected_error'  # processing the record raised an error no rule above names
 
 MAX_DEAD_LETTER_BYTES = 1_000_000  # below Kafka's default max.message.bytes and BigQuery's row limit
-MAX_JSON_DEPTH = 200  # pydantic-core's JSON parser (jiter) refuses deeper nesting; the pipeline reports it as such
 _FIT_KEY_CHARS = 1024  # an oversized dead letter keeps at most this much of its key
 
 

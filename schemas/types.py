@@ -41,8 +41,9 @@ def _canonical_uuid(value: str) -> str:
         raise PydanticCustomError('uuid_parsing', 'Input should be a valid UUID') from None
 
 
-_RFC3339 = re.compile(r'\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}(?::\d{2}(?:\.\d{1,12})?)?(?:[Zz]|[+-]\d{2}:?\d{2})')
-_RFC3339_NAIVE = re.compile(r'\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}(?::\d{2}(?:\.\d{1,12})?)?')
+_DATE_TIME = r'\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}(?::\d{2}(?:\.\d{1,12})?)?'
+_RFC3339 = re.compile(_DATE_TIME + r'(?:[Zz]|[+-]\d{2}:?\d{2})')
+_RFC3339_NAIVE = re.compile(_DATE_TIME)
 _RFC3339_EXAMPLE = 'an RFC 3339 timestamp string with a UTC offset, e.g. 2026-11-24T12:10:14.536825+00:00'
 EARLIEST_TIMESTAMP = datetime(1970, 1, 1, tzinfo=timezone.utc)
 

@@ -106,7 +106,7 @@ class ContentStatsPerWindowOutputs(NamedTuple):
 def _iso(micros: int) -> str:
     try:
         return Timestamp(micros=micros).to_utc_datetime(has_tz=True).isoformat()
-    except (OverflowError, ValueError):  # beyond year 9999 (only reachable with a huge --max_future_seconds)
+    except (OverflowError, ValueError):  # a window ending after year 9999 (ParseEvents refuses such events)
         return f'{micros} µs since the epoch'
 
 

@@ -42,7 +42,6 @@ ended. Conservative, never silent, and the same on every replay.
 from __future__ import annotations
 
 import json
-import logging
 import threading
 
 import apache_beam as beam
@@ -57,19 +56,16 @@ from connectors.kafka.client import (
     check_consumer_config,
     check_read_arguments,
     consumer_for,
+    log_event,
 )
 from connectors.kafka.offsets import PlanRead, committed_positions
 from connectors.kafka.records import KafkaRecord
 
-_LOG = logging.getLogger(__name__)
 # kafka-python setting -> Java consumer property, for the settings the pipeline passes (options.kafka_consumer_config).
 _JAVA_NAMES = {'bootstrap_servers': 'bootstrap.servers', 'security_protocol': 'security.protocol',
                'sasl_mechanism': 'sasl.mechanism', 'client_id': 'client.id'}
 _SCRAM = ('SCRAM-SHA-256', 'SCRAM-SHA-512')
 
-
-def _log(event: str, **fields) -> None:
-    _LOG.info(json.dumps({'event': event, **fields}, default=str))
 
 
 def java_consumer_config(consumer_config: dict, group_id: str | None) -> dict[str, str]:
@@ -115,7 +111,7 @@ def set_start_positions(consumer_config: dict, topics: list[str], group_id: str,
     finally:
         consumer.close()
     start = {(tp.topic, tp.partition): om.offset for tp, om in offsets.items()}
-    _log('kafka_xlang_start_positions_committed', group_id=group_id, start_offset=start_offset,
+    log_event('kafka_xlang_start_positions_committed', group_id=group_id, start_offset=start_offset,
          start_timestamp_ms=start_timestamp_ms, start={f'{t}/{p}': o for (t, p), o in start.items()})
     return start
 

@@ -58,12 +58,11 @@ def test_an_unreachable_broker_means_kafkas_default_limit():
 
 @pytest.mark.integration
 def test_dead_letters_survive_the_trip_through_kafka_and_are_counted(stack, capsys):
-    from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
-    from kafka.admin import NewTopic
-    bootstrap, topic = stack.cfg.kafka_bootstrap, f'test.dead_letters.{uuid.uuid4().hex[:8]}'
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
-    admin.create_topics([NewTopic(topic, 2, 1)])
-    admin.close()
+    from kafka import KafkaConsumer, TopicPartition
+
+    from tests.connectors.kafka.test_reader import create_topic
+    bootstrap = stack.cfg.kafka_bootstrap
+    topic = create_topic(stack.cfg, f'test.dead_letters.{uuid.uuid4().hex[:8]}', 2)
     records = [
         DeadLetter(payload='{"id": 7, "event_type": "jump"}', stage='parse', reason='invalid_event_type',
                    error='event_type must be one of play, pause, finish, click', attempts=1, first_failed_ts=T0,

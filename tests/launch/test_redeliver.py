@@ -72,12 +72,11 @@ def report(text: str) -> dict[str, int]:
 
 @pytest.mark.integration
 def test_events_dead_lettered_while_the_api_failed_are_all_delivered_exactly_once(stack, capsys):
-    from kafka import KafkaAdminClient, KafkaProducer
-    from kafka.admin import NewTopic
-    bootstrap, topic = stack.cfg.kafka_bootstrap, f'test.redeliver.{uuid.uuid4().hex[:8]}'
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
-    admin.create_topics([NewTopic(topic, 2, 1)])
-    admin.close()
+    from kafka import KafkaProducer
+
+    from tests.connectors.kafka.test_reader import create_topic
+    bootstrap = stack.cfg.kafka_bootstrap
+    topic = create_topic(stack.cfg, f'test.redeliver.{uuid.uuid4().hex[:8]}', 2)
     events = [enriched(id=880_000 + i, ts=1_795_522_212.0 + i) for i in range(400)]
     sent_ids = {str(e.id) for e in events}
 
