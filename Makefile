@@ -14,7 +14,7 @@ help:
 	@echo "make up|down|status    the local stack (python -m launch.stack ...)"
 
 install:
-	@python3 -m launch.install
+	@python3 -m launch.stack.install
 
 up: install
 	@$(PYTHON) -m launch.stack up
@@ -26,7 +26,7 @@ status:
 	@$(PYTHON) -m launch.stack status
 
 demo: install
-	@$(PYTHON) -m launch.demo --runner=$(RUNNER)
+	@$(PYTHON) -m launch.scenarios.demo --runner=$(RUNNER)
 
 # Coverage of the shipped packages over the whole test run (unit tests and the integration tests that run
 # pipelines in this process); the pipelines the end-to-end tests start as subprocesses are not measured.

@@ -15,7 +15,7 @@ when it cannot be read), sets the producer's `max_request_size` to it, and cuts 
 therefore never make the writer fail: kafka-python refuses an oversized record synchronously in `send`, which
 would fail every retry of the bundle.
 
-Listing, counting and redelivering them are operator commands: `python -m launch.dead_letters`.
+Listing, counting and redelivering them are operator commands: `python -m launch.tools.dead_letters`.
 """
 from __future__ import annotations
 

@@ -1,58 +1,15 @@
-"""Write per-(content, window) engagement stats to Redis, idempotently: `WriteContentStatsToRedis`.
+"""`WriteContentStatsToRedis`: per-(content, window) engagement stats to Redis, idempotently.
 
-Beam concepts: a composite `PTransform` around a `DoFn` that owns a connection pool (`setup`/`teardown`), buffers
-elements per bundle and flushes them in pipelined batches (`finish_bundle`), a tagged dead-letter output
-(`ParDo.with_outputs`), and `Metrics.counter`s.
+A `DoFn` owns a connection pool (`setup`/`teardown`), buffers the panes of a bundle and writes them in pipelined
+batches at `finish_bundle`, one Lua script per pane: the content's hash gets the pane's absolute values, the top
+sets its score, the window's totals the difference to what was stored, and a pane older than the stored one is
+refused. So any pane can be written again, in any order, without changing the result. Unreachable or busy Redis:
+the batch is retried with backoff, then the bundle fails; a pane Redis rejects for its own data goes to
+`dead_letters` (stage `redis`). The password in the URL never reaches a log, an error or display data. Data model,
+the reasons and the failure handling in full: docs/pipeline.md, "Redis data model".
 
-Data model (a contract the dashboard relies on; `P` = prefix, `W` = window start, epoch seconds UTC):
-
-  P:stats:W:<content_id>     HASH  events play pause finish click engagement_seconds title content_type
-  P:top:W:<content_type>     ZSET  member content_id, score events
-  P:top:W:all                ZSET  member content_id, score events
-  P:totals:W                 HASH  events play pause finish click = sums over every content of the window
-
-`engagement_seconds` is engagement_ms / 1000 written as an exact decimal string (1234567 -> "1234.567").
-Every key expires `ttl_seconds` after its last write.
-
-Why the writes are idempotent. The aggregation fires panes with ACCUMULATED values, so each pane carries the
-absolute stats of one (content, window) so far. One Lua script per pane, run atomically by Redis, reads the
-content's previous counters from its stats hash, overwrites the hash with the new absolute values, and adds the
-DIFFERENCE (new - old) to the window's totals hash; both top sets get the absolute score. Writing the same pane
-again reads back what it wrote before and adds 0; a later pane adds exactly what it brings on top of the earlier
-one. So the totals always equal the sum over the stats hashes, however often a pane is written, and a batch that
-failed half-way can simply be written again.
-
-Why an "only move forward" guard. Each pane is stamped with the time the sink received it (`pane_us`, stored in
-the hash), and the script refuses a pane with fewer distinct events than the stored one, or as many and an earlier
-stamp. Panes of one key reach this DoFn in order, but bundles run concurrently and each retries its batch on its
-own: after a Redis outage the retried batches land in any order, and without the guard an early pane written last
-left a final window too low for good (seen in the 30 s outage test). The guard cannot freeze a wrong value: a pane
-counts a subset of its window's distinct events (deduplicated by id), so the final pane, which has them all, is
-never refused; after a restart the partial recount of a window no longer dips the stored value either, and its
-final pane overwrites it. (A CDC update that moves an event to another content or window is the known exception:
-it is counted in both places with or without the guard.)
-The one assumption: `ttl_seconds` exceeds allowed lateness plus the replay horizon. If a content's stats hash
-expired while its window's totals hash lived on, a later pane for it would be counted in the totals twice.
-
-Failures.
-- Redis unreachable, timing out, loading, busy or read-only: the whole batch is retried with exponential backoff
-  and jitter (by default 10 attempts spread over 38-57 s, so that a Redis restart of 30 s loses nothing even on
-  runners that fail the job instead of retrying a bundle, like Prism); then the bundle fails with one clear line.
-  A runner that retries bundles writes the same panes again, which is safe (see above). Work slows, nothing is lost.
-  When only part of a batch failed, it is resent from the first failed pane on, in order.
-- Wrong password or missing permission: fails at once; retrying cannot help.
-- A pane that cannot be written for reasons of its own data (a field of the wrong type, or Redis rejecting its
-  keys, e.g. WRONGTYPE) goes to the `dead_letters` output with stage 'redis', never silently away.
-- The script cache is empty after a Redis restart or SCRIPT FLUSH: NOSCRIPT reloads the script and writes again.
-
-Keys of one window live in different hash slots and the names carry no hash tag, so this needs a standalone
-(or replicated/Sentinel) Redis, not Redis Cluster. The password in `redis_url` never appears in logs, errors or
-display data.
-
-Usage::
-
-    result = stats | 'WriteToRedis' >> WriteContentStatsToRedis('redis://127.0.0.1:16379/0')
-    result.dead_letters | 'DeadLetters' >> WriteDeadLettersToKafka(bootstrap, topic)
+    result = stats | 'WriteContentStatsToRedis' >> WriteContentStatsToRedis('redis://127.0.0.1:16379/0')
+    result.dead_letters  # schemas.DeadLetter, stage 'redis'
 """
 from __future__ import annotations
 

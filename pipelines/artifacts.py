@@ -1,8 +1,8 @@
 """Where `make install` puts what the local runners start: the Flink job server, its embedded Flink's settings
 and java launcher, and the cross-language Kafka reader's expansion service, all under `$ENGAGEMENT_HOME`.
 
-The pipeline looks them up here (shipped code), `launch.install` writes them here: one definition of each path.
-Standard library only, since `launch.install` runs before the virtualenv exists.
+The pipeline looks them up here (shipped code), `launch.stack.install` writes them here: one definition of each path.
+Standard library only, since `launch.stack.install` runs before the virtualenv exists.
 """
 from __future__ import annotations
 

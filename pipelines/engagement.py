@@ -28,12 +28,13 @@ from apache_beam.options.pipeline_options import (
 )
 from apache_beam.transforms.window import GlobalWindows
 
-from connectors import bigquery
+from connectors.bigquery import sink as bigquery
+from connectors.bigquery.tables import ensure_tables
 from connectors.dead_letters import WriteDeadLettersToKafka
-from connectors.http_api import DeliverToApi
+from connectors.http_api.sink import DeliverToApi
 from connectors.kafka import ReadFromKafka
 from connectors.redis import WriteContentStatsToRedis
-from pipelines.options import EngagementOptions, InvalidOption
+from pipelines.options import EngagementOptions, InvalidOption, add_arguments
 from pipelines.replay import ReplayPlan, SkipProcessedEvents, plan_replay
 from pipelines.runners import RunnerUnavailable, is_dataflow, runner_name, select_runner, stop_job_server_children
 from pipelines.xlang import read_from_kafka_xlang
@@ -131,8 +132,9 @@ def print_help() -> None:
     from apache_beam.options.pipeline_options import PrismRunnerOptions
     parser = argparse.ArgumentParser(prog='python -m pipelines.engagement', description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    for options_class in (StandardOptions, PrismRunnerOptions, EngagementOptions):
+    for options_class in (StandardOptions, PrismRunnerOptions):
         options_class._add_argparse_args(parser)
+    add_arguments(parser)
     parser.epilog = ('Any other Apache Beam pipeline option (Flink, Dataflow, worker options) is passed to the '
                      'runner as usual.')
     parser.print_help()
@@ -176,8 +178,8 @@ def run(argv: list[str] | None = None) -> int:
     replay = None if dry_run else plan_replay(opts)
     if opts.bigquery_enabled and opts.bq_endpoint and not dry_run:
         # Tables are created up front with their partitioning and clustering (a table a load job creates has
-        # neither); idempotent. Real BigQuery: once, `python -m launch.bigquery --endpoint= ensure`.
-        bigquery.ensure_tables(opts.bq_project, opts.bq_dataset, opts.bq_endpoint)
+        # neither); idempotent. Real BigQuery: once, `python -m launch.tools.bigquery --endpoint= ensure`.
+        ensure_tables(opts.bq_project, opts.bq_dataset, opts.bq_endpoint)
     pipeline = beam.Pipeline(runner=runner, options=options)
     try:
         build(pipeline, opts, replay)

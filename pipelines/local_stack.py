@@ -1,9 +1,9 @@
-"""The local stack's defaults, in one table: the stack (`launch.config`) starts its components with them and the
+"""The local stack's defaults, in one table: the stack (`launch.stack`) starts its components with them and the
 pipeline's flags default to them, so both follow the same `ENGAGEMENT_*` variables. A user who starts the stack
 with `ENGAGEMENT_KAFKA_PORT=29092` and then the pipeline in the same environment reaches that stack, not whatever
 listens on the default port.
 
-Standard library only: `launch.install` and `launch.config` run before the virtualenv exists.
+Standard library only: `launch.stack.install` and `launch.stack.config` run before the virtualenv exists.
 """
 from __future__ import annotations
 

@@ -42,7 +42,7 @@ class EngagementEvent(BaseModel):
 
 class DirectEvent(EngagementEvent):
     """The raw topic's wire format: one JSON object per Kafka record, `event_ts` ISO-8601 with offset and
-    `raw_payload` a JSON object, e.g. (launch/generate.py `--direct`)::
+    `raw_payload` a JSON object, e.g. (launch/scenarios/generate.py `--direct`)::
 
         {"id": 1795522214408970001, "content_id": "...", "user_id": "...", "event_type": "pause",
          "event_ts": "2026-11-24T12:10:14.536825+00:00", "duration_ms": 369895, "device": "web",

@@ -1,4 +1,4 @@
-"""A real `launch.api_receiver` process on a free port with a private state directory, for the API tests."""
+"""A real `launch.standins.api_receiver` process on a free port with a private state directory, for the API tests."""
 from __future__ import annotations
 
 import json
@@ -12,11 +12,14 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from launch import config as stack_config
-from launch.stack import stop_tree
+from launch.stack import config as stack_config
+from launch.stack.processes import stop_tree
 from tests.conftest import free_ports
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+RECEIVER_SECRET = 'receiver-test-secret-7f3a'  # the client secret of the receivers the `receiver` fixture starts
 
 
 class ReceiverProcess:
@@ -37,7 +40,7 @@ class ReceiverProcess:
         env = {**os.environ, 'PYTHONPATH': str(REPO), 'ENGAGEMENT_TEST_API_SECRET': self.secret}
         with open(self.log_file, 'ab') as log:
             self.proc = subprocess.Popen(
-                [sys.executable, '-m', 'launch.api_receiver', '--port', str(self.port), '--state-dir',
+                [sys.executable, '-m', 'launch.standins.api_receiver', '--port', str(self.port), '--state-dir',
                  str(self.state_dir), '--client-secret-env', 'ENGAGEMENT_TEST_API_SECRET',
                  '--token-ttl-seconds', str(self.token_ttl_seconds), *self.extra_args],
                 stdout=log, stderr=subprocess.STDOUT, env=env, cwd=REPO)
@@ -95,3 +98,15 @@ class ReceiverProcess:
                                     headers={'Content-Type': 'application/x-www-form-urlencoded'})
         assert status == 200, body
         return body['access_token']
+
+
+def batch(*ids, key_type=str) -> list[dict]:
+    """An events request body: one item per id, the id as idempotency key."""
+    return [{'idempotency_key': key_type(i), 'event': {'id': i}} for i in ids]
+
+
+def post_events(receiver: ReceiverProcess, body, token: str, request_id: str | None = None):
+    headers = {'Authorization': f'Bearer {token}', 'Content-Type': 'application/json'}
+    if request_id:
+        headers['X-Request-Id'] = request_id
+    return receiver.call('POST', '/v1/events', body, headers=headers)

@@ -1,32 +1,17 @@
-"""Parse and validate Kafka records into engagement events; everything else becomes a dead letter.
-
-Beam concepts: a `DoFn` with a tagged side output (`ParDo(...).with_outputs`) for dead letters, element
-timestamps set to event time (`TimestampedValue`), `Metrics.counter` per outcome.
+"""`ParseEvents`: Kafka records into validated engagement events; everything else becomes a dead letter.
 
     parsed = records | ParseEvents(cdc_topics=['engagement.public.engagement_events'])
-    parsed.events       # PCollection[IngestedEvent], timestamped with event_ts
-    parsed.dead_letters # PCollection[DeadLetter], stage 'parse'
+    parsed.events        # PCollection[IngestedEvent], timestamped with event_ts
+    parsed.dead_letters  # PCollection[DeadLetter], stage 'parse'
 
-Records of a topic in `cdc_topics` are Debezium envelopes (JSON converter, schemas disabled); records of any
-other topic are direct JSON events (`schemas.DirectEvent`). Per CDC operation:
-  c (insert), r (snapshot read)  -> the event;
-  u (update)                     -> the event again, as a newer version of the same id (higher `source_lsn`).
-                                    Consumers key on the id: the window aggregation lets the newer version
-                                    replace the older, sinks upsert by id;
-  d (delete), tombstone (null)   -> skipped and counted: removing a row is not engagement, and Debezium sends a
-                                    tombstone after each delete for log compaction;
-  t (truncate), m (message)      -> dead letter `unsupported_op`, so an operator sees it.
-Rejected records carry the original bytes and a reason (see schemas.dead_letter): malformed_json, empty_payload,
-missing_field, wrong_type, invalid_event, unsupported_op, timestamp_out_of_range, too_deeply_nested (JSON nested
-deeper than 200 levels), payload_too_large (key + value above `max_record_bytes`, checked before parsing),
-future_event (event_ts more than `max_future_seconds` ahead of the reader's clock: the record's Kafka timestamp,
-capped at the wall clock, so that a replay decides as the first read did), skipped_by_operator (the record's
-coordinates are in `skip`). A UTF-8 byte order mark before the JSON is ignored (RFC 8259 allows it).
-
-No record can fail a bundle: whatever else parsing one record raises (a bug a record's content can trigger)
-becomes a dead letter `unexpected_error` naming the exception, counted, and logged once per exception type with
-the record's coordinates. Only the parsing is guarded, not the hand-over of its result: an error downstream is
-that step's own, and fails the bundle as it should.
+Records of a topic in `cdc_topics` are Debezium envelopes (JSON converter, schemas disabled), others direct JSON
+events (`schemas.DirectEvent`). CDC `c`/`r` give the event, `u` a newer version of it (higher `source_lsn`),
+`d` and tombstones are skipped and counted (removing a row is not engagement), `t`/`m` are dead letters
+(`unsupported_op`). Rejected records carry the original bytes and a reason (docs/pipeline.md, "Dead letters");
+limits (`ParseLimits`: record size, events from the future, offsets an operator skips) are checked first.
+No record can fail a bundle: any other error parsing one record becomes an `unexpected_error` dead letter naming
+the exception. Only the parsing is guarded, not the hand-over of its result: an error downstream is that step's
+own, and fails the bundle as it should.
 """
 from __future__ import annotations
 

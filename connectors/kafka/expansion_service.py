@@ -19,7 +19,7 @@ class ExpansionServiceUnavailable(RuntimeError):
 
 class LocalExpansionService:
     """`java -jar <launcher jar> <port>`: the expansion service `make install` assembles (see
-    launch/java/LoopbackExpansionService.java), on a free port of 127.0.0.1, with its loopback Java worker.
+    launch/stack/java/LoopbackExpansionService.java), on a free port of 127.0.0.1, with its loopback Java worker.
 
     It must outlive the pipeline's expansion: on Prism the Java read runs in it. `start()` waits until the port
     answers; `stop()` (also at interpreter exit, and when used as a context manager) sends SIGTERM, SIGKILL after

@@ -1,70 +1,14 @@
-"""Read Kafka topics into Beam: an unbounded splittable DoFn that runs on every runner (librdkafka fetches the
-records, kafka-python plans and commits).
+"""`ReadFromKafka`: Kafka topics into Beam with an unbounded splittable DoFn that runs on every runner
+(librdkafka fetches the records, kafka-python plans the read and commits).
 
     records = p | ReadFromKafka({'bootstrap_servers': '127.0.0.1:19092'}, ['engagement.public.engagement_events'],
                                 group_id='engagement-pipeline', start_offset='committed')
 
-Each output element is a `KafkaRecord` (topic, partition, offset, key, value, timestamp_ms) whose Beam timestamp
-is the Kafka record timestamp. Keys and values stay bytes; parsing is the next transform's job.
-
-Beam concepts used
-  - `Impulse` -> `PlanRead` (a plain DoFn) discovers the partitions of the topics and picks each partition's start
-    offset at run time, so a pipeline can be built (and a Dataflow template launched) without reaching Kafka.
-  - A splittable DoFn (`_ReadPartitionsFn`, `@unbounded_per_element`) with its own restriction: ONE element owns
-    all partitions; the restriction carries every partition's next offset and watermark, so it is correct however
-    many SDK processes a runner starts. Each process keeps its Kafka fetchers in a pool (`fetch.POOL`), a
-    cache only: a fetcher is lent to one process() call at a time and re-positioned if it is elsewhere.
-  - `ManualWatermarkEstimator`: the output watermark is the minimum of the partition watermarks.
-  - `tracker.defer_remainder()` (self-checkpoint) after a bounded amount of work, so output flows downstream and the
-    runner can persist progress; with a short resume delay when nothing was read.
-  - `DoFn.BundleFinalizerParam`: offsets are committed to Kafka only when the runner has durably taken the bundle.
-  - `Metrics`: counters `records` and `bytes` (key + value), a gauge `lag/<topic>/<partition>` per partition.
-
-Partitions are discovered once, at start: partitions added later are read after a restart. One element reading all
-partitions means one worker thread reads at a time; on runners with several workers (Dataflow, Flink) a
-`beam.Reshuffle()` after the read spreads the processing.
-
-Why not Beam's own `apache_beam.io.kafka.ReadFromKafka` by default? It is a cross-language transform: it needs a
-Java expansion service, and the `beam-sdks-java-io-expansion-service` jar is not served for the Beam versions this
-project uses. `--kafka_reader=xlang` (connectors/kafka/xlang.py) runs it through one assembled from Maven jars of
-another Beam version (2.73.0) than the Python SDK (2.77.0): it works here, but is not a pairing Beam guarantees.
-This reader is the default on Prism, Flink and Dataflow.
-
-Watermark
-  A partition's watermark is the newest record timestamp read from it minus `max_delay_ms` (a record stamped ahead
-  of the reader's clock, or not at all, is stamped with that clock when read). When a partition is
-  caught up (its position >= its end offset as of librdkafka's last fetch response, which is at most
-  `poll_timeout_ms` old; an empty poll proves nothing), its watermark moves to the wall-clock time minus that age
-  minus `max_delay_ms`: an idle partition does not hold the pipeline back. A partition neither read nor
-  caught up yet holds the watermark at its initial value. The output watermark is the minimum over all partitions,
-  so the slowest partition decides which windows may close. It is reported to the runner in whole seconds
-  (rounded down): every change of an upstream watermark makes Prism walk every element an aggregation holds
-  (for accumulating panes, every partial of every window within its allowed lateness); reporting the advance
-  of each 0.1 s live call cost Prism ~0.15 of a core more at 1,000 events/s (docs/benchmarks.md, 2026-11-25, 0611f4f).
-  Every record carries `watermark_ms`: the output watermark as of that record (the minimum over the partitions,
-  including the advance of the poll it came from; None while some partition has none). It is never below the
-  watermark the reader had reported when the bundle started, which bounds every downstream watermark until the
-  bundle's output is handed on. A transform fused with the reader can therefore compare it with a window's
-  deadline and know that a record it lets through is not dropped as late further down (ContentStatsPerWindow routes
-  too_late events this way).
-
-Throughput
-  Records are fetched with librdkafka (`confluent-kafka`, `connectors/kafka/fetch.py`): it fetches, decompresses
-  and checks them in C threads outside the GIL. With kafka-python, which decodes every record in Python, the
-  fetch took a fifth of the pipeline's CPU per event (profiled); see fetch.py for the figures. Partition
-  discovery, start offsets, committed offsets and commits (with the watermark as metadata) stay on kafka-python:
-  they run once per start or once per bundle. `consumer_config` is written in kafka-python's terms for both.
-  Bundle size: each process() call is one bundle. A backlog read in larger bundles (`max_bundle_seconds`) means
-  fewer, larger outputs per bundle downstream; `live_bundle_seconds` ends a call early once every partition is
-  within one poll (`_RECORDS_PER_POLL` records) of the broker's last reported end offsets, so live records are
-  not held back by the larger bound. (Requiring the exact end offset kept a call reading up to
-  `max_bundle_seconds` under a steady stream: each fetch response reports a newer end than the records it holds.)
-  With `live_grid_seconds` (the pipeline passes its early-firing period), a live call ends instead just before
-  the next point of that grid (`_GRID_LEAD_S` ahead of it), where the windows' early panes fire: the records of
-  a call reach the aggregation in time for the firing they would wait for anyway, and each key and window
-  gets one partial per period instead of one per 0.1 s call. An aggregation with accumulating panes holds every
-  partial until its window expires and Prism walks them all at every firing (transforms/windows.py, "Cost"):
-  at 1,000 events/s with 0.1 s calls, latency grew from 1.1 s to 1.8 s (p50) within six minutes.
+Each element is a `KafkaRecord` whose Beam timestamp is the Kafka record timestamp and whose `watermark_ms` is the
+reader's output watermark as of that record. One element owns every partition (its restriction holds each
+partition's next offset and watermark); the watermark is the minimum over the partitions, idle partitions follow
+the wall clock; offsets are committed, with the watermark as metadata, when the runner finalizes a bundle. How
+and why in full (watermark, bundle sizes, the grid of early panes): docs/pipeline.md, "How the Kafka reader works".
 """
 from __future__ import annotations
 

@@ -1,43 +1,15 @@
-"""Read Kafka with Beam's cross-language `apache_beam.io.kafka.ReadFromKafka` (Java KafkaIO), as the same
-`KafkaRecord`s our own reader (`connectors.kafka.ReadFromKafka`) emits: the pipeline's `--kafka_reader=xlang`.
+"""`ReadFromKafkaXlang`: Beam's cross-language `apache_beam.io.kafka.ReadFromKafka` (Java KafkaIO) emitting the same
+`KafkaRecord`s as our own reader: the pipeline's `--kafka_reader=xlang`.
 
     with LocalExpansionService(launcher_jar) as service:          # or an existing service's 'host:port'
         records = p | ReadFromKafkaXlang({'bootstrap_servers': '127.0.0.1:19092'}, ['engagement.raw_events'],
                                          group_id='engagement-pipeline', expansion_service=service.address)
 
-Beam concepts used
-  - A cross-language transform: Java KafkaIO is expanded at construction time by a Java *expansion service* and
-    runs in a Java SDK harness. On Prism (which has no Java harness of its own) that harness is the expansion
-    service's loopback worker: the service must live as long as the pipeline (`LocalExpansionService`).
-  - `with_metadata=True` Rows (topic, partition, offset, timestamp, key, value, headers...) with the `CreateTime`
-    timestamp policy: the Beam timestamp of each element is its Kafka record timestamp, as with our reader.
-  - A Python `DoFn` right after the read (`_ToKafkaRecord`) turns each Row into a `KafkaRecord` and commits
-    offsets in bundle finalization (`DoFn.BundleFinalizerParam`), with a watermark in the commit metadata.
-
-Offsets. KafkaIO's own `commit_offset_in_finalize` cannot be used: its commit step (`KafkaCommitOffset`) requires
-stable input, which Prism 2.77 refuses ("prism runner doesn't support the following required features:
-beam:requirement:pardo:stable_input:v1"), and KafkaIO documents it as unsupported for cross-language use on
-Dataflow. So `_ToKafkaRecord` commits: once the runner has durably taken a bundle of the Python stage that the
-read feeds (the parse, enrich and window routing steps fuse into it), the next offset of every partition in that
-bundle is committed for `group_id` with `{"watermark_ms": <newest record timestamp of the partition so far -
-max_delay_ms>}` as metadata: the format `connectors.kafka.offsets.committed_positions` reads, so the pipeline's replay
-after a restart (`pipelines.replay.plan_replay`) works for both readers. The Java reader never commits and
-starts each partition at the group's committed offset (Kafka's `auto.offset.reset=earliest` without one).
-Where to start is therefore set by committing before the pipeline starts (`set_start_positions`, called when the
-transform is applied): with `start_timestamp_ms` (a replay) or `start_offset` earliest/latest, each partition's
-start offset is chosen exactly as `connectors.kafka.ReadFromKafka` chooses it and committed for the group
-(with the watermark the group had, so a crash before the next commit replays from the same point). KafkaIO's
-`start_read_time` is not used: every partition would start at its first record at or after that time, ignoring
-commits, and a partition without such a record (empty, or idle since before it) fails the read
-(`checkStateNotNull` in `ReadFromKafkaDoFn.initialRestriction`).
-
-Too-late routing. A Python DoFn cannot read the Java reader's watermark, so `KafkaRecord.watermark_ms` is the
-record's own timestamp: an upper bound of every downstream watermark while the record is being processed (the
-runner holds a stage's output watermark at the timestamps of the elements it is processing, and the read's output
-reaches the windows through this one fused Python stage). `transforms.windows.RouteTooLateFn` routes an event to
-the dead letters when its window's deadline is at or before that stamp, so what it lets through is never dropped
-as late: an event is `too_late` when its record reached Kafka more than the allowed lateness after its window
-ended. Conservative, never silent, and the same on every replay.
+KafkaIO's own offset commits need stable input, which Prism refuses, so a Python DoFn right after the read commits
+in bundle finalization, with the watermark as metadata in the format our reader writes, and the start position
+is set by committing before the pipeline starts (`set_start_positions`). Each record's `watermark_ms` is its own
+timestamp, an upper bound of the downstream watermark, so the too-late routing stays conservative. Details and
+why: docs/runners.md, "The cross-language Kafka reader".
 """
 from __future__ import annotations
 

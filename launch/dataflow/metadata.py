@@ -23,20 +23,14 @@ METADATA_PATH = Path(__file__).with_name('metadata.json')
 # Pointing at the local stack by default; a Dataflow job must be told where its services are.
 REQUIRED_ON_DATAFLOW = ('kafka_bootstrap_servers', 'pg_dsn', 'redis_url')
 # Flags whose value is one of a fixed set (validated by EngagementOptions.validate() too).
-ENUMERATIONS = {
-    'start_offset': pipeline_options.START_OFFSETS,
-    'kafka_reader': pipeline_options.KAFKA_READERS,
-    'kafka_security_protocol': pipeline_options.KAFKA_SECURITY_PROTOCOLS,
-    'kafka_sasl_mechanism': pipeline_options.KAFKA_SASL_MECHANISMS,
-}
-ENUMERATIONS.update({name: values for name, values in getattr(pipeline_options, 'FLAG_CHOICES', {}).items()})
+ENUMERATIONS = pipeline_options.CHOICES
 _NUMBER_REGEX = {int: r'^[0-9]+$', float: r'^[0-9]+(\.[0-9]+)?$'}
 
 
 def option_actions() -> list[argparse.Action]:
     """The argparse actions EngagementOptions declares (one per flag), in declaration order."""
     parser = argparse.ArgumentParser(add_help=False)
-    pipeline_options.EngagementOptions._add_argparse_args(parser)
+    pipeline_options.add_arguments(parser)
     return [a for a in parser._actions if a.option_strings]
 
 

@@ -13,8 +13,9 @@ import time
 import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from connectors import bigquery as bq
-from launch.stack import BigQuery, Storage, tree_rss_mb
+from connectors.bigquery import clients, sink, tables
+from launch.stack.bigquery import BigQuery, Storage
+from launch.stack.processes import tree_rss_mb
 from tests.conftest import private_config
 from tests.connectors.test_bigquery_units import enriched
 
@@ -36,14 +37,14 @@ def main() -> None:
         rows = [enriched(i) for i in range(1, args.rows + 1)]
         for method in args.methods.split(','):
             dataset = f'bench_{method}'
-            bq.ensure_tables(cfg.bq_project, dataset, cfg.bq_endpoint)
+            tables.ensure_tables(cfg.bq_project, dataset, cfg.bq_endpoint)
             started = time.monotonic()
             with beam.Pipeline(runner='PrismRunner', options=PipelineOptions([])) as p:
-                (p | beam.Create(rows) | bq.WriteEventsToBigQuery(
+                (p | beam.Create(rows) | sink.WriteEventsToBigQuery(
                     cfg.bq_project, dataset, method=method, endpoint=cfg.bq_endpoint,
                     storage_endpoint=cfg.gcs_endpoint, temp_location=cfg.bq_temp_location))
             elapsed = time.monotonic() - started
-            client = bq.gcp_client(cfg.bq_project, cfg.bq_endpoint)
+            client = clients.gcp_client(cfg.bq_project, cfg.bq_endpoint)
             count = list(client.query(f'SELECT COUNT(*) AS n FROM {dataset}.events_enriched_raw').result())[0]['n']
             print(f'{method:<18} {count} rows in {elapsed:.1f} s = {count / elapsed:,.0f} rows/s (whole pipeline incl. '
                   f'Prism start); emulator RSS after: {tree_rss_mb(bigquery.proc.pid()):.0f} MB')

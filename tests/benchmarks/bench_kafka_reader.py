@@ -24,7 +24,7 @@ import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from connectors.kafka import ReadFromKafka
-from launch import config as stack_config
+from launch.stack import config as stack_config
 
 
 class CountPerBundle(beam.DoFn):

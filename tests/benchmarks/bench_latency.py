@@ -38,8 +38,9 @@ from typing import NamedTuple
 import psycopg2
 import redis
 
-from launch import generate
-from launch.stack import Stack, stop_tree, tree_rss_mb
+from launch.scenarios import generate
+from launch.stack.processes import stop_tree, tree_rss_mb
+from launch.stack.stack import Stack
 from tests.benchmarks.bench_pipeline import ProcessAccount
 from tests.conftest import private_config
 
@@ -80,7 +81,7 @@ class ApiWatch:
 
 class BigQueryWatch:
     def __init__(self, cfg):
-        from connectors.bigquery import gcp_client
+        from connectors.bigquery.clients import gcp_client
         self._client = gcp_client(cfg.bq_project, cfg.bq_endpoint)
         self._table = f'`{cfg.bq_project}.{cfg.bq_dataset}.events_enriched_raw`'
 

@@ -5,7 +5,7 @@
 Starts a private stack (free ports, fresh state), inserts `--events` rows with the generator at `--rate` rows/s
 (so the backlog spans events/rate seconds of event time), waits until Debezium has them all on Kafka, then starts
 `python -m pipelines.engagement --runner=DirectRunner --streaming` and polls Redis until every stats hash, top
-ZSET and totals hash equals SQL (`launch.verify`; SQL's answer is computed once before the start, and Redis is
+ZSET and totals hash equals SQL (`launch.scenarios.verify`; SQL's answer is computed once before the start, and Redis is
 compared key by key once its totals hashes match, checked once a second). Prints the time to exact results,
 events/s with and without the pipeline's start-up, the peak RSS of the pipeline's processes (on Flink also that
 of the job server JVM, which is one of them), CPU seconds and peak RSS per process, and how many stats panes Redis
@@ -21,8 +21,10 @@ import subprocess
 import sys
 import time
 
-from launch import generate, verify
-from launch.stack import Stack, descendants, rss_mb, tree_rss_mb
+from launch.scenarios import generate, verify
+from launch.stack.processes import rss_mb, tree_rss_mb
+from launch.stack.stack import Stack
+from pipelines.processes import descendants
 from tests.conftest import private_config
 
 
@@ -113,7 +115,7 @@ def api_accepted(cfg) -> int:
 
 
 def bigquery_events(cfg) -> int:
-    from connectors.bigquery import gcp_client
+    from connectors.bigquery.clients import gcp_client
     client = gcp_client(cfg.bq_project, cfg.bq_endpoint)
     try:
         table = f'`{cfg.bq_project}.{cfg.bq_dataset}.events_enriched_raw`'

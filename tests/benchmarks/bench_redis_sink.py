@@ -17,7 +17,7 @@ from apache_beam.utils.timestamp import Timestamp
 from apache_beam.utils.windowed_value import PANE_INFO_UNKNOWN
 
 from connectors.redis import UpsertContentStatsFn
-from launch.stack import Redis
+from launch.stack.redis import Redis
 from tests.conftest import private_config
 from tests.connectors.test_redis_sink import Stats
 

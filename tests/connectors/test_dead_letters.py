@@ -1,5 +1,5 @@
 """Dead letters: their JSON and Kafka key (fast), and one integration test that produces them through a Beam
-pipeline to the real Kafka of the stack, reads them back and counts them with `python -m launch.dead_letters`."""
+pipeline to the real Kafka of the stack, reads them back and counts them with `python -m launch.tools.dead_letters`."""
 from __future__ import annotations
 
 import datetime
@@ -18,7 +18,7 @@ from connectors.dead_letters import (
     record_key,
     topic_max_message_bytes,
 )
-from launch.dead_letters import main, read_dead_letters
+from launch.tools.dead_letters import main, read_dead_letters
 from schemas import DeadLetter
 
 T0 = datetime.datetime(2026, 11, 24, 12, 0, tzinfo=datetime.timezone.utc)

@@ -324,7 +324,7 @@ def test_a_user_without_script_permission_gets_one_clear_error(r, redis_only):
 
 
 def test_a_redis_restart_between_and_during_writes_loses_nothing(caplog):
-    from launch.stack import Redis
+    from launch.stack.redis import Redis
     from tests.conftest import private_config
     cfg = private_config()
     server = Redis(cfg)

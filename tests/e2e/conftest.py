@@ -12,8 +12,9 @@ from pathlib import Path
 import pytest
 from kafka import KafkaConsumer, TopicPartition
 
-from launch import generate, verify
-from launch.stack import _proc_start_time, descendants, stop_tree
+from launch.scenarios import generate, verify
+from launch.stack.processes import proc_start_time, stop_tree
+from pipelines.processes import descendants
 from pipelines.runners import prism_cache_zip
 from tests.conftest import private_stack
 
@@ -84,7 +85,7 @@ def wait_for(check, timeout: float, step: float = 1.0):
 
 
 def gone(pids: list[int], timeout: float) -> bool:
-    return wait_for(lambda: all(_proc_start_time(pid) is None for pid in pids), timeout, 0.5)
+    return wait_for(lambda: all(proc_start_time(pid) is None for pid in pids), timeout, 0.5)
 
 
 def children_running(pipeline: Pipeline, program: bytes) -> list[int]:

@@ -1,4 +1,4 @@
-"""End to end: the REST API sink under faults, on the real stack (Prism, streaming, the real `launch.api_receiver`).
+"""End to end: the REST API sink under faults, on the real stack (Prism, streaming, `launch.standins.api_receiver`).
 
 1. For one minute of a live run the receiver answers half of the event requests 503 and holds a fifth of them past
    the sink's timeout. Once the faults are cleared and the pipeline has caught up: nothing is lost (every Postgres
@@ -7,7 +7,7 @@
    while the job runs), and no event became a dead letter once the breaker's cool-down after the recovery was over.
    The breaker settings make it open within the minute (2 consecutive failed requests, 5 s cool-down): while it is
    open the sink does not hold events back, it dead-letters them as `circuit_open` by design, so what a user does
-   afterwards is `python -m launch.dead_letters redeliver --stage api`; after that the receiver holds every
+   afterwards is `python -m launch.tools.dead_letters redeliver --stage api`; after that the receiver holds every
    Postgres id exactly once (received once; twice only for an event whose outcome the sink could not know: a timed
    out or dropped request that the API may have stored).
 2. Then the receiver dies for good (SIGKILL): the pipeline keeps running, every event inserted afterwards is in the
@@ -35,10 +35,10 @@ from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.portability.api import beam_job_api_pb2, beam_job_api_pb2_grpc
 from apache_beam.runners.portability.portable_runner import PortableMetrics
 
-from connectors.http_api import METRICS_NAMESPACE
-from launch import generate
-from launch.api_receiver import Store
-from launch.stack import descendants
+from connectors.http_api.sink import METRICS_NAMESPACE
+from launch.scenarios import generate
+from launch.standins.api_state import Store
+from pipelines.processes import descendants
 from schemas.dead_letter import DeadLetter
 from tests.conftest import private_stack
 from tests.e2e.conftest import Pipeline
@@ -165,7 +165,7 @@ def test_api_faults_then_api_down_lose_nothing():
             assert counters['dead_lettered'] == len(letters)
 
             # The user's way back: redeliver the dead letters; then the API holds every Postgres id exactly once.
-            done = subprocess.run([sys.executable, '-m', 'launch.dead_letters', 'redeliver', '--stage', 'api'],
+            done = subprocess.run([sys.executable, '-m', 'launch.tools.dead_letters', 'redeliver', '--stage', 'api'],
                                   env={**os.environ, **cfg.env()}, capture_output=True, text=True, timeout=120)
             print(done.stdout)
             assert done.returncode == 0, done.stdout + done.stderr

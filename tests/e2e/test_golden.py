@@ -1,4 +1,4 @@
-"""The golden scenario (issue #6) on both runners: `python -m launch.golden` as a user runs it, once on the
+"""The golden scenario (issue #6) on both runners: `python -m launch.scenarios.golden` as a user runs it, once on the
 DirectRunner (Prism) and once on the FlinkRunner (embedded), each on a fresh private stack of its own. Both must
 equal what SQL computes, part by part (Redis, BigQuery views, API keys, dead letters), and their digests must be
 identical; a difference is printed as (part, key, this vs other)."""
@@ -18,8 +18,8 @@ RUN_TIMEOUT_S = 420
 
 def golden(runner: str, out, *extra: str) -> tuple[int, str]:
     started = time.monotonic()
-    proc = subprocess.run([sys.executable, '-m', 'launch.golden', '--runner', runner, '--out', str(out), *extra],
-                          capture_output=True, text=True, timeout=RUN_TIMEOUT_S)
+    proc = subprocess.run([sys.executable, '-m', 'launch.scenarios.golden', '--runner', runner, '--out', str(out),
+                           *extra], capture_output=True, text=True, timeout=RUN_TIMEOUT_S)
     print(f'--- {runner} ({time.monotonic() - started:.0f} s)\n{proc.stdout}{proc.stderr[-3000:]}')
     return proc.returncode, proc.stdout
 

@@ -1,6 +1,6 @@
-"""Hostile input end to end, on the real stack: the corpus of launch/corpus.py (malformed and adversarial records
-of every class, on the raw and the CDC topic) interleaved with valid events that Debezium captures from Postgres.
-The pipeline must stay up throughout (no record may fail it, nor fail it again after a restart from committed
+"""Hostile input end to end, on the real stack: the corpus of launch/scenarios/corpus.py (malformed and adversarial
+records of every class, on the raw and the CDC topic) interleaved with valid events that Debezium captures from
+Postgres. The pipeline must stay up throughout (no record may fail it, nor fail it again after a restart from committed
 offsets), give every hostile record its dead letter with its reason and coordinates, skip the record an operator
 names with --skip_offsets, and count every valid event: Redis equals SQL at the end.
 
@@ -15,7 +15,7 @@ from datetime import datetime, timezone
 
 import pytest
 
-from launch import corpus, generate, verify
+from launch.scenarios import corpus, generate, verify
 from tests.conftest import private_stack
 from tests.e2e.conftest import Pipeline, wait_for
 from tests.e2e.test_pipeline_e2e import read_dead_letters, wait_exact

@@ -16,7 +16,7 @@ import psycopg2
 import pytest
 from kafka import KafkaConsumer, TopicPartition
 
-from launch import generate, verify
+from launch.scenarios import generate, verify
 from tests.e2e.conftest import Pipeline
 
 pytestmark = pytest.mark.integration

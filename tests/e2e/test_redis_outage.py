@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from launch import generate
+from launch.scenarios import generate
 from tests.conftest import private_stack
 from tests.e2e.conftest import Pipeline
 from tests.e2e.test_pipeline_e2e import read_dead_letters, wait_exact

@@ -11,7 +11,7 @@ import zipfile
 import pytest
 from apache_beam.options.pipeline_options import FlinkRunnerOptions, JobServerOptions, PipelineOptions, PortableOptions
 
-from launch import install
+from launch.stack import install
 from pipelines import runners
 
 
@@ -114,7 +114,7 @@ def test_install_step_is_cached(tmp_path, monkeypatch):
     lib = install.flink_job_server_jar(tmp_path).parent / 'lib'
     lib.mkdir(parents=True)
     (lib / 'beam-runners-flink-1.19-2.62.0.jar').write_bytes(b'')
-    pom = install.stack_config.REPO_ROOT / 'launch' / 'maven' / install.FLINK_JOB_SERVER_POM
+    pom = install.MAVEN_DIR / install.FLINK_JOB_SERVER_POM
     (lib / '.pom.sha256').write_text(install._sha256(pom))
     monkeypatch.setattr(install, '_run', lambda *a, **k: pytest.fail(f'resolved again: {a}'))
     assert installer.flink_job_server().startswith('cached')  # lib cached, launcher built

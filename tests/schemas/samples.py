@@ -1,4 +1,5 @@
-"""Real records as they arrive on the local stack's topics (captured from Debezium 3.6.1 and launch.generate)."""
+"""Real records as they arrive on the local stack's topics (captured from Debezium 3.6.1 and
+launch.scenarios.generate)."""
 import json
 
 EVENTS_TOPIC = 'engagement.public.engagement_events'

@@ -10,7 +10,7 @@ from apache_beam.testing import test_pipeline
 from apache_beam.testing.util import assert_that, equal_to
 from apache_beam.utils.timestamp import Timestamp
 
-from launch import generate
+from launch.scenarios import generate
 from schemas import DeadLetter, IngestedEvent, KafkaRecord
 from tests.schemas import samples
 from transforms.parse import ParseEvents, Skipped, parse_record
@@ -93,7 +93,7 @@ def test_direct_event_keeps_its_large_id_and_payload_object():
 
 
 def test_each_kind_of_bad_input_the_generator_sends_gets_its_reason():
-    """The load generator's own corruptions (launch/generate.py make_bad), many random draws of each."""
+    """The load generator's own corruptions (launch/scenarios/generate.py make_bad), many random draws of each."""
     factory = generate.EventFactory([samples.CONTENT_AFTER['id']], users=10, late_share=0, late_max_s=1, seed=7)
     rng = random.Random(11)
     seen = {}

@@ -26,16 +26,15 @@ from connectors.kafka import ReadFromKafka
 from schemas import ContentWindowStats, DeadLetter
 from schemas.dead_letter import DEAD_LETTERS
 from tests.transforms.builders import PODCAST, VIDEO, enriched
+from tests.transforms.test_partials import event_ids
 from transforms.parse import ParseEvents
+from transforms.partials import partial_of
 from transforms.windows import (
     CombineWithinBundleFn,
     ContentStatsFn,
     ContentStatsPerWindow,
     RouteTooLateFn,
-    compact,
-    partial_of,
     shard_of,
-    unpack,
 )
 
 # -- counting: partials per bundle, merged like a runner would ------------------------------------------------
@@ -86,13 +85,6 @@ def test_title_follows_the_newest_event_id():
     assert combine([enriched(id=3, title='Old title')], [enriched(id=8, title='New title')])['title'] == 'New title'
 
 
-def event_ids(partial) -> dict:
-    """{content_id: sorted event ids} of a partial."""
-    contents, _, rows = partial
-    rows = unpack(rows)
-    return {content_id: sorted(rows['id'][rows['content'] == i].tolist()) for i, content_id in enumerate(contents)}
-
-
 def test_merging_leaves_the_merged_partials_alone():
     fn = ContentStatsFn()
     partial = partial_of([enriched(id=1, lsn=100)])
@@ -104,22 +96,6 @@ def test_merging_leaves_the_merged_partials_alone():
     assert newer == partial_of([enriched(id=1, event_type='finish', lsn=200), enriched(id=2, content_id=VIDEO)])
     assert fn.extract_output(merged)[PODCAST]['finish'] == 1
     assert fn.extract_output(merged)[VIDEO]['events'] == 1
-
-
-def test_compacting_keeps_the_newest_version_of_each_event_id_and_every_other_event():
-    versions = [enriched(id=7, lsn=lsn, offset=offset, event_type=event_type)
-                for lsn, offset, event_type in ((100, 5, 'play'), (300, 1, 'finish'), (300, 0, 'pause'))]
-    others = [enriched(id=i, content_id=VIDEO if i % 2 else PODCAST) for i in range(1, 7)]
-    partials = [partial_of(versions[:1] + others[:3]), partial_of(versions[1:] + others[2:])]
-
-    merged = compact(partials)
-    rows = unpack(merged[2])
-
-    assert sorted(rows['id'].tolist()) == [1, 2, 3, 4, 5, 6, 7]
-    newest = rows['id'] == 7
-    assert (rows['lsn'][newest].tolist(), rows['offset'][newest].tolist()) == ([300], [1])
-    assert event_ids(merged) == {PODCAST: [2, 4, 6, 7], VIDEO: [1, 3, 5]}
-    assert compact([compact(partials)]) == compact(partials)
 
 
 def test_an_accumulator_of_many_partials_is_compacted_on_the_way_and_counts_the_same():
@@ -141,15 +117,6 @@ def test_an_accumulator_of_many_partials_is_compacted_on_the_way_and_counts_the_
     assert fn.extract_output(fn.compact(accumulator)) == by_content
     halves = fn.merge_accumulators([accumulator[:10], accumulator[10:]])
     assert fn.extract_output(halves) == by_content
-
-
-def test_partials_cross_the_shuffle_with_the_fast_primitive_coder():
-    """Lists, tuples, ints, strings and one bytes object: no pickling of events or accumulator classes."""
-    partial = partial_of([enriched(id=1), enriched(id=2, duration_ms=None, lsn=7)])
-    coder = beam.coders.registry.get_coder(object)
-
-    assert coder.decode(coder.encode((3, partial))) == (3, partial)
-    assert b'pydantic' not in coder.encode(partial) and b'EnrichedEvent' not in coder.encode(partial)
 
 
 @pytest.mark.parametrize('shards', [1, 2, 8])

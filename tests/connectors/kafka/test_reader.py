@@ -28,7 +28,7 @@ from kafka.structs import OffsetAndMetadata
 
 from connectors.kafka import KafkaRecord, ReadFromKafka, committed_positions
 from connectors.kafka.offsets import PlanRead
-from launch import generate
+from launch.scenarios import generate
 
 pytestmark = pytest.mark.integration
 

@@ -1,0 +1,150 @@
+"""`make demo`: start the stack, the load generator and the Beam pipeline on the DirectRunner (Prism), and show
+what is being watched now.
+
+    python -m launch.scenarios.demo [--rate 300] [--bad-rate 2] [--keep-stack] [--cdc-only] [stack settings]
+
+The live view (`launch.scenarios.dashboard`) shows, once a second, the top contents of the current window per content
+type from Redis, events/s arriving on Kafka and counted into Redis, dead letters and the consumer group's lag.
+`--cdc-only` skips the pipeline and prints what Debezium delivers to Kafka instead (events/s, the mix of event
+types and the insert-to-Kafka delay). Ctrl-C stops the pipeline (and its Prism job server), the generators and
+every stack component this command started (components that were already running are left running). The
+pipeline's log is `<state dir>/logs/pipeline.log`.
+"""
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import time
+from datetime import datetime
+
+from launch.scenarios import dashboard
+from launch.stack import config as stack_config
+from launch.stack.component import StackError
+from launch.stack.processes import stop_tree
+from launch.stack.stack import Stack
+
+
+def _percentile(values: list[float], q: float) -> float:
+    if not values:
+        return float('nan')
+    values = sorted(values)
+    return values[min(len(values) - 1, int(q * len(values)))]
+
+
+def watch(cfg: stack_config.StackConfig, out=sys.stdout, seconds: float | None = None) -> int:
+    """Print one line a second about change events arriving on the CDC topic; returns how many arrived."""
+    from kafka import KafkaConsumer
+    consumer = KafkaConsumer(cfg.events_topic, bootstrap_servers=cfg.kafka_bootstrap, auto_offset_reset='latest',
+                             enable_auto_commit=False, group_id=None)
+    total = 0
+    by_type: collections.Counter = collections.Counter()
+    started = tick = time.monotonic()
+    delays: list[float] = []
+    in_tick = 0
+    last = None
+    try:
+        while seconds is None or time.monotonic() - started < seconds:
+            for records in consumer.poll(timeout_ms=200).values():
+                for record in records:
+                    row = (json.loads(record.value) or {}).get('after') or {}
+                    total += 1
+                    in_tick += 1
+                    by_type[row.get('event_type')] += 1
+                    event_ts = datetime.fromisoformat(row['event_ts'].replace('Z', '+00:00')).timestamp()
+                    delay = record.timestamp / 1000 - event_ts
+                    if delay < 5:  # events stamped late on purpose say nothing about the pipeline's delay
+                        delays.append(delay)
+                    last = row
+            now = time.monotonic()
+            if now - tick >= 1.0:
+                mix = ' '.join(f'{t}={by_type[t]:,}' for t in ('play', 'pause', 'finish', 'click'))
+                latest = (f'  last: id={last["id"]} {last["event_type"]} on {last["content_id"][:8]}…'
+                          if last else '')
+                print(f'[{time.strftime("%H:%M:%S")}] Kafka {cfg.events_topic}: {in_tick / (now - tick):7,.0f} ev/s'
+                      f'  total {total:,}  {mix}  insert→Kafka p50 '
+                      f'{statistics.median(delays) * 1000 if delays else float("nan"):4.0f} ms'
+                      f' p99 {_percentile(delays, 0.99) * 1000:4.0f} ms{latest}', file=out, flush=True)
+                tick, in_tick, delays = now, 0, []
+    finally:
+        consumer.close()
+    return total
+
+
+RUNNER_ALIASES = {'directrunner': 'DirectRunner', 'direct': 'DirectRunner', 'prism': 'DirectRunner',
+                  'prismrunner': 'DirectRunner', 'flinkrunner': 'FlinkRunner', 'flink': 'FlinkRunner'}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog='python -m launch.scenarios.demo', description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('--rate', type=float, default=300, help='generator events per second (default 300)')
+    parser.add_argument('--bad-rate', type=float, default=2,
+                        help='bad JSON records per second onto the raw topic (dead-letter demo), 0 for none; '
+                             'default 2')
+    parser.add_argument('--runner', default='DirectRunner', type=lambda v: RUNNER_ALIASES.get(v.lower(), v),
+                        choices=sorted(set(RUNNER_ALIASES.values())),
+                        help='DirectRunner (Prism, default) or FlinkRunner (embedded Flink); also prism, flink')
+    parser.add_argument('--keep-stack', action='store_true', help='leave the stack running on exit')
+    parser.add_argument('--cdc-only', action='store_true',
+                        help='no pipeline: watch the change events arrive on Kafka')
+    stack_config.add_arguments(parser)
+    args = parser.parse_args(argv)
+    try:
+        cfg = stack_config.from_args(args)
+    except stack_config.ConfigError as exc:
+        print(f'error: {exc}', file=sys.stderr)
+        return 2
+    stack = Stack(cfg)
+    already = {c.name for c in stack.components if c.running()}
+    children: list[tuple[str, subprocess.Popen]] = []
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # stop as cleanly on SIGTERM as on Ctrl-C
+
+    def start(name: str, *argv: str) -> None:
+        log = open(cfg.log_file(name), 'ab')
+        children.append((name, subprocess.Popen([sys.executable, '-m', *argv], env={**os.environ, **cfg.env()},
+                                                 stdout=log, stderr=subprocess.STDOUT)))
+
+    try:
+        print('starting the stack ...', flush=True)
+        stack.up()
+        start('generator', 'launch.scenarios.generate', '--rate', str(args.rate), '--duration', '31536000')
+        if args.bad_rate > 0:
+            start('generator-direct', 'launch.scenarios.generate', '--direct', '--rate', str(args.bad_rate),
+                  '--bad-share', '1', '--duration', '31536000')
+        if args.cdc_only:
+            print(f'generator running at {args.rate:,.0f} events/s into Postgres; watching Debezium change events '
+                  'on Kafka. Ctrl-C stops everything this demo started.', flush=True)
+            watch(cfg)
+        else:
+            start('pipeline', 'pipelines.engagement', f'--runner={args.runner}', '--streaming')
+            engine = 'Prism' if args.runner == 'DirectRunner' else 'embedded Flink (first output after ~20-50 s)'
+            print(f'generator at {args.rate:,.0f} events/s into Postgres, {args.bad_rate:g} bad records/s onto '
+                  f'{cfg.raw_topic}; pipeline starting on {engine} (log {cfg.log_file("pipeline")}). '
+                  'Ctrl-C stops everything this demo started.', flush=True)
+            dashboard.run(cfg, 'engagement', 60, 'engagement-pipeline',
+                          alive=lambda: all(p.poll() is None for _, p in children))
+            failed = [name for name, p in children if p.poll() is not None]
+            print(f'{", ".join(failed)} stopped unexpectedly; see {cfg.state_dir / "logs"}', file=sys.stderr)
+    except KeyboardInterrupt:
+        print('\nstopping ...', flush=True)
+    except (StackError, stack_config.ConfigError) as exc:
+        print(f'error: {exc}', file=sys.stderr)
+        return 2
+    finally:
+        for name, proc in reversed(children):
+            print(f'  {name:<9} {stop_tree(proc)}', flush=True)
+        if not args.keep_stack:
+            for comp in reversed(stack.components):
+                if comp.name not in already:
+                    print(f'  {comp.name:<9} {comp.stop()}', flush=True)
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
