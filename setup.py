@@ -21,6 +21,7 @@ setuptools.setup(
         'psycopg2-binary==2.9.13',
         'pydantic==2.14.4',
         'requests==2.34.2',
+        'prometheus-client==0.26.0',  # the pipeline's metrics in Prometheus exposition: connectors/metrics.py
     ],
     extras_require={'test': ['pytest==9.2.0']},
 )

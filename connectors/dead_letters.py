@@ -28,6 +28,7 @@ from typing import Any, Iterable, Mapping
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 
+from connectors import metrics
 from schemas.dead_letter import DeadLetter
 
 _METRICS_NAMESPACE = 'WriteDeadLettersToKafka'
@@ -122,7 +123,6 @@ class _ProduceDeadLettersFn(beam.DoFn):
         self._max_letter_bytes = limit - _RECORD_OVERHEAD_BYTES
         self._producer = KafkaProducer(bootstrap_servers=self._bootstrap, acks='all', linger_ms=5,
                                        max_request_size=limit, **self._producer_config)
-        self._per_reason: dict[tuple, Any] = {}
 
     def start_bundle(self):
         self._sent = []
@@ -136,11 +136,7 @@ class _ProduceDeadLettersFn(beam.DoFn):
             self._cut.inc()
         key = record_key(letter.model_dump())
         self._sent.append((key, self._producer.send(self._topic, key=key.encode('utf-8'), value=value)))
-        counter = self._per_reason.get((letter.stage, letter.reason))
-        if counter is None:
-            counter = self._per_reason[(letter.stage, letter.reason)] = Metrics.counter(
-                _METRICS_NAMESPACE, f'{letter.stage}.{letter.reason}')
-        counter.inc()
+        metrics.DEAD_LETTERS.inc(stage=letter.stage, reason=letter.reason)
 
     def finish_bundle(self):
         from kafka.errors import KafkaError

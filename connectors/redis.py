@@ -30,6 +30,7 @@ from apache_beam.utils.windowed_value import WindowedValue
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from connectors import metrics
 from schemas.dead_letter import DEAD_LETTERS, DeadLetter
 
 _LOG = logging.getLogger(__name__)
@@ -188,6 +189,7 @@ class _Pending:
     args: list[Any]
     first_failed: str | None = None  # ISO time of the first failed attempt, for a dead letter
     figures: tuple | None = None     # what the pane says, remembered once written (UpsertContentStatsFn._known)
+    news: bool = False               # says something this instance had not written: counted in the latency metric
 
 
 class UpsertContentStatsFn(beam.DoFn):
@@ -203,9 +205,6 @@ class UpsertContentStatsFn(beam.DoFn):
         self._initial_backoff = initial_backoff_seconds
         self._max_backoff = max_backoff_seconds
         self._socket_timeout = socket_timeout_seconds
-        self._written = Metrics.counter(_METRICS_NAMESPACE, 'panes_written')
-        self._retries = Metrics.counter(_METRICS_NAMESPACE, 'retries')
-        self._failures = Metrics.counter(_METRICS_NAMESPACE, 'failures')
         self._dead = Metrics.counter(_METRICS_NAMESPACE, 'dead_letters')
         self._unchanged = Metrics.counter(_METRICS_NAMESPACE, 'early_panes_unchanged')
 
@@ -240,11 +239,12 @@ class UpsertContentStatsFn(beam.DoFn):
             return
         figures = (stats.events, stats.play, stats.pause, stats.finish, stats.click, stats.engagement_ms,
                    stats.title, stats.content_type)
-        if getattr(stats, 'pane_timing', None) == 'EARLY' and \
-                self._known.get((stats.window_start, stats.content_id)) == figures:
+        news = self._known.get((stats.window_start, stats.content_id)) != figures
+        if not news and getattr(stats, 'pane_timing', None) == 'EARLY':
             self._unchanged.inc()
             return
-        self._batch.append(_Pending(WindowedValue(stats, timestamp, (window,), pane), keys, args, figures=figures))
+        self._batch.append(_Pending(WindowedValue(stats, timestamp, (window,), pane), keys, args, figures=figures,
+                                    news=news))
         if len(self._batch) >= self._batch_size:
             yield from self._flush()
 
@@ -264,7 +264,7 @@ class UpsertContentStatsFn(beam.DoFn):
             try:
                 replies = self._execute(pending)
             except _NOT_RETRYABLE as exc:
-                self._failures.inc()
+                metrics.SINK_FAILURES.inc(sink=STAGE)
                 raise RedisSinkUnavailable(f'Redis at {self._safe_url} refused the credentials or permissions: '
                                            f'{self._scrub(exc)}; fix --redis_url (user/password/ACL).') from None
             except _RETRYABLE as exc:
@@ -272,14 +272,17 @@ class UpsertContentStatsFn(beam.DoFn):
                 self._retry_or_raise(attempt, started, len(pending), exc)
                 continue
             except redis.exceptions.ResponseError as exc:  # e.g. NOPERM for SCRIPT LOAD
-                self._failures.inc()
+                metrics.SINK_FAILURES.inc(sink=STAGE)
                 raise RedisSinkUnavailable(f'Redis at {self._safe_url} refused to load the write script: '
                                            f'{self._scrub(exc)}; {len(pending)} panes not written.') from None
             failed_at, error = None, None
             for index, (item, reply) in enumerate(zip(pending, replies)):
                 code = _reply_code(reply) if isinstance(reply, Exception) else None
                 if code is None:
-                    self._written.inc()
+                    metrics.PANES_WRITTEN.inc(sink=STAGE)
+                    newest = getattr(item.windowed.value, 'newest_ingest_ms', None)
+                    if item.news and newest is not None:
+                        metrics.EVENT_TO_REDIS_SECONDS.observe(max(0.0, time.time() - newest / 1000))
                     self._remember(item)
                     yield item.windowed
                 elif isinstance(reply, redis.exceptions.NoScriptError) or code in _TRANSIENT_REPLIES:
@@ -291,10 +294,11 @@ class UpsertContentStatsFn(beam.DoFn):
                     yield beam.pvalue.TaggedOutput(DEAD_LETTERS, item.windowed.with_value(
                         self._dead_letter(item.windowed.value, 'redis_rejected', self._scrub(reply), attempt)))
                 else:
-                    self._failures.inc()
+                    metrics.SINK_FAILURES.inc(sink=STAGE)
                     raise RedisSinkUnavailable(f'Redis at {self._safe_url} answered {self._scrub(reply)!r}; '
                                                f'{len(pending) - index} panes not written.')
             if failed_at is None:
+                metrics.SINK_WRITE_SECONDS.observe(time.monotonic() - started, sink=STAGE)
                 return
             pending = pending[failed_at:]
             if isinstance(error, redis.exceptions.NoScriptError):
@@ -321,14 +325,14 @@ class UpsertContentStatsFn(beam.DoFn):
     def _retry_or_raise(self, attempt: int, started: float, panes: int, error: Exception) -> None:
         """Sleep before the next attempt, or raise when the attempts are used up."""
         if attempt >= self._max_attempts:
-            self._failures.inc()
+            metrics.SINK_FAILURES.inc(sink=STAGE)
             message = (f'Redis at {self._safe_url} did not take {panes} panes after {attempt} attempts over '
                        f'{time.monotonic() - started:.1f} s ({type(error).__name__}: {self._scrub(error)}); '
                        'the bundle fails and is retried by the runner (rewriting is safe). Is Redis running?')
             _LOG.error(json.dumps({'event': 'redis_write_failed', 'url': self._safe_url, 'panes': panes,
                                    'attempts': attempt, 'error': self._scrub(error)}))
             raise RedisSinkUnavailable(message)
-        self._retries.inc()
+        metrics.SINK_RETRIES.inc(sink=STAGE)
         backoff = min(self._max_backoff, self._initial_backoff * 2 ** (attempt - 1)) * random.uniform(0.8, 1.2)
         _LOG.warning(json.dumps({'event': 'redis_write_retry', 'url': self._safe_url, 'panes': panes,
                                  'attempt': attempt, 'backoff_s': round(backoff, 3),

@@ -13,6 +13,7 @@ from committed offsets replays every window that was not final (`pipelines/repla
 """
 from __future__ import annotations
 
+import json
 import logging
 import os
 import signal
@@ -28,12 +29,14 @@ from apache_beam.options.pipeline_options import (
 )
 from apache_beam.transforms.window import GlobalWindows
 
+from connectors import metrics
 from connectors.bigquery import sink as bigquery
 from connectors.bigquery.tables import ensure_tables
 from connectors.dead_letters import WriteDeadLettersToKafka
 from connectors.http_api.sink import DeliverToApi
 from connectors.kafka import ReadFromKafka
 from connectors.redis import WriteContentStatsToRedis
+from pipelines import logs
 from pipelines.options import EngagementOptions, InvalidOption, add_arguments
 from pipelines.replay import ReplayPlan, SkipProcessedEvents, plan_replay
 from pipelines.runners import RunnerUnavailable, is_dataflow, runner_name, select_runner, stop_job_server_children
@@ -180,6 +183,18 @@ def run(argv: list[str] | None = None) -> int:
         # Tables are created up front with their partitioning and clustering (a table a load job creates has
         # neither); idempotent. Real BigQuery: once, `python -m launch.tools.bigquery --endpoint= ensure`.
         ensure_tables(opts.bq_project, opts.bq_dataset, opts.bq_endpoint)
+    if opts.metrics_port and not dry_run:
+        if is_dataflow(runner):
+            _LOG.warning('--metrics_port is for the local runners; on Dataflow the metrics are Beam metrics')
+        else:
+            try:
+                metrics.serve(opts.metrics_port, opts.metrics_host)
+            except OSError as exc:
+                print(f'error: --metrics_port={opts.metrics_port} on {opts.metrics_host}: {exc.strerror}; choose '
+                      'another port or --metrics_port=0', file=sys.stderr)
+                return 2
+            _LOG.info(json.dumps({'event': 'metrics_served', 'url': f'http://{opts.metrics_host}:'
+                                                                     f'{opts.metrics_port}/metrics'}))
     pipeline = beam.Pipeline(runner=runner, options=options)
     try:
         build(pipeline, opts, replay)
@@ -210,8 +225,7 @@ def run(argv: list[str] | None = None) -> int:
 
 
 def main() -> None:
-    logging.basicConfig(level=os.environ.get('ENGAGEMENT_LOG_LEVEL', 'INFO'),
-                        format='%(asctime)s %(levelname)s %(name)s %(message)s')
+    logs.configure(os.environ.get('ENGAGEMENT_LOG_LEVEL', 'INFO'))
     logging.getLogger('kafka').setLevel(logging.WARNING)  # kafka-python logs every connection at INFO
     sys.exit(run(sys.argv[1:]))
 

@@ -23,6 +23,9 @@ PORTS: dict[str, tuple[str, int]] = {
     'api_port': ('ENGAGEMENT_API_PORT', 18090),
     'bq_port': ('ENGAGEMENT_BQ_PORT', 19050),
     'gcs_port': ('ENGAGEMENT_GCS_PORT', 19023),
+    'metrics_port': ('ENGAGEMENT_METRICS_PORT', 19100),
+    'monitor_port': ('ENGAGEMENT_MONITOR_PORT', 18095),
+    'prometheus_port': ('ENGAGEMENT_PROMETHEUS_PORT', 19090),
 }
 NAMES: dict[str, tuple[str, str]] = {
     'bq_project': ('ENGAGEMENT_BQ_PROJECT', 'engagement-local'),

@@ -34,6 +34,10 @@ class ContentWindowStats(BaseModel):
     engagement_ms: BigInt = Field(description='Sum of duration_ms over the events that have one.')
     pane_timing: PaneTiming = Field('UNKNOWN', description='EARLY, ON_TIME, LATE (informative only).')
     pane_index: StrictInt = Field(0, ge=0, description='Index of the pane within the window (informative only).')
+    newest_ingest_ms: StrictInt | None = Field(
+        None, exclude=True, description='Kafka timestamp (ms since the epoch) of the newest event counted in the '
+                                        'window so far: run-time state for the Kafka-to-Redis latency metric, '
+                                        'neither written nor compared.')
 
     @computed_field(description='engagement_ms / 1000.')  # type: ignore[prop-decorator]
     @property

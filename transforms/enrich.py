@@ -14,6 +14,7 @@ Engagement maths lives in one pure function, `engagement_metrics`.
 """
 from __future__ import annotations
 
+import collections
 import json
 import logging
 import math
@@ -26,6 +27,7 @@ import apache_beam as beam
 from apache_beam.metrics import Metrics
 from pydantic import ValidationError
 
+from connectors import metrics
 from schemas import dead_letter as reasons
 from schemas.content import Content
 from schemas.dead_letter import DEAD_LETTERS, DeadLetter
@@ -116,12 +118,10 @@ class EnrichWithContentFn(beam.DoFn):
         self._refresh_seconds = refresh_seconds
         self._miss_interval = miss_reload_interval_seconds
         self._clock = clock
-        self._enriched = Metrics.counter(self.__class__, 'enriched')
         self._reloads = Metrics.counter(self.__class__, 'catalogue_reloads')
         self._reload_failures = Metrics.counter(self.__class__, 'catalogue_reload_failures')
         self._unknown = Metrics.counter(self.__class__, f'dead_letter_{reasons.UNKNOWN_CONTENT}')
         self._unavailable = Metrics.counter(self.__class__, f'dead_letter_{reasons.CONTENT_UNAVAILABLE}')
-        self._catalogue_size = Metrics.gauge(self.__class__, 'catalogue_size')
         self._unexpected_errors = Metrics.counter(self.__class__, f'dead_letter_{reasons.UNEXPECTED_ERROR}')
         self._logged: set[str] = set()
 
@@ -134,9 +134,9 @@ class EnrichWithContentFn(beam.DoFn):
         self._loaded_at = self._clock()
         self._next_refresh = self._loaded_at + self._refresh_seconds
         self._last_miss_reload = -math.inf
-        self._catalogue_size.set(len(self._catalogue))
+        self._catalogue_loaded(len(self._catalogue))
         # Counted per bundle (finish_bundle): a metric update costs about a microsecond, as much as the enrichment.
-        self._enriched_in_bundle = 0
+        self._enriched_in_bundle: collections.Counter = collections.Counter()
 
     def _reload(self, now: float, why: str) -> bool:
         try:
@@ -150,8 +150,13 @@ class EnrichWithContentFn(beam.DoFn):
         self._catalogue, self._loaded_at = catalogue, now
         self._next_refresh = now + self._refresh_seconds
         self._reloads.inc()
-        self._catalogue_size.set(len(catalogue))
+        self._catalogue_loaded(len(catalogue))
         return True
+
+    @staticmethod
+    def _catalogue_loaded(contents: int) -> None:
+        metrics.CATALOGUE_CONTENTS.set(contents)
+        metrics.CATALOGUE_REFRESHED.set(time.time())
 
     def process(self, event: IngestedEvent):
         now = self._clock()
@@ -171,7 +176,7 @@ class EnrichWithContentFn(beam.DoFn):
         except Exception as exc:  # noqa: BLE001 - an event's content must never fail the bundle
             yield beam.pvalue.TaggedOutput(DEAD_LETTERS, self._unexpected(event, exc))
             return
-        self._enriched_in_bundle += 1
+        self._enriched_in_bundle[enriched.content_type] += 1
         yield enriched
 
     def _unexpected(self, event: IngestedEvent, exc: Exception) -> DeadLetter:
@@ -188,8 +193,9 @@ class EnrichWithContentFn(beam.DoFn):
                                     error=f'{kind} while enriching: {str(exc)[:300]}', now=datetime.now(timezone.utc))
 
     def finish_bundle(self):
-        self._enriched.inc(self._enriched_in_bundle)
-        self._enriched_in_bundle = 0
+        for content_type, count in self._enriched_in_bundle.items():
+            metrics.EVENTS_ENRICHED.inc(count, content_type=content_type)
+        self._enriched_in_bundle.clear()
 
     def _look_up_after_miss(self, event: IngestedEvent, now: float) -> tuple[str, str]:
         """Reload once for a miss, unless a reload for a miss happened less than the interval ago; returns the

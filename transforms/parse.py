@@ -29,6 +29,7 @@ from apache_beam.utils.timestamp import Timestamp
 from pydantic import ValidationError
 from pydantic_core import ErrorDetails
 
+from connectors import metrics
 from schemas import dead_letter as reasons
 from schemas.dead_letter import DEAD_LETTERS, DeadLetter
 from schemas.debezium import DebeziumEnvelope
@@ -286,6 +287,9 @@ class ParseEventsFn(beam.DoFn):
 
     def finish_bundle(self):
         for name, count in self._counts.items():
+            if name.startswith('events_'):
+                metrics.EVENTS_PARSED.inc(count, source=name[len('events_'):])
+                continue
             if name not in self._counters:
                 self._counters[name] = Metrics.counter(self.__class__, name)
             self._counters[name].inc(count)

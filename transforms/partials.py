@@ -13,7 +13,8 @@ _TYPE_INDEX = {event_type: i for i, event_type in enumerate(EVENT_TYPES)}
 
 # # A partial: what one bundle saw of one group of contents in one window, a tuple (contents, metas, rows):
 #   contents  [content_id, ...]                        the contents the rows refer to, by position;
-#   metas     [(event_id, title, content_type), ...]   per content, as carried by its event with the highest id;
+#   metas     [(event_id, title, content_type, newest_ingest_ms), ...]   per content, as carried by its event with
+#             the highest id, and the newest Kafka timestamp of its events (-1 when none has one);
 #   rows      bytes: one row per event seen (duplicates and versions included), stored column after column
 #             (COLUMNS: event id, Postgres LSN, Kafka offset, duration_ms, position in `contents`, type index).
 # Tuples, lists, strings and one bytes object: Beam encodes them with its fast primitive coder, and the rows
@@ -52,12 +53,17 @@ class PartialBuilder:
         self.rows: list[tuple] = []
 
     def add(self, event: EnrichedEvent) -> None:
+        ingest_ms = -1 if event.ingest_ts is None else int(event.ingest_ts.timestamp() * 1000)
         position = self.index.get(event.content_id)
         if position is None:
             position = self.index[event.content_id] = len(self.metas)
-            self.metas.append((event.id, event.content_title, event.content_type))
-        elif event.id > self.metas[position][0]:
-            self.metas[position] = (event.id, event.content_title, event.content_type)
+            self.metas.append((event.id, event.content_title, event.content_type, ingest_ms))
+        else:
+            meta = self.metas[position]
+            if event.id > meta[0]:
+                self.metas[position] = (event.id, event.content_title, event.content_type, max(ingest_ms, meta[3]))
+            elif ingest_ms > meta[3]:
+                self.metas[position] = (*meta[:3], ingest_ms)
         self.rows.append((event.id, -1 if event.source_lsn is None else event.source_lsn,
                           -1 if event.source_offset is None else event.source_offset,
                           _NO_DURATION if event.duration_ms is None else event.duration_ms,
@@ -88,8 +94,9 @@ def compact(partials: list) -> tuple:
             if position is None:
                 position = index[content_id] = len(metas)
                 metas.append(meta)
-            elif meta[0] > metas[position][0]:
-                metas[position] = meta
+            else:
+                newer, older = (meta, metas[position]) if meta[0] > metas[position][0] else (metas[position], meta)
+                metas[position] = (*newer[:3], max(newer[3], older[3]))
             positions[i] = position
         columns = unpack(rows)
         for chunk, (name, _) in zip(chunks, COLUMNS):
@@ -139,8 +146,9 @@ def totals_of(partial: tuple) -> dict:
     if len(engagement) and engagement.max() >= 2 ** 53:
         raise OverflowError('engagement_ms of a (content, window) exceeds 2**53 ms')
     out: dict[str, dict[str, Any]] = {}
-    for content_id, (_, title, content_type), by_type, engagement_ms in zip(contents, metas, per_type,
-                                                                            engagement.tolist()):
+    for content_id, (_, title, content_type, ingest_ms), by_type, engagement_ms in zip(
+            contents, metas, per_type, engagement.tolist()):
         out[content_id] = {'events': sum(by_type), 'engagement_ms': int(engagement_ms), 'title': title,
-                           'content_type': content_type, **dict(zip(EVENT_TYPES, by_type))}
+                           'content_type': content_type, **dict(zip(EVENT_TYPES, by_type)),
+                           'newest_ingest_ms': ingest_ms if ingest_ms >= 0 else None}
     return out

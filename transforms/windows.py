@@ -27,6 +27,7 @@ from apache_beam.transforms.window import FixedWindows, GlobalWindow
 from apache_beam.utils.timestamp import Timestamp
 from apache_beam.utils.windowed_value import WindowedValue
 
+from connectors import metrics
 from schemas import dead_letter as reasons
 from schemas.dead_letter import DEAD_LETTERS, DeadLetter
 from schemas.events import EnrichedEvent
@@ -152,6 +153,8 @@ class CombineWithinBundleFn(beam.DoFn):
     def finish_bundle(self):
         partials, self._partials = self._partials, {}
         size = self._windows.size
+        if partials:
+            metrics.EVENTS_COUNTED.inc(sum(len(builder.rows) for builder in partials.values()))
         for (start, shard), builder in partials.items():
             yield WindowedValue((shard, builder.partial()), Timestamp(micros=start + size - 1), (GlobalWindow(),))
 

@@ -22,6 +22,7 @@ from apache_beam.metrics import Metrics
 from apache_beam.options.pipeline_options import StandardOptions
 from pydantic import BaseModel
 
+from connectors import metrics
 from connectors.bigquery.clients import EmulatorClient, activate_local_gcp
 from connectors.bigquery.tables import DEAD_LETTERS, EVENTS_RAW, STATS_RAW, TableSpec
 from schemas.dead_letter import DeadLetter
@@ -129,7 +130,7 @@ class _ToRows(beam.DoFn):
         self._insert_id = insert_id
         self._storage_endpoint = storage_endpoint
         self._local = local
-        self._rows = Metrics.counter('WriteToBigQuery', f'{table.rsplit(".", 1)[-1]}.rows')
+        self._table_name = table.rsplit('.', 1)[-1]
 
     def setup(self):
         if self._local:
@@ -137,7 +138,7 @@ class _ToRows(beam.DoFn):
 
     def process(self, element):
         row = to_row(element, self._json_columns)
-        self._rows.inc()
+        metrics.ROWS_WRITTEN.inc(table=self._table_name)
         yield self._table, (row, self._insert_id(row))
 
 

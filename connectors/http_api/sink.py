@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import time
 from typing import NamedTuple
 
 import apache_beam as beam
@@ -24,6 +25,7 @@ from apache_beam.metrics import Metrics
 from apache_beam.transforms.display import DisplayDataItem
 from apache_beam.utils.windowed_value import WindowedValue
 
+from connectors import metrics
 from connectors.http_api.client import ApiClient, ApiSinkConfig
 from schemas.dead_letter import DEAD_LETTERS, DeadLetter
 
@@ -57,7 +59,14 @@ class DeliverToApiFn(beam.DoFn):
                 'timeout_seconds': cfg.timeout_seconds, 'breaker_failures': cfg.breaker_failures}
 
     def setup(self):
-        self._client = ApiClient(self._config, count=lambda name, n: self._counters[name].inc(n))
+        self._client = ApiClient(self._config, count=self._count)
+
+    def _count(self, name: str, n: int) -> None:
+        self._counters[name].inc(n)
+        if name == 'retries':
+            metrics.SINK_RETRIES.inc(n, sink=STAGE)
+        elif name in ('breaker_opened', 'breaker_closed'):
+            metrics.API_BREAKERS_OPEN.add(n if name == 'breaker_opened' else -n)
 
     def start_bundle(self):
         self._batch: list[WindowedValue] = []
@@ -74,14 +83,19 @@ class DeliverToApiFn(beam.DoFn):
     def teardown(self):
         client = getattr(self, '_client', None)
         if client is not None:
+            if client.breaker.opened_at is not None:
+                metrics.API_BREAKERS_OPEN.add(-1)   # this breaker goes away open
             client.close()
 
     def _flush(self):
         batch, self._batch = self._batch, []
         if not batch:
             return
+        started = time.monotonic()
+        outcomes = self._client.deliver([w.value for w in batch])
+        metrics.SINK_WRITE_SECONDS.observe(time.monotonic() - started, sink=STAGE)
         now = datetime.datetime.now(datetime.timezone.utc)
-        for windowed, outcome in zip(batch, self._client.deliver([w.value for w in batch])):
+        for windowed, outcome in zip(batch, outcomes):
             if outcome.status == 'dead':
                 self._counters['dead_lettered'].inc()
                 yield beam.pvalue.TaggedOutput(DEAD_LETTERS, windowed.with_value(DeadLetter.for_event(
@@ -89,6 +103,7 @@ class DeliverToApiFn(beam.DoFn):
                     attempts=max(1, outcome.attempts))))
             else:
                 self._counters['delivered'].inc()
+                metrics.API_EVENTS.inc(status=outcome.status)
                 if outcome.status == 'duplicate':
                     self._counters['duplicates'].inc()
                 yield windowed.with_value(ApiDelivery(outcome.event.id, outcome.status, outcome.attempts))

@@ -11,7 +11,6 @@ from typing import Iterable
 from kafka import KafkaConsumer, TopicPartition
 
 _LOG = logging.getLogger('connectors.kafka')
-METRICS_NAMESPACE = 'kafka_reader'
 START_OFFSETS = ('committed', 'earliest', 'latest')
 # The reader owns these consumer settings: values stay bytes, offsets are committed on bundle finalization only.
 _RESERVED_SETTINGS = ('group_id', 'enable_auto_commit', 'key_deserializer', 'value_deserializer')

@@ -19,16 +19,15 @@ import threading
 import time
 
 import apache_beam as beam
-from apache_beam.metrics import Metrics
 from apache_beam.transforms.window import GlobalWindow
 from apache_beam.utils.timestamp import Duration, Timestamp
 from apache_beam.utils.windowed_value import WindowedValue
 from kafka import TopicPartition
 from kafka.structs import OffsetAndMetadata
 
+from connectors import metrics
 from connectors.kafka.client import (
     COMMIT_TIMEOUT_MS,
-    METRICS_NAMESPACE,
     check_consumer_config,
     check_read_arguments,
     consumer_for,
@@ -80,15 +79,12 @@ class _ReadPartitionsFn(beam.DoFn):
         self._live_grid = live_grid_seconds
         self._poll_timeout_ms, self._idle_delay = poll_timeout_ms, Duration(micros=idle_resume_delay_ms * 1000)
         self._max_delay_ms = max_delay_ms
-        self._records = Metrics.counter(METRICS_NAMESPACE, 'records')
-        self._bytes = Metrics.counter(METRICS_NAMESPACE, 'bytes')
 
     def setup(self):
         self._committer = None             # KafkaConsumer with group_id, used by finalization callbacks only
         self._commit_lock = threading.Lock()
         self._torn_down = False
         self._committed = {}               # TopicPartition -> (offset, watermark_ms, monotonic time of commit)
-        self._lag_gauges = {}
         self._busy = threading.Lock()      # held by process(): a worker shutting down calls teardown concurrently
 
     def teardown(self):
@@ -164,8 +160,9 @@ class _ReadPartitionsFn(beam.DoFn):
                     yield WindowedValue(KafkaRecord(topic, partition, r.offset(), key, value, ts, emitted_at),
                                         Timestamp(micros=ts * 1000), _GLOBAL_WINDOW)
                 read += len(records)
-                self._records.inc(len(records))
-                self._bytes.inc(size)
+                metrics.RECORDS_READ.inc(len(records), topic=topic, partition=partition)
+                metrics.LAST_FETCH.set(read_at_ms / 1000, topic=topic, partition=partition)
+                metrics.BYTES_READ.inc(size, topic=topic, partition=partition)
             self._advance_watermark(watermark, progress.watermarks)
             if all((end := fetcher.highwater(i)) is not None and progress.offsets[i] >= end - _RECORDS_PER_POLL
                    for i in range(len(partitions))):
@@ -199,7 +196,7 @@ class _ReadPartitionsFn(beam.DoFn):
             if end is None:
                 continue  # no fetch response yet: not known to be caught up
             position = max(progress.offsets[i], positions[i])
-            self._lag_gauge(topic, partition).set(max(0, end - position))
+            metrics.PARTITION_LAG.set(max(0, end - position), topic=topic, partition=partition)
             if position < end:
                 continue
             mark = asked_at - self._max_delay_ms
@@ -213,12 +210,6 @@ class _ReadPartitionsFn(beam.DoFn):
             progress.offsets[i], progress.watermarks[i] = position, mark
         return True
 
-    def _lag_gauge(self, topic, partition):
-        gauge = self._lag_gauges.get((topic, partition))
-        if gauge is None:
-            gauge = self._lag_gauges[(topic, partition)] = Metrics.gauge(METRICS_NAMESPACE, f'lag/{topic}/{partition}')
-        return gauge
-
     @staticmethod
     def _advance_watermark(estimator, watermarks) -> None:
         known = min_watermark(watermarks)
@@ -228,6 +219,8 @@ class _ReadPartitionsFn(beam.DoFn):
         current = estimator.current_watermark()
         if current is None or new > current:
             estimator.set_watermark(new)
+            metrics.WATERMARK.set(known / 1000)
+            metrics.WATERMARK_LAG.set(max(0.0, time.time() - known / 1000))
 
     def _commit(self, partitions, progress: Progress) -> None:
         """Bundle finalization: the runner holds this bundle's output durably; commit where it ended."""

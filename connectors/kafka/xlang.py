@@ -18,13 +18,12 @@ import threading
 
 import apache_beam as beam
 from apache_beam.io.kafka import ReadFromKafka as BeamReadFromKafka
-from apache_beam.metrics import Metrics
 from kafka import TopicPartition
 from kafka.structs import OffsetAndMetadata
 
+from connectors import metrics
 from connectors.kafka.client import (
     COMMIT_TIMEOUT_MS,
-    METRICS_NAMESPACE,
     check_consumer_config,
     check_read_arguments,
     consumer_for,
@@ -101,8 +100,6 @@ class _ToKafkaRecord(beam.DoFn):
     def __init__(self, consumer_config: dict, group_id: str | None, commit_offsets: bool, max_delay_ms: int):
         self._config, self._group_id = consumer_config, group_id
         self._commit_offsets, self._max_delay_ms = commit_offsets, max_delay_ms
-        self._records = Metrics.counter(METRICS_NAMESPACE, 'records')
-        self._bytes = Metrics.counter(METRICS_NAMESPACE, 'bytes')
 
     def setup(self):
         self._committer = None
@@ -125,8 +122,8 @@ class _ToKafkaRecord(beam.DoFn):
             self._bundle[tp] = row.offset + 1
         if ts > self._newest.get(tp, -1):
             self._newest[tp] = ts
-        self._records.inc()
-        self._bytes.inc(len(key or b'') + len(value or b''))
+        metrics.RECORDS_READ.inc(1, topic=row.topic, partition=row.partition)
+        metrics.BYTES_READ.inc(len(key or b'') + len(value or b''), topic=row.topic, partition=row.partition)
         yield KafkaRecord(row.topic, row.partition, row.offset, key, value, ts, ts)
 
     def teardown(self):

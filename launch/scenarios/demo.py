@@ -8,7 +8,8 @@ type from Redis, events/s arriving on Kafka and counted into Redis, dead letters
 `--cdc-only` skips the pipeline and prints what Debezium delivers to Kafka instead (events/s, the mix of event
 types and the insert-to-Kafka delay). Ctrl-C stops the pipeline (and its Prism job server), the generators and
 every stack component this command started (components that were already running are left running). The
-pipeline's log is `<state dir>/logs/pipeline.log`.
+pipeline's log is `<state dir>/logs/pipeline.log`. The monitoring and query service (`python -m launch.monitor`)
+runs beside the pipeline; the demo prints its URLs.
 """
 from __future__ import annotations
 
@@ -122,11 +123,15 @@ def main(argv: list[str] | None = None) -> int:
                   'on Kafka. Ctrl-C stops everything this demo started.', flush=True)
             watch(cfg)
         else:
-            start('pipeline', 'pipelines.engagement', f'--runner={args.runner}', '--streaming')
+            start('pipeline', 'pipelines.engagement', f'--runner={args.runner}', '--streaming',
+                  f'--metrics_port={cfg.metrics_port}')
+            start('monitor', 'launch.monitor')
             engine = 'Prism' if args.runner == 'DirectRunner' else 'embedded Flink (first output after ~20-50 s)'
             print(f'generator at {args.rate:,.0f} events/s into Postgres, {args.bad_rate:g} bad records/s onto '
-                  f'{cfg.raw_topic}; pipeline starting on {engine} (log {cfg.log_file("pipeline")}). '
-                  'Ctrl-C stops everything this demo started.', flush=True)
+                  f'{cfg.raw_topic}; pipeline starting on {engine} (log {cfg.log_file("pipeline")}).\n'
+                  f'monitoring and query API: {cfg.monitor_url}/docs (health {cfg.monitor_url}/health, metrics '
+                  f'{cfg.monitor_url}/metrics; query API key: $ENGAGEMENT_QUERY_API_KEYS or the local '
+                  'engagement-local-query-key). Ctrl-C stops everything this demo started.', flush=True)
             dashboard.run(cfg, 'engagement', 60, 'engagement-pipeline',
                           alive=lambda: all(p.poll() is None for _, p in children))
             failed = [name for name, p in children if p.poll() is not None]

@@ -60,6 +60,13 @@ SETTINGS: tuple[Setting, ...] = (
     Setting('bq_port', *local_stack.PORTS['bq_port'], 'port', 'BigQuery emulator (bqemulator) REST port.'),
     Setting('gcs_port', *local_stack.PORTS['gcs_port'], 'port',
             'Cloud Storage emulator port (temporary files of BigQuery file loads).'),
+    Setting('metrics_port', *local_stack.PORTS['metrics_port'], 'port',
+            'Where the pipeline the demo starts serves its Prometheus metrics (--metrics_port), read by the '
+            'monitoring service.'),
+    Setting('monitor_port', *local_stack.PORTS['monitor_port'], 'port',
+            'The monitoring and query service (python -m launch.monitor): health, metrics, query API, web page.'),
+    Setting('prometheus_port', *local_stack.PORTS['prometheus_port'], 'port',
+            'Prometheus (component prometheus), scraping the monitoring service and evaluating the alert rules.'),
     Setting('bq_project', *local_stack.NAMES['bq_project'], 'str',
             'BigQuery project of the tables (the emulator accepts any).'),
     Setting('bq_dataset', *local_stack.NAMES['bq_dataset'], 'str', 'BigQuery dataset of the tables.'),
@@ -90,6 +97,9 @@ class StackConfig:
     connect_port: int
     bq_port: int
     gcs_port: int
+    metrics_port: int
+    monitor_port: int
+    prometheus_port: int
     bq_project: str
     bq_dataset: str
     api_port: int
@@ -133,6 +143,14 @@ class StackConfig:
     @property
     def gcs_endpoint(self) -> str:
         return local_stack.http_url(self.gcs_port)
+
+    @property
+    def pipeline_metrics_url(self) -> str:
+        return local_stack.http_url(self.metrics_port) + '/metrics'
+
+    @property
+    def monitor_url(self) -> str:
+        return local_stack.http_url(self.monitor_port)
 
     @property
     def gcs_temp_bucket(self) -> str:

@@ -161,7 +161,7 @@ class Installer:
         if not (PG_BIN / 'postgres').exists():
             missing.append('postgresql-15')
         for tool, package in (('java', 'openjdk-17-jdk-headless'), ('javac', 'openjdk-17-jdk-headless'),
-                              ('mvn', 'maven'),
+                              ('mvn', 'maven'), ('promtool', 'prometheus'), ('chromium', 'chromium'),
                               ('shellcheck', 'shellcheck')):  # lints launch/dataflow/template.sh (a test)
             if not shutil.which(tool) and package not in missing:
                 missing.append(package)
@@ -329,7 +329,8 @@ class Installer:
     def run(self) -> None:
         self.home.mkdir(parents=True, exist_ok=True)
         started = time.monotonic()
-        self.step('Debian packages (redis-server, shellcheck, PostgreSQL 15, JDK, Maven)', self.apt_packages)
+        self.step('Debian packages (redis-server, shellcheck, PostgreSQL 15, JDK, Maven, Prometheus, Chromium)',
+                  self.apt_packages)
         self.step('Python virtualenv .venv (requirements.txt)', self.venv)
         self.step('Kafka 4.1.1, Kafka Connect 4.1.1, Debezium Postgres 3.6.1.Final (Maven)', self.maven)
         self.step(f'Beam Prism runner v{BEAM_VERSION} (go install)', self.prism)

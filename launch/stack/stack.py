@@ -1,6 +1,6 @@
 """The local stack: PostgreSQL 15 (logical decoding), Redis, Kafka (KRaft, one node), Kafka Connect with Debezium's
-Postgres connector, the BigQuery and GCS emulators and the REST API receiver, started from what `make install` put
-under $ENGAGEMENT_HOME; one module per component beside this one.
+Postgres connector, the BigQuery and GCS emulators, the REST API receiver and Prometheus, started from what
+`make install` put under $ENGAGEMENT_HOME; one module per component beside this one.
 
     python -m launch.stack up|down|status|logs [component] [settings]
 
@@ -27,11 +27,12 @@ from launch.stack.connect import Connect
 from launch.stack.kafka import Kafka
 from launch.stack.postgres import Postgres
 from launch.stack.processes import ManagedProcess
+from launch.stack.prometheus import Prometheus
 from launch.stack.redis import Redis
 
-COMPONENTS = ('postgres', 'redis', 'storage', 'bigquery', 'kafka', 'connect', 'api')
+COMPONENTS = ('postgres', 'redis', 'storage', 'bigquery', 'kafka', 'connect', 'api', 'prometheus')
 COMPONENT_CLASSES = {'postgres': Postgres, 'redis': Redis, 'storage': Storage, 'bigquery': BigQuery, 'kafka': Kafka,
-                     'connect': Connect, 'api': ApiReceiver}
+                     'connect': Connect, 'api': ApiReceiver, 'prometheus': Prometheus}
 
 
 class Stack:

@@ -25,6 +25,7 @@ from pathlib import Path
 from urllib.parse import parse_qsl, urlsplit
 
 from launch.standins.api_state import FaultError, Receiver, Store, validate_faults
+from pipelines import logs
 from pipelines.local_stack import API_CLIENT_ID, API_CLIENT_SECRET_ENV, LOCAL_API_CLIENT_SECRET
 
 _LOG = logging.getLogger('launch.standins.api_receiver')
@@ -217,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument('--token-ttl-seconds', type=int, default=300, help='access token lifetime (default 300)')
     parser.add_argument('--max-batch', type=int, default=1000, help='largest batch accepted (default 1000)')
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format='%(asctime)s %(levelname)s %(name)s %(message)s')
+    logs.configure('INFO')
     if not 1 <= args.token_ttl_seconds <= 86400:
         parser.error('--token-ttl-seconds: expected 1..86400')
     if not 1 <= args.max_batch <= 100_000:

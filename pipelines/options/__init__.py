@@ -18,11 +18,12 @@ from pipelines.options.kafka import (
     START_OFFSETS,
     KafkaReadOptions,
 )
+from pipelines.options.monitoring import MonitoringOptions
 from pipelines.options.processing import EnrichmentOptions, InputLimitOptions, WindowOptions
 from pipelines.options.sinks import BQ_WRITE_METHODS, ApiOptions, BigQueryOptions, DeadLetterOptions, RedisOptions
 
 CONCERNS = (KafkaReadOptions, InputLimitOptions, EnrichmentOptions, WindowOptions, RedisOptions, ApiOptions,
-            BigQueryOptions, DeadLetterOptions)
+            BigQueryOptions, DeadLetterOptions, MonitoringOptions)
 # Flags whose value is one of a fixed set (the Flex Template's metadata turns them into a regex).
 CHOICES = {'start_offset': START_OFFSETS, 'kafka_reader': KAFKA_READERS,
            'kafka_security_protocol': KAFKA_SECURITY_PROTOCOLS, 'kafka_sasl_mechanism': KAFKA_SASL_MECHANISMS,
@@ -30,11 +31,11 @@ CHOICES = {'start_offset': START_OFFSETS, 'kafka_reader': KAFKA_READERS,
 
 __all__ = ['CHOICES', 'CONCERNS', 'EngagementOptions', 'InvalidOption', 'add_arguments', 'KafkaReadOptions',
            'InputLimitOptions', 'EnrichmentOptions', 'WindowOptions', 'RedisOptions', 'ApiOptions', 'BigQueryOptions',
-           'DeadLetterOptions']
+           'DeadLetterOptions', 'MonitoringOptions']
 
 
 class EngagementOptions(KafkaReadOptions, InputLimitOptions, EnrichmentOptions, WindowOptions, RedisOptions,
-                        ApiOptions, BigQueryOptions, DeadLetterOptions):
+                        ApiOptions, BigQueryOptions, DeadLetterOptions, MonitoringOptions):
     """Every flag of the pipeline. Beam registers each concern's flags once (it parses with every direct subclass
     of `PipelineOptions`), so this class declares none of its own."""
 

@@ -11,6 +11,7 @@ import threading
 import time
 
 import apache_beam as beam
+import prometheus_client
 import pytest
 import redis
 from apache_beam.metrics.metric import MetricsFilter
@@ -48,6 +49,7 @@ class Stats:
     click: int
     engagement_ms: int
     pane_timing: str = 'UNKNOWN'
+    newest_ingest_ms: int | None = None
 
 
 def pane(content_id='c1', content_type='video', play=0, pause=0, finish=0, click=0, engagement_ms=0,
@@ -154,6 +156,21 @@ def test_a_later_accumulated_pane_replaces_the_earlier_one_and_totals_sum_over_c
     assert r.zrange(f'engagement:top:{W}:newsletter', 0, -1, withscores=True) == [('n1', 1.0)]
     assert r.zrange(f'engagement:top:{W}:all', 0, -1, desc=True, withscores=True) == [
         ('v2', 10.0), ('v1', 6.0), ('p1', 4.0), ('n1', 1.0)]
+
+
+def test_the_kafka_to_redis_latency_is_observed_once_per_pane_that_says_something_new(r, redis_only):
+    def observed():
+        get = prometheus_client.REGISTRY.get_sample_value
+        return (get('engagement_event_to_redis_seconds_count') or 0, get('engagement_event_to_redis_seconds_sum') or 0)
+    count, total = observed()
+    newest = int((time.time() - 0.5) * 1000)              # its newest event reached Kafka half a second ago
+    first, more = pane('c1', play=1, newest_ingest_ms=newest), pane('c1', play=2, newest_ingest_ms=newest + 100)
+
+    write_bundles(redis_only.redis_url, [first], [first], [pane('c2', play=1)], [more])
+
+    now_count, now_total = observed()
+    assert now_count - count == 2                          # the repeated pane and the one without a stamp: not
+    assert 0.9 <= now_total - total < 10                  # 0.5 s and 0.4 s, plus the time to write them
 
 
 def test_windows_are_kept_apart(r, redis_only):
@@ -400,10 +417,10 @@ def test_in_a_beam_pipeline(r, redis_only):
     assert_totals_match_contents(r)
     assert r.hget(f'engagement:stats:{W}:c7', 'engagement_seconds') == '7.007'
     assert r.zrange(f'engagement:top:{W}:all', 0, 2, desc=True) == ['c30', 'c29', 'c28']
-    counters = {c.key.metric.name: c.committed for c in
-                outcome.metrics().query(MetricsFilter().with_namespace('WriteContentStatsToRedis'))['counters']}
-    assert counters['panes_written'] == 35 and counters['dead_letters'] == 1
-    assert counters.get('retries', 0) == 0 and counters.get('failures', 0) == 0
+    counters = {c.key.metric.name: c.committed for namespace in ('WriteContentStatsToRedis', 'engagement') for c in
+                outcome.metrics().query(MetricsFilter().with_namespace(namespace))['counters']}
+    assert counters['panes_written/redis'] == 35 and counters['dead_letters'] == 1
+    assert counters.get('sink_retries/redis', 0) == 0 and counters.get('sink_failures/redis', 0) == 0
 
 
 def test_an_early_pane_that_says_again_what_was_written_is_not_rewritten(r, redis_only):

@@ -78,12 +78,13 @@ def api_dead_letters(cfg) -> list[DeadLetter]:
 
 
 def log_events(log: Path, name: str) -> list[dict]:
-    """The pipeline's JSON log lines whose `event` is `name`."""
+    """The pipeline's log lines (JSON objects, pipelines/logs.py) of the event `name`."""
     out = []
     for line in log.read_text(errors='replace').splitlines():
-        start = line.find('{"event": ')
-        if start >= 0 and f'"event": "{name}"' in line:
-            out.append(json.loads(line[start:]))
+        if line.startswith('{') and f'"message": "{name}"' in line:
+            entry = json.loads(line)
+            if entry.get('message') == name:
+                out.append(entry)
     return out
 
 

@@ -52,12 +52,23 @@ def combine(*bundles, merge_order=None):
 
 
 def test_counts_per_type_and_sums_known_durations():
-    totals = combine([enriched(id=1, event_type='play', duration_ms=1000),
-                      enriched(id=2, event_type='click', duration_ms=None),
-                      enriched(id=3, event_type='pause', duration_ms=2500)])
+    events = [enriched(id=1, event_type='play', duration_ms=1000, ts=10),
+              enriched(id=2, event_type='click', duration_ms=None, ts=12),
+              enriched(id=3, event_type='pause', duration_ms=2500, ts=11)]
+    totals = combine(events)
 
+    newest = max(int(e.ingest_ts.timestamp() * 1000) for e in events)   # the latency metric's reference
     assert totals == dict(events=3, play=1, pause=1, finish=0, click=1, engagement_ms=3500,
-                          title='A Short History Of Privacy #12', content_type='podcast')
+                          title='A Short History Of Privacy #12', content_type='podcast', newest_ingest_ms=newest)
+    assert newest == int(events[1].ingest_ts.timestamp() * 1000)
+
+
+def test_the_newest_kafka_timestamp_survives_merging_in_any_order():
+    bundles = [[enriched(id=5, ts=30)], [enriched(id=1, ts=50), enriched(id=2, ts=20)], [enriched(id=9, ts=40)]]
+    newest = int(bundles[1][0].ingest_ts.timestamp() * 1000)
+    for order in ([0, 1, 2], [2, 1, 0], [1, 0, 2]):
+        totals = combine(*bundles, merge_order=order)
+        assert totals['newest_ingest_ms'] == newest and totals['events'] == 4
 
 
 def test_a_redelivered_event_counts_once_within_and_across_bundles():

@@ -2,6 +2,7 @@
 command line nor in its log), reports what the receiver holds in `status` and stops it."""
 from __future__ import annotations
 
+import json
 import shutil
 import socket
 
@@ -34,7 +35,8 @@ def test_the_stack_component_starts_reports_and_stops(monkeypatch):
         assert component.stop() == 'stopped' and not component.running()
         log = cfg.log_file('api').read_text()
         assert 'component-test-secret' not in log
-        assert '"secret_from":"env ENGAGEMENT_API_CLIENT_SECRET"' in log
+        events = [json.loads(line) for line in log.splitlines() if line.startswith('{')]
+        assert any(e.get('secret_from') == 'env ENGAGEMENT_API_CLIENT_SECRET' for e in events)
     finally:
         component.stop()
         shutil.rmtree(cfg.state_dir, ignore_errors=True)
