@@ -104,16 +104,28 @@ def main(argv=None) -> int:
     parser.add_argument('--warmup', type=float, default=30, help='seconds before probes count')
     parser.add_argument('--segment', type=float, default=120,
                         help='also print the figures per this many seconds of a longer run (default 120)')
+    parser.add_argument('--monitor', action='store_true',
+                        help='also run the monitoring service (python -m launch.monitor) and scrape its /metrics '
+                             '(the pipeline\'s metrics included) every --scrape-seconds, as Prometheus would')
+    parser.add_argument('--scrape-seconds', type=float, default=1.0)
     parser.add_argument('pipeline_args', nargs='*', help='extra pipeline flags (after --)')
     args = parser.parse_args(argv)
     cfg = private_config()
     stack = Stack(cfg, out=sys.stderr)
     stack.up()
-    pipeline = None
+    pipeline = monitor = None
+    scrapes: list[float] = []
     try:
+        metrics_flag = f'--metrics_port={cfg.metrics_port if args.monitor else 0}'
         pipeline = subprocess.Popen([sys.executable, '-m', 'pipelines.engagement', '--runner=DirectRunner',
-                                     '--streaming', *args.pipeline_args], env={**os.environ, **cfg.env()},
+                                     '--streaming', metrics_flag, *args.pipeline_args], env={**os.environ, **cfg.env()},
                                     stdout=subprocess.DEVNULL, stderr=open(cfg.state_dir / 'pipeline.log', 'wb'))
+        if args.monitor:
+            monitor = subprocess.Popen([sys.executable, '-m', 'launch.monitor', *cfg.cli_flags()],
+                                       env={**os.environ, **cfg.env()}, stdout=subprocess.DEVNULL,
+                                       stderr=open(cfg.state_dir / 'monitor.log', 'wb'))
+            threading.Thread(target=scrape, args=(f'{cfg.monitor_url}/metrics', args.scrape_seconds, scrapes),
+                             daemon=True).start()
         cpu = ProcessAccount(stack, pipeline.pid)
         flags = cfg.cli_flags()
         load = threading.Thread(target=generate.main, args=(
@@ -167,6 +179,9 @@ def main(argv=None) -> int:
             time.sleep(0.005)
         cpu.sample()
         print(cpu.report() + ' (the generator runs in this process, not counted)')
+        if monitor is not None:
+            print(f'monitoring service: {cpu_seconds(monitor.pid):.1f} CPU-s; /metrics scraped {len(scrapes)} times '
+                  f'every {args.scrape_seconds:g} s, median {statistics.median(scrapes or [0]) * 1000:.0f} ms a scrape')
         print(cpu.rss_report())
         if not latencies:
             print(f'no probe became visible in {WHERE[args.sink]} ({len(pending)} pending)')
@@ -184,9 +199,29 @@ def main(argv=None) -> int:
               f'{statistics.mean(latencies) * 1000:.0f} ms; pipeline peak RSS {peak_rss:,.0f} MB')
         return 0
     finally:
-        if pipeline is not None:
-            stop_tree(pipeline)
+        for proc in (monitor, pipeline):
+            if proc is not None:
+                stop_tree(proc)
         stack.down(purge=True)
+
+
+def scrape(url: str, every: float, durations: list[float]) -> None:
+    """GET `url` every `every` seconds, as Prometheus would; records how long each scrape took."""
+    import urllib.request
+    while True:
+        started = time.monotonic()
+        try:
+            with urllib.request.urlopen(url, timeout=5) as response:
+                response.read()
+            durations.append(time.monotonic() - started)
+        except OSError:
+            pass   # not up yet
+        time.sleep(max(0.0, every - (time.monotonic() - started)))
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = open(f'/proc/{pid}/stat').read().rsplit(')', 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf('SC_CLK_TCK')
 
 
 def _quantile(values: list[float], p: float) -> float:
