@@ -55,50 +55,74 @@ def total(samples: dict, name: str, **labels) -> float:
     return sum(value for key, value in samples.get(name, {}).items() if set(labels.items()) <= set(key))
 
 
-def test_the_metrics_endpoint_counts_what_was_sent(e2e_stack, tmp_path):
+def start_with_metrics(cfg, *flags: str, name: str) -> tuple[Pipeline, str]:
+    """The pipeline serving its metrics on the stack's metrics port, reading from now on with a group of its own."""
+    group = f'{name}-{uuid.uuid4().hex[:8]}'
+    pipeline = Pipeline(cfg, f'--metrics_port={cfg.metrics_port}', '--start_offset=latest', f'--consumer_group={group}',
+                        *flags, name=name)
+    pipeline.start()
+    return pipeline, group
+
+
+def send_and_check_metrics(cfg, pipeline: Pipeline, summary: Path, timeout_s: float = 90) -> dict:
+    """Send 600 direct records (10% bad), then check the pipeline's metrics against them and Postgres."""
+    port = cfg.metrics_port
+    # the gauge exists from the start (0); it moves once the reader has planned its read and polled
+    started = wait_for(lambda: (s := answering(port)) and total(s, 'engagement_reader_watermark_seconds') > 0,
+                       timeout_s)
+    assert started, f'no metrics with a reader watermark at :{port}; see {pipeline.log}'
+    generate.main(['--direct', '--rate', '150', '--count', '600', '--bad-share', '0.1', '--seed', '17',
+                   '--summary', str(summary), *cfg.cli_flags()])
+    sent = json.loads(summary.read_text())
+    valid, bad = sent['counts']['valid'], sent['total'] - sent['counts']['valid']
+
+    def caught_up():
+        samples = scrape(port)
+        letters = total(samples, 'engagement_dead_letters_total')
+        parsed = total(samples, 'engagement_events_parsed_total', source='direct')
+        return (parsed, letters) == (valid + sent['counts']['unknown_content'], bad) and samples
+    samples = wait_for(caught_up, timeout_s)
+    assert samples, f'metrics did not reach what was sent ({sent["counts"]}): {dict(scrape(port))}'
+
+    assert total(samples, 'engagement_kafka_records_read_total', topic=cfg.raw_topic) == sent['total']
+    assert total(samples, 'engagement_kafka_bytes_read_total', topic=cfg.raw_topic) > sent['total'] * 100
+    for kind, ids in sent['bad_ids'].items():
+        assert total(samples, 'engagement_dead_letters_total', reason=kind) == len(ids), kind
+    assert total(samples, 'engagement_events_enriched_total') == valid
+    assert total(samples, 'engagement_events_counted_total') == valid
+    assert wait_for(lambda: total(scrape(port), 'engagement_panes_written_total', sink='redis') > 0, 30)
+    assert total(scrape(port), 'engagement_sink_write_seconds_count', sink='redis') > 0
+    with psycopg2.connect(cfg.pg_dsn) as conn, conn.cursor() as cur:
+        cur.execute('SELECT count(*) FROM content')
+        contents = cur.fetchone()[0]
+    assert total(samples, 'engagement_catalogue_contents') == contents
+    # loaded at start and reloaded when events come after --content_refresh_seconds=10
+    assert 0 <= total(samples, 'engagement_catalogue_age_seconds') < 120
+    lag = total(samples, 'engagement_reader_watermark_lag_seconds')
+    assert 0 <= lag < 30 and abs(total(samples, 'engagement_reader_watermark_seconds') - time.time()) < 60
+    assert total(samples, 'process_resident_memory_bytes') > 0   # the process's own metrics, too
+    return sent
+
+
+def test_on_flink_the_metrics_endpoint_counts_what_was_sent(e2e_stack, tmp_path):
+    """Embedded Flink runs the SDK worker in the pipeline process too (LOOPBACK), so the endpoint sees every step."""
+    cfg = e2e_stack.cfg
+    pipeline, _ = start_with_metrics(cfg, '--runner=FlinkRunner', '--api_url=', '--bq_enabled=false',
+                                     name='metrics-flink')
+    try:
+        send_and_check_metrics(cfg, pipeline, tmp_path / 'sent.json', timeout_s=180)
+    finally:
+        pipeline.stop()
+
+
+def test_the_metrics_endpoint_and_the_monitoring_service_show_what_was_sent(e2e_stack, tmp_path):
     cfg = e2e_stack.cfg
     port = cfg.metrics_port
-    group = f'metrics-{uuid.uuid4().hex[:8]}'
-    pipeline = Pipeline(cfg, f'--metrics_port={port}', '--start_offset=latest', f'--consumer_group={group}',
-                        name='metrics')
+    pipeline, group = start_with_metrics(cfg, name='metrics')
     monitor = None
-    summary = tmp_path / 'sent.json'
     try:
-        pipeline.start()
-        # the gauge exists from the start (0); it moves once the reader has planned its read and polled
-        started = wait_for(lambda: (s := answering(port)) and total(s, 'engagement_reader_watermark_seconds') > 0, 90)
-        assert started, f'no metrics with a reader watermark at :{port}; see {pipeline.log}'
         sent_at = int(time.time())
-        generate.main(['--direct', '--rate', '150', '--count', '600', '--bad-share', '0.1', '--seed', '17',
-                       '--summary', str(summary), *cfg.cli_flags()])
-        sent = json.loads(summary.read_text())
-        valid, bad = sent['counts']['valid'], sent['total'] - sent['counts']['valid']
-
-        def caught_up():
-            samples = scrape(port)
-            letters = total(samples, 'engagement_dead_letters_total')
-            parsed = total(samples, 'engagement_events_parsed_total', source='direct')
-            return (parsed, letters) == (valid + sent['counts']['unknown_content'], bad) and samples
-        samples = wait_for(caught_up, 90)
-        assert samples, f'metrics did not reach what was sent ({sent["counts"]}): {dict(scrape(port))}'
-
-        assert total(samples, 'engagement_kafka_records_read_total', topic=cfg.raw_topic) == sent['total']
-        assert total(samples, 'engagement_kafka_bytes_read_total', topic=cfg.raw_topic) > sent['total'] * 100
-        for kind, ids in sent['bad_ids'].items():
-            assert total(samples, 'engagement_dead_letters_total', reason=kind) == len(ids), kind
-        assert total(samples, 'engagement_events_enriched_total') == valid
-        assert total(samples, 'engagement_events_counted_total') == valid
-        assert total(samples, 'engagement_panes_written_total', sink='redis') > 0
-        assert total(samples, 'engagement_sink_write_seconds_count', sink='redis') > 0
-        with psycopg2.connect(cfg.pg_dsn) as conn, conn.cursor() as cur:
-            cur.execute('SELECT count(*) FROM content')
-            contents = cur.fetchone()[0]
-        assert total(samples, 'engagement_catalogue_contents') == contents
-        # loaded at start and reloaded when events come after --content_refresh_seconds=10
-        assert 0 <= total(samples, 'engagement_catalogue_age_seconds') < 120
-        lag = total(samples, 'engagement_reader_watermark_lag_seconds')
-        assert 0 <= lag < 30 and abs(total(samples, 'engagement_reader_watermark_seconds') - time.time()) < 60
-        assert total(samples, 'process_resident_memory_bytes') > 0   # the process's own metrics, too
+        sent = send_and_check_metrics(cfg, pipeline, tmp_path / 'sent.json')
 
         monitor = subprocess.Popen([sys.executable, '-m', 'launch.monitor', '--group', group, *cfg.cli_flags()],
                                    stdout=open(tmp_path / 'monitor.log', 'wb'), stderr=subprocess.STDOUT,
