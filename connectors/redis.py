@@ -269,7 +269,7 @@ class UpsertContentStatsFn(beam.DoFn):
                                            f'{self._scrub(exc)}; fix --redis_url (user/password/ACL).') from None
             except _RETRYABLE as exc:
                 self._sha = None  # a restarted server has an empty script cache
-                self._retry_or_raise(attempt, started, len(pending), exc)
+                self._retry_or_raise(attempt, started, pending, exc)
                 continue
             except redis.exceptions.ResponseError as exc:  # e.g. NOPERM for SCRIPT LOAD
                 metrics.SINK_FAILURES.inc(sink=STAGE)
@@ -305,7 +305,7 @@ class UpsertContentStatsFn(beam.DoFn):
                 self._sha = None
                 if attempt < self._max_attempts:
                     continue  # reload the script and resend at once
-            self._retry_or_raise(attempt, started, len(pending), error)
+            self._retry_or_raise(attempt, started, pending, error)
 
     def _remember(self, item: _Pending) -> None:
         if len(self._known) >= _KNOWN_PANES:
@@ -322,19 +322,24 @@ class UpsertContentStatsFn(beam.DoFn):
             pipe.evalsha(self._sha, len(item.keys), *item.keys, *item.args)
         return pipe.execute(raise_on_error=False)
 
-    def _retry_or_raise(self, attempt: int, started: float, panes: int, error: Exception) -> None:
-        """Sleep before the next attempt, or raise when the attempts are used up."""
+    def _retry_or_raise(self, attempt: int, started: float, pending: list[_Pending], error: Exception) -> None:
+        """Sleep before the next attempt, or raise when the attempts are used up. Logs name the first pane's key
+        (window start/content id), the correlation id of a pane."""
+        panes, first = len(pending), pending[0].windowed.value
+        first_pane = f'{getattr(first, "window_start", "?")}/{getattr(first, "content_id", "?")}'
         if attempt >= self._max_attempts:
             metrics.SINK_FAILURES.inc(sink=STAGE)
             message = (f'Redis at {self._safe_url} did not take {panes} panes after {attempt} attempts over '
                        f'{time.monotonic() - started:.1f} s ({type(error).__name__}: {self._scrub(error)}); '
                        'the bundle fails and is retried by the runner (rewriting is safe). Is Redis running?')
             _LOG.error(json.dumps({'event': 'redis_write_failed', 'url': self._safe_url, 'panes': panes,
+                                   'first_pane': first_pane,
                                    'attempts': attempt, 'error': self._scrub(error)}))
             raise RedisSinkUnavailable(message)
         metrics.SINK_RETRIES.inc(sink=STAGE)
         backoff = min(self._max_backoff, self._initial_backoff * 2 ** (attempt - 1)) * random.uniform(0.8, 1.2)
         _LOG.warning(json.dumps({'event': 'redis_write_retry', 'url': self._safe_url, 'panes': panes,
+                                 'first_pane': first_pane,
                                  'attempt': attempt, 'backoff_s': round(backoff, 3),
                                  'error': f'{type(error).__name__}: {self._scrub(error)}'}))
         time.sleep(backoff)

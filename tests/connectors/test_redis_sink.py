@@ -277,6 +277,7 @@ def test_unreachable_redis_fails_after_bounded_retries_and_never_shows_the_passw
     assert time.monotonic() - started < 5
     logged = caplog.text
     assert logged.count('redis_write_retry') == 3
+    assert logged.count(f'"first_pane": "{W}/c1"') == 4     # the pane's key: its correlation id in the logs
     for secret in ('s3cr', 'qu3ry'):
         assert secret not in message and secret not in logged
 
