@@ -156,7 +156,12 @@ def test_api_faults_then_api_down_lose_nothing():
             assert not late, f'{len(late)} events dead-lettered after the API had recovered, e.g. {late[0]}'
 
             opened, closed = (log_events(pipeline.log, name) for name in ('api_breaker_opened', 'api_breaker_closed'))
-            assert opened and closed, f'breaker opened {len(opened)} and closed {len(closed)} times; see {pipeline.log}'
+            # Each DoFn instance has its own breaker, and a runner may run a stage's bundles in several instances
+            # at once: the one whose breaker opened need not be the one that serves the next bundle, so a closing
+            # probe is not guaranteed. That the API's recovery reached the sink is `late` (above): empty.
+            assert opened, f'the breaker never opened under 50% faults; see {pipeline.log}'
+            tokens = log_events(pipeline.log, 'api_token_fetched')
+            assert closed or len(tokens) > 1, f'one client, opened {len(opened)} and never closed; see {pipeline.log}'
             deadline = time.monotonic() + 30
             while ((counters := prism_counters(pipeline, METRICS_NAMESPACE)).get('breaker_opened'),
                    counters.get('breaker_closed')) != (len(opened), len(closed)) and time.monotonic() < deadline:

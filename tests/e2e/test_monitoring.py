@@ -26,6 +26,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from launch.monitor.__main__ import QUERY_API_KEYS_ENV
 from launch.scenarios import generate
 from launch.stack.processes import stop_tree
+from tests.conftest import private_stack
 from tests.e2e.conftest import Pipeline, wait_for
 
 REPO = Path(__file__).resolve().parents[2]
@@ -53,6 +54,14 @@ def answering(port: int) -> dict | None:
 
 def total(samples: dict, name: str, **labels) -> float:
     return sum(value for key, value in samples.get(name, {}).items() if set(labels.items()) <= set(key))
+
+
+@pytest.fixture(scope='module')
+def monitoring_stack():
+    """A stack of its own: the direct events and dead letters sent here must not reach the ground truth of the
+    other end-to-end tests (they compare Redis and the dead letters with Postgres)."""
+    with private_stack() as stack:
+        yield stack
 
 
 def start_with_metrics(cfg, *flags: str, name: str) -> tuple[Pipeline, str]:
@@ -104,9 +113,9 @@ def send_and_check_metrics(cfg, pipeline: Pipeline, summary: Path, timeout_s: fl
     return sent
 
 
-def test_on_flink_the_metrics_endpoint_counts_what_was_sent(e2e_stack, tmp_path):
+def test_on_flink_the_metrics_endpoint_counts_what_was_sent(monitoring_stack, tmp_path):
     """Embedded Flink runs the SDK worker in the pipeline process too (LOOPBACK), so the endpoint sees every step."""
-    cfg = e2e_stack.cfg
+    cfg = monitoring_stack.cfg
     pipeline, _ = start_with_metrics(cfg, '--runner=FlinkRunner', '--api_url=', '--bq_enabled=false',
                                      name='metrics-flink')
     try:
@@ -115,8 +124,8 @@ def test_on_flink_the_metrics_endpoint_counts_what_was_sent(e2e_stack, tmp_path)
         pipeline.stop()
 
 
-def test_the_metrics_endpoint_and_the_monitoring_service_show_what_was_sent(e2e_stack, tmp_path):
-    cfg = e2e_stack.cfg
+def test_the_metrics_endpoint_and_the_monitoring_service_show_what_was_sent(monitoring_stack, tmp_path):
+    cfg = monitoring_stack.cfg
     port = cfg.metrics_port
     pipeline, group = start_with_metrics(cfg, name='metrics')
     monitor = None
