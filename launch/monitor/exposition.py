@@ -38,7 +38,6 @@ class StackCollector(Collector):
             rows = self._kafka.partitions()
         except Exception as exc:  # noqa: BLE001 - a scrape reports what it could not read, it does not fail
             _LOG.warning('kafka view failed: %s: %s', type(exc).__name__, exc)
-            self._kafka.close()
             up.add_metric([], 0)
             yield up
             return

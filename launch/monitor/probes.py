@@ -155,26 +155,37 @@ class KafkaView:
         self._lock = threading.Lock()
 
     def partitions(self) -> list[dict[str, Any]]:
-        from kafka import KafkaConsumer, TopicPartition
+        """One row per partition; a failure closes the consumer (the next call connects afresh) and is raised."""
         with self._lock:
-            if self._consumer is None:
-                self._consumer = KafkaConsumer(bootstrap_servers=self._bootstrap, group_id=self.group,
-                                               enable_auto_commit=False, request_timeout_ms=5000)
-            consumer = self._consumer
-            tps = [TopicPartition(t, p) for t in self.topics for p in sorted(consumer.partitions_for_topic(t) or ())]
-            ends = consumer.end_offsets(tps) if tps else {}
-            rows = []
-            for tp in tps:
-                committed = consumer.committed(tp, metadata=True)
-                offset = committed.offset if committed is not None and committed.offset >= 0 else None
-                watermark = watermark_of(committed.metadata) if committed is not None else None
-                rows.append({'topic': tp.topic, 'partition': tp.partition, 'committed_offset': offset,
-                             'end_offset': ends.get(tp), 'lag': None if offset is None else ends.get(tp, 0) - offset,
-                             'committed_watermark_ms': watermark})
-            return rows
+            try:
+                return self._partitions()
+            except Exception:
+                self._close()
+                raise
+
+    def _partitions(self) -> list[dict[str, Any]]:
+        from kafka import KafkaConsumer, TopicPartition
+        if self._consumer is None:
+            self._consumer = KafkaConsumer(bootstrap_servers=self._bootstrap, group_id=self.group,
+                                           enable_auto_commit=False, request_timeout_ms=5000)
+        consumer = self._consumer
+        tps = [TopicPartition(t, p) for t in self.topics for p in sorted(consumer.partitions_for_topic(t) or ())]
+        ends = consumer.end_offsets(tps) if tps else {}
+        rows = []
+        for tp in tps:
+            committed = consumer.committed(tp, metadata=True)
+            offset = committed.offset if committed is not None and committed.offset >= 0 else None
+            watermark = watermark_of(committed.metadata) if committed is not None else None
+            rows.append({'topic': tp.topic, 'partition': tp.partition, 'committed_offset': offset,
+                         'end_offset': ends.get(tp), 'lag': None if offset is None else ends.get(tp, 0) - offset,
+                         'committed_watermark_ms': watermark})
+        return rows
 
     def close(self) -> None:
         with self._lock:
-            if self._consumer is not None:
-                self._consumer.close()
-                self._consumer = None
+            self._close()
+
+    def _close(self) -> None:
+        if self._consumer is not None:
+            self._consumer.close()
+            self._consumer = None

@@ -7,8 +7,9 @@ import time
 from decimal import Decimal
 from typing import Any
 
-CONTENT_TYPES = ('video', 'podcast', 'newsletter')
-EVENT_TYPES = ('play', 'pause', 'finish', 'click')
+from schemas.events import EVENT_TYPES
+
+CONTENT_TYPES = ('video', 'podcast', 'newsletter')   # the order the live page and the dashboard show them in
 
 
 def window_start(now: float, window_seconds: int, back: int = 0) -> int:

@@ -12,9 +12,8 @@ import argparse
 import sys
 import time
 
+from launch.monitor.readmodel import CONTENT_TYPES
 from launch.stack import config as stack_config
-
-CONTENT_TYPES = ('video', 'podcast', 'newsletter')
 
 
 class Snapshot:
