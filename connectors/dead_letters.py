@@ -15,6 +15,11 @@ when it cannot be read), sets the producer's `max_request_size` to it, and cuts 
 therefore never make the writer fail: kafka-python refuses an oversized record synchronously in `send`, which
 would fail every retry of the bundle.
 
+Copies: the writer delivers at least once. A bundle the runner retries, and the records a restarted pipeline reads
+again after the last offsets it committed, write their dead letters again. Every consumer of the topic therefore
+counts a failure once by `failure_identity` (stage plus source coordinates, or event id for the sinks, plus the
+attempt count): the listing, the redelivery (which sends an event once per run, with its id as idempotency key).
+
 Listing, counting and redelivering them are operator commands: `python -m launch.tools.dead_letters`.
 """
 from __future__ import annotations
@@ -54,6 +59,23 @@ def record_key(record: Mapping[str, Any]) -> str:
     payload = record.get('payload')
     text = payload if isinstance(payload, str) else json.dumps(payload, default=_json_default, sort_keys=True)
     return f"{record.get('stage')}:{hashlib.sha256(text.encode('utf-8')).hexdigest()[:32]}"
+
+
+SINK_STAGES = frozenset({'redis', 'bigquery', 'api'})
+
+
+def failure_identity(record: Mapping[str, Any], key: str | None = None) -> tuple:
+    """What makes a dead letter one failure, the same for every copy a replay or a retried bundle writes: its
+    stage; for a sink's failure the event id (a replayed Debezium change reaches the sink again from another
+    offset: the same event failing at the same sink); otherwise the failed record's source coordinates, else its
+    Kafka key (`key`, or record_key); and the attempt count, which a redelivery that fails again raises."""
+    stage, attempts = record.get('stage'), record.get('attempts', 1)
+    if stage in SINK_STAGES and record.get('event_id') is not None:
+        return stage, 'event', str(record['event_id']), attempts
+    if record.get('source_topic') is not None:
+        return (stage, 'source', record['source_topic'], record.get('source_partition'),
+                record.get('source_offset'), attempts)
+    return stage, 'key', key if key else record_key(record), attempts
 
 
 class DeadLetterDeliveryFailed(RuntimeError):

@@ -33,6 +33,11 @@ def flink_java_launcher(home: Path) -> Path:
     return home / 'flink-job-server' / 'java-bound-to-parent'
 
 
+def loopback_shim(home: Path) -> Path:
+    """The LD_PRELOAD library that binds a JVM's wildcard listeners to 127.0.0.1 (launch/stack/native.py)."""
+    return home / 'native' / 'loopback_bind.so'
+
+
 def kafka_expansion_service_jar(home: Path) -> Path:
     """The launcher jar of the cross-language Kafka reader's expansion service (`java -jar <it> <port>`)."""
     return home / 'kafka-expansion-service' / 'beam-kafka-expansion-service.jar'

@@ -42,7 +42,7 @@ from apache_beam.runners.portability.prism_runner import PrismJobServer, PrismRu
 from apache_beam.utils import shared
 from apache_beam.version import __version__ as BEAM_VERSION
 
-from pipelines import artifacts
+from pipelines import artifacts, loopback
 from pipelines.processes import descendants
 
 _LOG = logging.getLogger(__name__)
@@ -208,8 +208,11 @@ def _runner_name(options: PipelineOptions):
 
 def select_runner(options: PipelineOptions):
     """The runner object to build the pipeline with: PrismRunner for the DirectRunner, FlinkRunner with our
-    presets for Flink, else the runner as named."""
+    presets for Flink, else the runner as named. On the local runners, this process's gRPC servers (the LOOPBACK
+    worker pool) listen on loopback only (pipelines/loopback.py)."""
     name = _runner_name(options)
+    if name in FLINK_NAMES or name in DIRECT_NAMES:
+        loopback.bind_grpc_servers_to_loopback()
     if name in FLINK_NAMES:
         _LOG.info('FlinkRunner: presets %s', flink_presets(options))
         return 'FlinkRunner'

@@ -7,7 +7,8 @@ The live view (`launch.scenarios.dashboard`) shows, once a second, the top conte
 type from Redis, events/s arriving on Kafka and counted into Redis, dead letters and the consumer group's lag.
 `--cdc-only` skips the pipeline and prints what Debezium delivers to Kafka instead (events/s, the mix of event
 types and the insert-to-Kafka delay). Ctrl-C stops the pipeline (and its Prism job server), the generators and
-every stack component this command started (components that were already running are left running). The
+every stack component this command started (components that were already running are left running); so do
+SIGTERM and SIGHUP (a closed terminal), also when the output pipe (`make demo | tee demo.log`) closed first. The
 pipeline's log is `<state dir>/logs/pipeline.log`. The monitoring and query service (`python -m launch.monitor`)
 runs beside the pipeline; the demo prints its URLs.
 """
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import contextlib
 import json
 import os
 import signal
@@ -104,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     stack = Stack(cfg)
     already = {c.name for c in stack.components if c.running()}
     children: list[tuple[str, subprocess.Popen]] = []
-    signal.signal(signal.SIGTERM, signal.default_int_handler)  # stop as cleanly on SIGTERM as on Ctrl-C
+    stop_on_signals()
 
     def start(name: str, *argv: str) -> None:
         log = open(cfg.log_file(name), 'ab')
@@ -137,18 +139,60 @@ def main(argv: list[str] | None = None) -> int:
             failed = [name for name, p in children if p.poll() is not None]
             print(f'{", ".join(failed)} stopped unexpectedly; see {cfg.state_dir / "logs"}', file=sys.stderr)
     except KeyboardInterrupt:
-        print('\nstopping ...', flush=True)
+        say('\nstopping ...')
+    except OSError as exc:  # the output is gone: `| tee` ended by the same Ctrl-C, or the terminal closed
+        say(f'\nstopping: cannot write the output any more ({type(exc).__name__})')
     except (StackError, stack_config.ConfigError) as exc:
-        print(f'error: {exc}', file=sys.stderr)
+        say(f'error: {exc}', sys.stderr)
         return 2
     finally:
-        for name, proc in reversed(children):
-            print(f'  {name:<9} {stop_tree(proc)}', flush=True)
-        if not args.keep_stack:
-            for comp in reversed(stack.components):
-                if comp.name not in already:
-                    print(f'  {comp.name:<9} {comp.stop()}', flush=True)
+        with deferred_signals():
+            for name, proc in reversed(children):
+                say(f'  {name:<9} {stop_tree(proc)}')
+            if not args.keep_stack:
+                for comp in reversed(stack.components):
+                    if comp.name not in already:
+                        say(f'  {comp.name:<9} {comp.stop()}')
     return 0
+
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+def stop_on_signals() -> None:
+    """SIGTERM (`kill`, make forwarding its own) and SIGHUP (the terminal closed) stop the demo as Ctrl-C does: a
+    KeyboardInterrupt, then the cleanup. A signal ignored when the demo started stays ignored (`nohup`, or SIGINT
+    of a job started in the background), as a shell's user expects."""
+    for sig in STOP_SIGNALS:
+        if signal.getsignal(sig) is not signal.SIG_IGN:
+            signal.signal(sig, signal.default_int_handler)
+
+
+@contextlib.contextmanager
+def deferred_signals():
+    """Hold off the stop signals while the cleanup runs (a second Ctrl-C, or the SIGHUP that follows a closed
+    terminal's SIGINT, would otherwise cut it short and leave components running)."""
+    previous = {sig: signal.getsignal(sig) for sig in STOP_SIGNALS}
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def say(text: str, stream=None) -> None:
+    """Print and flush; when the output is gone (a closed pipe or terminal) point it at /dev/null instead, so the
+    cleanup that is printing goes on and the interpreter's last flush does not fail either."""
+    stream = stream or sys.stdout
+    try:
+        print(text, file=stream, flush=True)
+    except OSError:
+        try:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), stream.fileno())
+        except (OSError, ValueError):
+            pass
 
 
 if __name__ == '__main__':

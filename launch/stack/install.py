@@ -1,8 +1,9 @@
 """`make install` (`python3 -m launch.stack.install`): everything the project needs on this machine, idempotent and
 cached under $ENGAGEMENT_HOME. Steps, each printed with its duration: missing Debian packages (apt-get); the
 virtualenv `.venv` from requirements.txt; Kafka, Kafka Connect and Debezium (Maven, the pinned poms in maven/);
-Beam's Prism runner (go install), packed where Beam's DirectRunner looks for it; the BigQuery and GCS emulators in
-a virtualenv of their own (launch/standins/bq-emulator-requirements.txt); Beam's Flink job server and Kafka
+Beam's Prism runner (built from Beam's Go module, its job server bound to 127.0.0.1), packed where Beam's
+DirectRunner looks for it; loopback_bind.so (launch/stack/native.py); the BigQuery and GCS emulators in a virtualenv
+of their own (launch/standins/bq-emulator-requirements.txt); Beam's Flink job server and Kafka
 expansion service (Maven) with their launcher jars (the latter compiles java/LoopbackExpansionService.java). A
 step redoes its work only when its inputs changed; build caches are deleted once their results are in place.
 What goes where: docs/operations.md#install. Standard library only: it runs before the virtualenv exists.
@@ -17,19 +18,22 @@ import subprocess
 import sys
 import time
 import zipfile
+import zlib
 from pathlib import Path
 
 from launch.stack import config as stack_config
+from launch.stack import native
 from pipelines.artifacts import (
     flink_conf_dir,
     flink_java_launcher,
     flink_job_server_jar,
     kafka_expansion_service_jar,
+    loopback_shim,
     prism_cache_zip,
 )
 
 BEAM_VERSION = '2.77.0'
-PRISM_MODULE = f'github.com/apache/beam/sdks/v2/go/cmd/prism@v{BEAM_VERSION}'
+PRISM_MODULE = f'github.com/apache/beam/sdks/v2@v{BEAM_VERSION}'
 MAVEN_DEPENDENCY_PLUGIN = 'org.apache.maven.plugins:maven-dependency-plugin:3.8.1'
 PG_BIN = Path('/usr/lib/postgresql/15/bin')
 VENV = stack_config.REPO_ROOT / '.venv'
@@ -52,7 +56,9 @@ class InstallError(Exception):
 
 
 def prism_binary(home: Path) -> Path:
-    return home / 'prism' / f'v{BEAM_VERSION}' / 'prism'
+    """Prism with its job server on 127.0.0.1 (launch/stack/native.py); the `-loopback` directory keeps a build of
+    Beam's unchanged Prism from an older install from being taken for it."""
+    return home / 'prism' / f'v{BEAM_VERSION}-loopback' / 'prism'
 
 
 def bq_venv(home: Path) -> Path:
@@ -107,13 +113,6 @@ taskmanager.bind-host: 127.0.0.1
 # Beam stops the job server from an atexit hook, which a driver killed with SIGKILL never runs: the JVM (and the
 # embedded Flink job, restarting without its SDK worker) would live on. The kernel's parent-death signal
 # (setpriv, util-linux) sends the JVM SIGTERM when the thread that started it dies, however it dies.
-FLINK_JAVA_LAUNCHER_SCRIPT = '''#!/bin/sh
-# java for Beam's Flink job server, sent SIGTERM when the pipeline process that started it dies (written by
-# `make install`; see launch/stack/install.py).
-exec setpriv --pdeathsig TERM -- "${JAVA_HOME:+$JAVA_HOME/bin/}java" "$@"
-'''
-
-
 KAFKA_EXPANSION_SERVICE_POM = 'kafka-expansion-service.pom.xml'
 KAFKA_EXPANSION_SERVICE_SOURCE = HERE / 'java' / 'LoopbackExpansionService.java'
 KAFKA_EXPANSION_SERVICE_MAIN = 'engagement.xlang.LoopbackExpansionService'
@@ -162,6 +161,7 @@ class Installer:
             missing.append('postgresql-15')
         for tool, package in (('java', 'openjdk-17-jdk-headless'), ('javac', 'openjdk-17-jdk-headless'),
                               ('mvn', 'maven'), ('promtool', 'prometheus'), ('chromium', 'chromium'),
+                              ('cc', 'gcc'),  # builds loopback_bind.so (launch/stack/native.py)
                               ('shellcheck', 'shellcheck')):  # lints launch/dataflow/template.sh (a test)
             if not shutil.which(tool) and package not in missing:
                 missing.append(package)
@@ -215,18 +215,19 @@ class Installer:
         binary = prism_binary(self.home)
         built = False
         if not binary.exists():
-            if not shutil.which('go'):
-                raise InstallError('Go is needed to build Beam\'s Prism runner (go install); install Go 1.22+.')
             build = self.home / 'build'
-            env = {**os.environ, 'GOBIN': str(binary.parent), 'GOMODCACHE': str(build / 'gomod'),
-                   'GOCACHE': str(build / 'gocache'), 'GOFLAGS': '-modcacherw -buildvcs=false'}
-            _run(['go', 'install', PRISM_MODULE], self.logs / 'prism.log', env=env)
+            env = {**os.environ, 'GOMODCACHE': str(build / 'gomod'), 'GOCACHE': str(build / 'gocache'),
+                   'GOFLAGS': '-modcacherw -buildvcs=false'}
+            try:
+                native.build_prism(PRISM_MODULE, binary, build, _run, self.logs / 'prism.log', env)
+            except native.NativeBuildError as exc:
+                raise InstallError(str(exc)) from None
             for cache in ('gomod', 'gocache'):
                 shutil.rmtree(build / cache, ignore_errors=True)
             built = True
         cache_zip = prism_cache_zip(BEAM_VERSION)
         member = cache_zip.stem
-        if not _zip_holds(cache_zip, member, binary.stat().st_size):
+        if not _zip_holds(cache_zip, member, binary):
             cache_zip.parent.mkdir(parents=True, exist_ok=True)
             partial = cache_zip.with_suffix('.partial')
             with zipfile.ZipFile(partial, 'w', zipfile.ZIP_DEFLATED) as zf:
@@ -235,7 +236,24 @@ class Installer:
                 info.compress_type = zipfile.ZIP_DEFLATED
                 zf.writestr(info, binary.read_bytes())
             partial.rename(cache_zip)
+        unpacked = cache_zip.with_suffix('')  # Beam runs this copy once it exists; replace an outdated one
+        if unpacked.exists() and unpacked.read_bytes() != binary.read_bytes():
+            unpacked.unlink()
         return ('built ' if built else 'cached ') + f'{binary}; DirectRunner finds it at {cache_zip}'
+
+    # 4b. loopback_bind.so for the job server's JVM
+    def loopback_shim(self) -> str:
+        target = loopback_shim(self.home)
+        marker = target.with_suffix('.sha256')
+        wanted = _sha256(native.SHIM_SOURCE)
+        if target.exists() and marker.exists() and marker.read_text() == wanted:
+            return f'cached {target}'
+        try:
+            native.build_shim(target, _run, self.logs / 'native.log')
+        except native.NativeBuildError as exc:
+            raise InstallError(str(exc)) from None
+        marker.write_text(wanted)
+        return f'built {target}'
 
     # 5. BigQuery + GCS emulators
     def bq_emulator(self) -> str:
@@ -278,8 +296,9 @@ class Installer:
         lib = launcher.parent / 'lib'
         resolved = self._maven_closure(FLINK_JOB_SERVER_POM, lib, 'm2-flink')
         java = flink_java_launcher(self.home)
-        if not (java.exists() and java.read_text() == FLINK_JAVA_LAUNCHER_SCRIPT):
-            java.write_text(FLINK_JAVA_LAUNCHER_SCRIPT)
+        script = native.flink_java_launcher_script(loopback_shim(self.home))
+        if not (java.exists() and java.read_text() == script):
+            java.write_text(script)
             java.chmod(0o755)
         conf = flink_conf_dir(self.home) / 'config.yaml'
         if not (conf.exists() and conf.read_text() == FLINK_CONFIG_YAML):
@@ -329,11 +348,13 @@ class Installer:
     def run(self) -> None:
         self.home.mkdir(parents=True, exist_ok=True)
         started = time.monotonic()
-        self.step('Debian packages (redis-server, shellcheck, PostgreSQL 15, JDK, Maven, Prometheus, Chromium)',
+        self.step('Debian packages (redis-server, shellcheck, PostgreSQL 15, JDK, Maven, Prometheus, Chromium, gcc)',
                   self.apt_packages)
         self.step('Python virtualenv .venv (requirements.txt)', self.venv)
         self.step('Kafka 4.1.1, Kafka Connect 4.1.1, Debezium Postgres 3.6.1.Final (Maven)', self.maven)
-        self.step(f'Beam Prism runner v{BEAM_VERSION} (go install)', self.prism)
+        self.step(f'Beam Prism runner v{BEAM_VERSION} (go build, job server on 127.0.0.1)', self.prism)
+        self.step('loopback_bind.so (cc), which keeps the Flink job server\'s listeners on 127.0.0.1',
+                  self.loopback_shim)
         self.step('BigQuery + GCS emulators (bqemulator 1.4.0, gcp-storage-emulator 2026.7.19)', self.bq_emulator)
         self.step('Beam Flink job server (beam-runners-flink-1.19 2.62.0, Maven) + launcher jar', self.flink_job_server)
         self.step('Beam Kafka expansion service (KafkaIO 2.73.0, Maven) + launcher jar', self.kafka_expansion_service)
@@ -348,10 +369,13 @@ def _zip_has_exactly(path: Path, members: dict[str, bytes]) -> bool:
         return False
 
 
-def _zip_holds(path: Path, member: str, size: int) -> bool:
+def _zip_holds(path: Path, member: str, content: Path) -> bool:
+    """Whether the zip `path` holds `member` with the bytes of the file `content` (size and CRC-32)."""
+    data = content.read_bytes()
     try:
         with zipfile.ZipFile(path) as zf:
-            return zf.getinfo(member).file_size == size
+            info = zf.getinfo(member)
+            return info.file_size == len(data) and info.CRC == zlib.crc32(data)
     except (OSError, KeyError, zipfile.BadZipFile):
         return False
 

@@ -2,9 +2,12 @@
 API sink (the redelivery itself: launch/tools/redeliver.py).
 
     python -m launch.tools.dead_letters [--bootstrap 127.0.0.1:19092] [--topic engagement.dead_letters] [--follow]
+                                        [--copies]
     python -m launch.tools.dead_letters redeliver --stage api [--reason R] [--since 2h] [--dry-run]
 
-The defaults match the local stack; `--follow` keeps reading, Ctrl-C stops. Listing needs only Kafka; redelivery
+The defaults match the local stack; `--follow` keeps reading, Ctrl-C stops. A failure is listed and counted once,
+however many copies of its dead letter replays and retried bundles wrote (connectors.dead_letters.failure_identity);
+`--copies` lists every record of the topic. Listing needs only Kafka; redelivery
 takes the pipeline's --kafka_*, --dead_letter_topic and --api_* flags and their environment variables.
 """
 from __future__ import annotations
@@ -20,8 +23,21 @@ import sys
 _PIPELINE_FLAG_PREFIXES = ('kafka_', 'api_', 'dead_letter_topic')
 
 
+def distinct_failures(letters):
+    """The (partition, offset, key, record) of `letters` (read_dead_letters) whose failure has not been seen
+    before: the first copy of each."""
+    from connectors.dead_letters import failure_identity
+    seen: set[tuple] = set()
+    for partition, offset, key, record in letters:
+        identity = failure_identity(record, key)
+        if identity not in seen:
+            seen.add(identity)
+            yield partition, offset, key, record
+
+
 def read_dead_letters(bootstrap: str, topic: str, follow: bool = False, poll_ms: int = 500):
-    """Yield (partition, offset, key, record dict) from the start of `topic`; stop at its end unless `follow`."""
+    """Yield (partition, offset, key, record dict) of every record from the start of `topic`, copies included;
+    stop at its end unless `follow`."""
     from kafka import KafkaConsumer, TopicPartition
     consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
                              allow_auto_create_topics=False, bootstrap_timeout_ms=10_000)
@@ -62,12 +78,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument('--topic', default=os.environ.get('ENGAGEMENT_DEAD_LETTER_TOPIC', 'engagement.dead_letters'),
                         help='Dead-letter topic. Env ENGAGEMENT_DEAD_LETTER_TOPIC; default engagement.dead_letters.')
     parser.add_argument('--follow', action='store_true', help='Keep printing new dead letters until Ctrl-C.')
+    parser.add_argument('--copies', action='store_true',
+                        help='List every record, also the copies of a failure that replays and retried bundles '
+                             'wrote (by default each failure once).')
     args = parser.parse_args(argv)
 
     from kafka.errors import KafkaError
     counts: collections.Counter = collections.Counter()
+    records = 0
+
+    def counted(letters):
+        nonlocal records
+        for letter in letters:
+            records += 1
+            yield letter
+    letters = counted(read_dead_letters(args.bootstrap, args.topic, args.follow))
     try:
-        for partition, offset, key, record in read_dead_letters(args.bootstrap, args.topic, args.follow):
+        for partition, offset, key, record in (letters if args.copies else distinct_failures(letters)):
             stage, reason = record.get('stage'), record.get('reason')
             counts[(stage, reason)] += 1
             error = str(record.get('error') or '').replace('\n', ' ')[:120]
@@ -78,7 +105,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         pass
-    print(f'{sum(counts.values())} dead letters in {args.topic}')
+    listed = sum(counts.values())
+    print(f'{listed} dead letters in {args.topic}' if args.copies else
+          f'{listed} failures in {args.topic} ({records} records; {records - listed} copies written by replays or '
+          'retried bundles not listed)')
     for (stage, reason), n in sorted(counts.items(), key=lambda item: (-item[1], str(item[0]))):
         print(f'{n:>8}  {stage}  {reason}')
     return 0

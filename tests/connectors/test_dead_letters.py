@@ -15,6 +15,7 @@ from connectors.dead_letters import (
     WriteDeadLettersToKafka,
     _find_config,
     as_dead_letter,
+    failure_identity,
     record_key,
     topic_max_message_bytes,
 )
@@ -37,6 +38,25 @@ def test_the_key_names_the_failed_record():
     same = key(letter(stage='redis', payload='{"a": 1}'))
     assert same == key(letter(stage='redis', payload='{"a": 1}', error='another attempt'))
     assert same.startswith('redis:') and same != key(letter(stage='redis', payload='{"a": 2}'))
+
+
+def test_a_failure_is_one_identity_whatever_copy_or_offset_it_was_written_from():
+    def identity(d: DeadLetter) -> tuple:
+        return failure_identity(d.model_dump())
+    raw = letter(event_id=42, source_topic='t', source_partition=1, source_offset=7)
+    # a copy written by a replay or a retried bundle: another time, another error text
+    assert identity(raw) == identity(letter(event_id=42, source_topic='t', source_partition=1, source_offset=7,
+                                            error='again', last_failed_ts=T0 + datetime.timedelta(minutes=5)))
+    # two records on the raw topic that name the same event id are two failures; the same event failing in a sink
+    # from two offsets (Debezium delivered its change twice) is one
+    assert identity(raw) != identity(letter(event_id=42, source_topic='t', source_partition=1, source_offset=8))
+    api = dict(stage='api', reason='api_http_503', event_id=42, source_topic='cdc', source_partition=0)
+    assert identity(letter(**api, source_offset=1)) == identity(letter(**api, source_offset=9))
+    # a redelivery that failed again is a new failure; so is the same record failing in another stage
+    assert identity(letter(**api, source_offset=1)) != identity(letter(**api, source_offset=1, attempts=4))
+    assert identity(raw) != identity(letter(event_id=42, source_topic='t', source_partition=1, source_offset=7,
+                                            stage='enrich'))
+    assert identity(letter(stage='redis', payload='{"a": 1}')) == identity(letter(stage='redis', payload='{"a": 1}'))
 
 
 def test_only_dead_letters_are_written():
@@ -108,7 +128,23 @@ def test_dead_letters_survive_the_trip_through_kafka_and_are_counted(stack, caps
     lines = capsys.readouterr().out.splitlines()
     assert len(lines) == 4 + 1 + 4  # one line per dead letter, the total, one count per (stage, reason)
     assert {line.split('\t')[3] for line in lines[:4]} == set(by_key)
-    assert lines[4] == f'4 dead letters in {topic}'
-    assert sorted(line.split() for line in lines[5:]) == [
-        ['1', 'parse', 'bad_json'], ['1', 'parse', 'invalid_event_type'], ['1', 'parse', 'malformed_json'],
-        ['1', 'redis', 'invalid_stats']]
+    assert lines[4] == f'4 failures in {topic} (4 records; 0 copies written by replays or retried bundles not listed)'
+    counted = [['1', 'parse', 'bad_json'], ['1', 'parse', 'invalid_event_type'], ['1', 'parse', 'malformed_json'],
+               ['1', 'redis', 'invalid_stats']]
+    assert sorted(line.split() for line in lines[5:]) == counted
+
+    # A replay (a restarted pipeline reading the same records again) writes every dead letter a second time: the
+    # listing still shows each failure once, and --copies every record.
+    replay = beam.Pipeline()
+    _ = replay | beam.Create(records) | WriteDeadLettersToKafka(bootstrap, topic)
+    replay.run().wait_until_finish()
+    assert len(list(read_dead_letters(bootstrap, topic))) == 8
+    assert main(['--bootstrap', bootstrap, '--topic', topic]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[4] == f'4 failures in {topic} (8 records; 4 copies written by replays or retried bundles not listed)'
+    assert {line.split('\t')[3] for line in lines[:4]} == set(by_key)
+    assert sorted(line.split() for line in lines[5:]) == counted
+    assert main(['--bootstrap', bootstrap, '--topic', topic, '--copies']) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[8] == f'8 dead letters in {topic}'
+    assert sorted(line.split() for line in lines[9:]) == [[str(2 * int(n)), *rest] for n, *rest in counted]

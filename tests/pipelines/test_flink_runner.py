@@ -11,7 +11,7 @@ import zipfile
 import pytest
 from apache_beam.options.pipeline_options import FlinkRunnerOptions, JobServerOptions, PipelineOptions, PortableOptions
 
-from launch.stack import install
+from launch.stack import install, native
 from pipelines import runners
 
 
@@ -23,7 +23,7 @@ def installed_home(tmp_path, monkeypatch):
     jar.parent.mkdir(parents=True)
     jar.write_bytes(b'PK')
     launcher = install.flink_java_launcher(tmp_path)
-    launcher.write_text(install.FLINK_JAVA_LAUNCHER_SCRIPT)
+    launcher.write_text(native.flink_java_launcher_script(install.loopback_shim(tmp_path)))
     launcher.chmod(0o755)
     install.flink_conf_dir(tmp_path).mkdir()
     return tmp_path
