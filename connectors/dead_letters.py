@@ -1,8 +1,10 @@
 """Dead letters: `WriteDeadLettersToKafka`, the Beam sink of every stage's failures.
 
-Beam concepts: a composite `PTransform` around a `DoFn` that owns a Kafka producer (`setup`/`teardown`) and
-flushes it in `finish_bundle`, so a bundle is only acknowledged once Kafka holds all of its dead letters (acks=all);
-a failed delivery fails the bundle, and the runner retries it. `Metrics.counter`s per stage and reason.
+Beam concepts: a composite `PTransform` around a `DoFn` that owns a Kafka producer (made at its first dead letter,
+closed in `teardown`) and flushes it in `finish_bundle`, so a bundle is only acknowledged once Kafka holds all of
+its dead letters (acks=all). While Kafka is unreachable the bundle waits and retries (backoff, a log line per
+attempt, counter `kafka_waits`) for at most `delivery_timeout_seconds` (600) before it fails: a broker restart
+does not stop the pipeline. `Metrics.counter`s per stage and reason.
 
 A dead letter is a `schemas.DeadLetter`, produced as JSON. Its Kafka key identifies the failed record, so a
 retried bundle's duplicates can be told apart from distinct failures:
@@ -28,6 +30,7 @@ import datetime
 import hashlib
 import json
 import logging
+import time
 from typing import Any, Iterable, Mapping
 
 import apache_beam as beam
@@ -131,48 +134,95 @@ def as_dead_letter(record: Any) -> DeadLetter:
 
 
 class _ProduceDeadLettersFn(beam.DoFn):
-    def __init__(self, bootstrap_servers: str, topic: str, flush_timeout_seconds: float, producer_config: dict):
+    """The producer is made at the first dead letter, not in `setup`: a DoFn instance the runner sets up while
+    Kafka is down (Prism does that for a new bundle) would otherwise fail the job. Until Kafka answers, the bundle
+    waits, retrying with backoff and logging each attempt, for at most `delivery_timeout_seconds`; only then does it
+    fail (and the runner retries it or stops). A record Kafka refused is sent again within the same bound, so a
+    retry can write a dead letter twice: consumers count a failure once (failure_identity)."""
+
+    def __init__(self, bootstrap_servers: str, topic: str, flush_timeout_seconds: float, producer_config: dict,
+                 delivery_timeout_seconds: float):
         self._bootstrap = bootstrap_servers
         self._topic = topic
         self._flush_timeout = flush_timeout_seconds
+        self._delivery_timeout = delivery_timeout_seconds
         self._producer_config = producer_config
         self._produced = Metrics.counter(_METRICS_NAMESPACE, 'produced')
         self._cut = Metrics.counter(_METRICS_NAMESPACE, 'cut_to_fit')
+        self._waits = Metrics.counter(_METRICS_NAMESPACE, 'kafka_waits')
 
     def setup(self):
+        self._producer = None
+        self._max_letter_bytes = KAFKA_DEFAULT_MAX_MESSAGE_BYTES - _RECORD_OVERHEAD_BYTES
+
+    def _wait(self, started: float, attempt: int, what: str, exc: BaseException) -> None:
+        """Sleep before the next attempt, or raise DeadLetterDeliveryFailed once the bound is passed."""
+        waited = time.monotonic() - started
+        if waited > self._delivery_timeout:
+            raise DeadLetterDeliveryFailed(
+                f'Kafka at {self._bootstrap} did not take the dead letters for {self._topic} within '
+                f'{self._delivery_timeout:.0f} s ({what}: {type(exc).__name__}: {exc}); the bundle fails. '
+                'Is Kafka running?') from None
+        self._waits.inc()
+        _LOG.warning(json.dumps({'event': 'dead_letter_kafka_unavailable', 'topic': self._topic, 'what': what,
+                                 'attempt': attempt, 'waited_s': round(waited, 1),
+                                 'error': f'{type(exc).__name__}: {str(exc)[:200]}'}))
+        time.sleep(min(5.0, 0.25 * 2 ** attempt))
+
+    def _ensure_producer(self) -> None:
+        if self._producer is not None:
+            return
         from kafka import KafkaProducer
-        limit = topic_max_message_bytes({'bootstrap_servers': self._bootstrap, **self._producer_config}, self._topic)
-        self._max_letter_bytes = limit - _RECORD_OVERHEAD_BYTES
-        self._producer = KafkaProducer(bootstrap_servers=self._bootstrap, acks='all', linger_ms=5,
-                                       max_request_size=limit, **self._producer_config)
+        from kafka.errors import KafkaError
+        started, attempt = time.monotonic(), 0
+        while True:
+            try:
+                limit = topic_max_message_bytes({'bootstrap_servers': self._bootstrap, **self._producer_config},
+                                                self._topic)
+                self._producer = KafkaProducer(bootstrap_servers=self._bootstrap, acks='all', linger_ms=5,
+                                               max_request_size=limit, **self._producer_config)
+                self._max_letter_bytes = limit - _RECORD_OVERHEAD_BYTES
+                return
+            except KafkaError as exc:
+                attempt += 1
+                self._wait(started, attempt, 'connect', exc)
 
     def start_bundle(self):
         self._sent = []
 
     def process(self, record):
         letter = as_dead_letter(record)
+        self._ensure_producer()
         value = letter.to_json().encode('utf-8')
         if len(value) > self._max_letter_bytes:
             letter = letter.fitted(self._max_letter_bytes)
             value = letter.to_json().encode('utf-8')
             self._cut.inc()
-        key = record_key(letter.model_dump())
-        self._sent.append((key, self._producer.send(self._topic, key=key.encode('utf-8'), value=value)))
+        key = record_key(letter.model_dump()).encode('utf-8')
+        self._sent.append((key, value, self._producer.send(self._topic, key=key, value=value)))
         metrics.DEAD_LETTERS.inc(stage=letter.stage, reason=letter.reason)
 
     def finish_bundle(self):
         from kafka.errors import KafkaError
-        try:
-            self._producer.flush(timeout=self._flush_timeout)
-        except KafkaError as exc:
-            raise DeadLetterDeliveryFailed(
-                f'Kafka at {self._bootstrap} did not take {len(self._sent)} dead letters for {self._topic} within '
-                f'{self._flush_timeout} s ({exc}); the bundle fails and will be retried. Is Kafka running?') from None
-        for key, future in self._sent:
-            if future.failed():
-                raise DeadLetterDeliveryFailed(
-                    f'Kafka refused the dead letter {key!r} for {self._topic} at {self._bootstrap}: '
-                    f'{future.exception}; the bundle fails and will be retried.')
+        if not self._sent:
+            return
+        started, attempt = time.monotonic(), 0
+        pending = self._sent
+        while True:
+            try:
+                self._producer.flush(timeout=self._flush_timeout)
+            except KafkaError as exc:
+                problem: BaseException | None = exc
+            else:
+                problem = None
+            refused = [(key, value, future) for key, value, future in pending if future.is_done and future.failed()]
+            pending = [(key, value, future) for key, value, future in pending if not future.is_done] + [
+                (key, value, self._producer.send(self._topic, key=key, value=value)) for key, value, _ in refused]
+            if not pending:
+                break
+            attempt += 1
+            self._wait(started, attempt, f'{len(pending)} dead letters unacknowledged',
+                       problem or refused[0][2].exception)
         self._produced.inc(len(self._sent))
         self._sent = []
 
@@ -189,12 +239,13 @@ class WriteDeadLettersToKafka(beam.PTransform):
     `KafkaProducer` (e.g. security settings).
     """
 
-    def __init__(self, bootstrap_servers: str, topic: str, flush_timeout_seconds: float = 60.0,
-                 producer_config: dict | None = None):
+    def __init__(self, bootstrap_servers: str, topic: str, flush_timeout_seconds: float = 10.0,
+                 producer_config: dict | None = None, delivery_timeout_seconds: float = 600.0):
         super().__init__()
         if not bootstrap_servers or not topic:
             raise ValueError('WriteDeadLettersToKafka needs bootstrap_servers and topic')
-        self._fn = _ProduceDeadLettersFn(bootstrap_servers, topic, flush_timeout_seconds, producer_config or {})
+        self._fn = _ProduceDeadLettersFn(bootstrap_servers, topic, flush_timeout_seconds, producer_config or {},
+                                         delivery_timeout_seconds)
 
     def expand(self, dead_letters):
         return dead_letters | 'ProduceToKafka' >> beam.ParDo(self._fn)

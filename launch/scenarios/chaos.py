@@ -2,6 +2,7 @@
 with SQL. One run, on a private stack (or the configured one with --use-stack):
 
     python -m launch.scenarios.chaos [--rate 5000] [--bad-rate 50] [--scale 1] [--faults broker,postgres,...]
+                                     [-- pipeline flags, e.g. --api_url= --bq_enabled=false]
 
 Traffic all along (launch/scenarios/chaos_traffic.py): valid events into Postgres at --rate, bad records onto the
 raw topic at --bad-rate and a round of the hostile corpus on both topics every --corpus-every seconds. Faults, one
@@ -35,17 +36,14 @@ import urllib.request
 from pathlib import Path
 from typing import Callable
 
-from launch.scenarios import chaos_traffic, golden_digest, verify
+from launch.scenarios import chaos_traffic
+from launch.scenarios.chaos_verdict import PREFIX, WINDOW_S, say, verdict
 from launch.stack import config as stack_config
 from launch.stack.stack import Stack
 
 FAULTS = ('broker', 'postgres', 'redis', 'bigquery', 'api', 'connect', 'pipeline')
-PREFIX, GROUP, WINDOW_S = 'chaos', 'chaos-pipeline', 60
+GROUP = 'chaos-pipeline'
 API_FAULTS = {'error_rate': 0.5, 'status': 503, 'timeout_rate': 0.1, 'timeout_seconds': 5}
-
-
-def say(line: str) -> None:
-    print(f'[{time.strftime("%H:%M:%S")}] {line}', flush=True)
 
 
 def scrape(port: int) -> dict[str, float] | None:
@@ -73,8 +71,8 @@ def _sum(metrics: dict[str, float], name: str, where: str = '') -> float:
 class Pipeline:
     """`python -m pipelines.engagement` as a child, its Prometheus endpoint on a free port."""
 
-    def __init__(self, cfg, runner: str, refresh_s: int, log_dir: Path):
-        self.cfg, self.runner, self.refresh_s, self.log_dir = cfg, runner, refresh_s, log_dir
+    def __init__(self, cfg, runner: str, refresh_s: int, log_dir: Path, extra: list[str]):
+        self.cfg, self.runner, self.refresh_s, self.log_dir, self.extra = cfg, runner, refresh_s, log_dir, extra
         self.metrics_port = stack_config.free_ports(1)[0]
         self.proc: subprocess.Popen | None = None
         self.starts = 0
@@ -87,7 +85,7 @@ class Pipeline:
         self.proc = subprocess.Popen(
             [sys.executable, '-m', 'pipelines.engagement', f'--runner={self.runner}', '--streaming',
              f'--redis_prefix={PREFIX}', f'--consumer_group={GROUP}', f'--window_seconds={WINDOW_S}',
-             f'--content_refresh_seconds={self.refresh_s}', f'--metrics_port={self.metrics_port}'],
+             f'--content_refresh_seconds={self.refresh_s}', f'--metrics_port={self.metrics_port}', *self.extra],
             stdout=open(self.log, 'wb'), stderr=subprocess.STDOUT,
             env={**os.environ, **cfg.env(), 'ENGAGEMENT_LOG_LEVEL': 'INFO'})
 
@@ -193,59 +191,14 @@ def wait_recovered(pipeline: Pipeline, healed_wall: float, rate: float, threshol
     return None
 
 
-def wait_until(what: str, check: Callable[[], list[str]], pipeline: Pipeline, timeout: float) -> list[str]:
-    """Call `check` (differences) until it returns none or `timeout` passes; the last differences."""
-    deadline = time.monotonic() + timeout
-    shown = time.monotonic()
-    while True:
-        pipeline.check()
-        try:
-            diffs = check()
-        except Exception as exc:  # noqa: BLE001 - a sink not answering yet is a difference like any other
-            diffs = [f'{what}: {type(exc).__name__}: {exc}']
-        if not diffs or time.monotonic() > deadline:
-            return diffs
-        if time.monotonic() - shown > 30:
-            say(f'  {what}: still {len(diffs)} differences, e.g. {diffs[0][:200]}')
-            shown = time.monotonic()
-        time.sleep(3)
-
-
-def sql_ids(cfg) -> set[int]:
-    import psycopg2
-    with psycopg2.connect(cfg.pg_dsn) as conn, conn.cursor() as cur:
-        cur.execute('SELECT id FROM engagement_events')
-        ids = {row[0] for row in cur.fetchall()}
-    conn.close()
-    return ids
-
-
-def api_differences(cfg) -> list[str]:
-    want, have = sql_ids(cfg), {int(k) for k in golden_digest.api_keys(cfg)}
-    return ([f'api: {len(want - have)} events missing, e.g. {sorted(want - have)[:3]}'] if want - have else []) + \
-           ([f'api: {len(have - want)} keys not in Postgres, e.g. {sorted(have - want)[:3]}'] if have - want else [])
-
-
-def dead_letters(cfg) -> list[dict]:
-    from launch.tools.dead_letters import distinct_failures, read_dead_letters
-    return [record for *_, record in distinct_failures(read_dead_letters(cfg.kafka_bootstrap,
-                                                                         cfg.dead_letter_topic))]
-
-
-def redeliver_api(cfg) -> str:
-    done = subprocess.run([sys.executable, '-m', 'launch.tools.dead_letters', 'redeliver', '--stage', 'api'],
-                          env={**os.environ, **cfg.env()}, capture_output=True, text=True, timeout=600)
-    lines = [line for line in done.stdout.splitlines() if line.strip()]
-    return f'exit {done.returncode}: ' + ' | '.join(lines[-3:])
-
-
 def run(cfg, args) -> int:
     stack = Stack(cfg)
     refresh_s = max(5, min(30, int(60 * args.scale / 3)))   # the Postgres outage spans refreshes
-    pipeline = Pipeline(cfg, args.runner, refresh_s, cfg.state_dir / 'logs')
+    pipeline = Pipeline(cfg, args.runner, refresh_s, cfg.state_dir / 'logs', args.pipeline_flags)
     table = faults(stack, pipeline, args.scale)
     loads: list = []
     recoveries: list[Recovery] = []
+    outcome = 1
     try:
         say(f'stack up ({cfg.state_dir})')
         stack.up()
@@ -289,57 +242,16 @@ def run(cfg, args) -> int:
         say(f'load stopped: {postgres_load.inserted:,} events inserted (Postgres refused inserts for '
             f'{postgres_load.outage_s:.0f} s), {sent["acknowledged"]:,} hostile records acknowledged by Kafka '
             f'({sent["corpus_rounds"]} corpus rounds, {sent["skipped_expected"]} to be skipped)')
-        return verdict(cfg, args, pipeline, hostile, recoveries, sent)
+        outcome = verdict(cfg, args, pipeline, hostile, recoveries, sent)
+        return outcome
     finally:
         for load in loads:
             load.stop()
         say(f'pipeline {pipeline.stop()}')
         if not args.keep_stack:
-            stack.down(purge=not args.use_stack)
-
-
-def verdict(cfg, args, pipeline: Pipeline, hostile, recoveries, sent) -> int:
-    results: dict[str, list[str]] = {}
-    t0 = time.monotonic()
-    results['redis'] = wait_until('redis', lambda: verify.verify(cfg, WINDOW_S, PREFIX), pipeline, args.timeout)
-    say(f'redis vs SQL: {len(results["redis"])} differences after {time.monotonic() - t0:.0f} s')
-    results['bigquery'] = wait_until('bigquery', lambda: verify.verify_bigquery(cfg, WINDOW_S), pipeline, 300)
-    say(f'bigquery vs SQL: {len(results["bigquery"])} differences after {time.monotonic() - t0:.0f} s')
-    ids = sql_ids(cfg)
-
-    def accounted() -> list[str]:
-        held = {int(k) for k in golden_digest.api_keys(cfg)}
-        lettered = {int(d['event_id']) for d in dead_letters(cfg) if d.get('stage') == 'api'}
-        missing = ids - held - lettered
-        return [f'api: {len(missing)} events neither delivered nor dead-lettered'] if missing else []
-    wait_until('api', accounted, pipeline, 300)
-    say(f'redelivering the API sink\'s dead letters: {redeliver_api(cfg)}')
-    results['api'] = api_differences(cfg)
-    letters = dead_letters(cfg)
-    results['dead_letters'] = wait_until('dead letters', lambda: chaos_traffic.check_dead_letters(
-        dead_letters(cfg), hostile.expected), pipeline, 120)
-    results['traffic'] = sent['failed_sends'][:5] + (
-        [f'{sent["pending"]} records never acknowledged'] if sent['pending'] else [])
-    results['pipeline'] = [f'exited by itself {len(pipeline.unexpected_exits)} times'] if pipeline.unexpected_exits \
-        else []
-    by_reason: dict[str, int] = {}
-    for letter in letters:
-        name = f'{letter.get("stage")}/{letter.get("reason")}'
-        by_reason[name] = by_reason.get(name, 0) + 1
-    say(f'per fault: how long the component was out (from the fault to its restart or clearing done), and the '
-        f'time from then until the reader\'s lag was under {args.recovered_lag:g} s of traffic and events were '
-        'counted again:')
-    for r in recoveries:
-        print(f'    {r.fault:<9} out {r.out_s:6.1f} s (restart {r.restart_s:5.1f} s)   recovered in '
-              + (f'{r.recovered_s:5.1f} s' if r.recovered_s is not None else 'NEVER'), flush=True)
-    say(f'{len(ids):,} events in Postgres; dead letters (each failure once): '
-        + ', '.join(f'{k} {v:,}' for k, v in sorted(by_reason.items())))
-    ok = not any(results.values()) and all(r.recovered_s is not None for r in recoveries)
-    for part, diffs in results.items():
-        print(f'    {part:<13} ' + ('exact' if not diffs else f'{len(diffs)} differences, e.g. {diffs[:3]}'),
-              flush=True)
-    say('ALL EXACT' if ok else 'NOT EXACT')
-    return 0 if ok else 1
+            stack.down(purge=outcome == 0 and not args.use_stack)
+            if outcome != 0:
+                say(f'the logs and data are kept in {cfg.state_dir}')
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -364,17 +276,29 @@ def main(argv: list[str] | None = None) -> int:
                         help='run against the configured stack (settings below) instead of a private one')
     parser.add_argument('--keep-stack', action='store_true', help='leave the stack running at the end')
     stack_config.add_arguments(parser)
-    args = parser.parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    split = argv.index('--') if '--' in argv else len(argv)
+    args = parser.parse_args(argv[:split])
+    args.pipeline_flags = argv[split + 1:]
+    args.api_enabled = '--api_url=' not in args.pipeline_flags
+    args.bq_enabled = not any(flag.lower() in ('--bq_enabled=false', '--bq_enabled=0', '--bq_enabled=no')
+                              for flag in args.pipeline_flags)
     args.faults = [f.strip() for f in args.faults.split(',') if f.strip()]
     unknown = sorted(set(args.faults) - set(FAULTS))
     if unknown:
         parser.error(f'unknown faults {unknown}; known: {", ".join(FAULTS)}')
+    for fault, enabled in (('api', args.api_enabled), ('bigquery', args.bq_enabled)):
+        if fault in args.faults and not enabled:
+            args.faults.remove(fault)
+            say(f'no {fault} fault: the pipeline runs without that sink ({" ".join(args.pipeline_flags)})')
     if not (args.rate > 0 and args.bad_rate >= 0 and args.scale > 0):
         parser.error('--rate and --scale must be positive, --bad-rate not negative')
     try:
         cfg = stack_config.from_args(args) if args.use_stack else stack_config.private_config('engagement-chaos-')
     except stack_config.ConfigError as exc:
         parser.error(str(exc))
+    from launch.scenarios.demo import stop_on_signals
+    stop_on_signals()   # SIGTERM, SIGHUP: the cleanup runs as on Ctrl-C
     try:
         return run(cfg, args)
     except RuntimeError as exc:

@@ -16,8 +16,13 @@ that sees it in the chosen sink (`--sink`, default redis):
   bigquery  the probe's row is queryable in the emulator's `events_enriched_raw` (a query for the ids not seen
             yet, every 250 ms: a query costs the emulator tens of ms, so the figures are that much coarser).
 
-Probes of the first `--warmup` seconds are not counted. Prints p50/p90/p99/max, the pipeline's peak RSS and the CPU
-seconds of each process (pipeline, Prism, the stack's services) over the run.
+Probes of the first `--warmup` seconds are not counted. Prints p50/p90/p99/max (also per `--segment` seconds), the
+pipeline's peak RSS and the CPU seconds of each process (pipeline, Prism, the stack's services) over the run.
+With `--rss-every N` it prints the RSS of every process every N seconds and, at the end, the slope of each
+process's RSS and of the per-segment p99 (least squares): the soak run is
+
+    .venv/bin/python -m tests.benchmarks.bench_latency --rate 1000 --duration 1800 --segment 300 --rss-every 60
+
 Not a test.
 """
 from __future__ import annotations
@@ -108,6 +113,8 @@ def main(argv=None) -> int:
                         help='also run the monitoring service (python -m launch.monitor) and scrape its /metrics '
                              '(the pipeline\'s metrics included) every --scrape-seconds, as Prometheus would')
     parser.add_argument('--scrape-seconds', type=float, default=1.0)
+    parser.add_argument('--rss-every', type=float, default=0,
+                        help='print the RSS of every process this often (seconds) and the slopes at the end')
     parser.add_argument('pipeline_args', nargs='*', help='extra pipeline flags (after --)')
     args = parser.parse_args(argv)
     cfg = private_config()
@@ -146,8 +153,9 @@ def main(argv=None) -> int:
         conn = psycopg2.connect(cfg.pg_dsn)
         cur = conn.cursor()
         started = time.monotonic()
-        next_probe = next_poll = next_sample = started
+        next_probe = next_poll = next_sample = next_rss = started
         peak_rss = 0.0
+        rss_series: dict[str, list[tuple[float, float]]] = {}   # process -> (minutes since start, MB)
         while time.monotonic() - started < args.duration + args.warmup:
             now = time.monotonic()
             if now >= next_probe:
@@ -169,6 +177,14 @@ def main(argv=None) -> int:
                         segments.setdefault(segment, []).append(t - probes[event_id].committed)
                 pending -= seen
                 next_poll = now + POLL_SECONDS[args.sink]
+            if args.rss_every and now >= next_rss:
+                rss = cpu.current_rss()
+                minutes = (now - started) / 60
+                for name, mb in rss.items():
+                    rss_series.setdefault(name, []).append((minutes, mb))
+                print(f'  RSS MB at {minutes:5.1f} min: ' + ', '.join(f'{n} {mb:,.0f}' for n, mb in rss.items()),
+                      flush=True)
+                next_rss = now + args.rss_every
             if now >= next_sample:
                 peak_rss = max(peak_rss, tree_rss_mb(pipeline.pid))
                 cpu.sample()
@@ -190,6 +206,15 @@ def main(argv=None) -> int:
             for segment, values in sorted(segments.items()):
                 print(f'  {segment * args.segment:5.0f}-{(segment + 1) * args.segment:5.0f} s: '
                       f'{_quantiles(sorted(values))}')
+            p99s = [(segment, _quantile(sorted(values), 0.99) * 1000) for segment, values in sorted(segments.items())]
+            print(f'p99 slope: {slope(p99s):+.1f} ms per {args.segment:.0f} s segment '
+                  f'(from {p99s[0][1]:.0f} to {p99s[-1][1]:.0f} ms)')
+        warm = args.warmup / 60
+        for name, series in sorted(rss_series.items()):
+            after = [(m, mb) for m, mb in series if m >= warm]
+            if len(after) > 2:
+                print(f'RSS slope {name}: {slope(after) * 10:+.1f} MB per 10 min after warm-up '
+                      f'({after[0][1]:,.0f} -> {after[-1][1]:,.0f} MB)')
         latencies.sort()
         q = lambda p: _quantile(latencies, p)  # noqa: E731
         print(f'insert -> visible in {WHERE[args.sink]} (polled every {POLL_SECONDS[args.sink] * 1000:.0f} ms) at '
@@ -222,6 +247,14 @@ def scrape(url: str, every: float, durations: list[float]) -> None:
 def cpu_seconds(pid: int) -> float:
     fields = open(f'/proc/{pid}/stat').read().rsplit(')', 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf('SC_CLK_TCK')
+
+
+def slope(points: list[tuple[float, float]]) -> float:
+    """Least-squares slope of (x, y) points."""
+    n = len(points)
+    mx, my = sum(x for x, _ in points) / n, sum(y for _, y in points) / n
+    sxx = sum((x - mx) ** 2 for x, _ in points)
+    return sum((x - mx) * (y - my) for x, y in points) / sxx if sxx else 0.0
 
 
 def _quantile(values: list[float], p: float) -> float:

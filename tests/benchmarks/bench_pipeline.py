@@ -103,6 +103,16 @@ class ProcessAccount:
         parts += [f'{name} {cpu_seconds(pid) - self.start.get(name, 0):.1f}' for name, pid in services.items()]
         return 'CPU-s: ' + ', '.join(parts)
 
+    def current_rss(self) -> dict[str, float]:
+        """RSS now (MB) per process name of the pipeline tree and per service of the stack (with its children)."""
+        now: dict[str, float] = {}
+        for pid in [self.pipeline_pid, *descendants(self.pipeline_pid)]:
+            name = self.seen.get(pid, (process_name(pid), 0))[0]
+            now[name] = now.get(name, 0.0) + rss_mb(pid)
+        for name, pid in self._services().items():
+            now[name] = tree_rss_mb(pid)
+        return now
+
     def rss_report(self) -> str:
         return 'peak RSS MB: ' + ', '.join(f'{name} {mb:,.0f}' for name, mb in self.peak_rss.items())
 

@@ -59,6 +59,23 @@ def test_a_failure_is_one_identity_whatever_copy_or_offset_it_was_written_from()
     assert identity(letter(stage='redis', payload='{"a": 1}')) == identity(letter(stage='redis', payload='{"a": 1}'))
 
 
+def test_a_broker_that_is_down_makes_the_bundle_wait_not_the_setup_fail():
+    """Setting up the writer needs no broker (Prism sets up new instances at any time, an outage included); its
+    first dead letter waits for Kafka, retrying, and fails the bundle only after the delivery bound."""
+    from connectors.dead_letters import DeadLetterDeliveryFailed, _ProduceDeadLettersFn
+    from launch.stack.config import free_ports
+    fn = _ProduceDeadLettersFn(f'127.0.0.1:{free_ports(1)[0]}', 'dead', 1.0,
+                               {'bootstrap_timeout_ms': 300, 'request_timeout_ms': 300}, 2.0)
+    started = time.monotonic()
+    fn.setup()
+    assert time.monotonic() - started < 0.5
+    fn.start_bundle()
+    with pytest.raises(DeadLetterDeliveryFailed, match='within 2 s'):
+        fn.process(letter())
+    assert 2.0 <= time.monotonic() - started < 20
+    fn.teardown()
+
+
 def test_only_dead_letters_are_written():
     assert as_dead_letter(letter()) == letter()
     with pytest.raises(TypeError, match='schemas.DeadLetter'):
