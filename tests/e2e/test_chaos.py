@@ -12,7 +12,7 @@ import pytest
 
 from launch.scenarios.chaos import FAULTS
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.chaos]
 
 
 def test_every_fault_under_hostile_load_ends_exact_against_sql():
