@@ -54,8 +54,11 @@ DEAD_LETTERS = TableSpec('dead_letter', DeadLetter, 'first_failed_ts', ('stage',
 TABLES = (EVENTS_RAW, STATS_RAW, DEAD_LETTERS)
 EVENTS_VIEW = ViewSpec('events_enriched', EVENTS_RAW.name, ('id',),
                        ('source_lsn DESC NULLS LAST', 'ingest_ts DESC NULLS LAST', 'source_offset DESC NULLS LAST'))
+# As the Redis sink decides (connectors/redis.py): the pane with the most distinct events wins, the later written of
+# those. Panes accumulate, so the most complete one is the newest in a run; a restart's partial recount, or a pane
+# stamped out of order, never replaces a more complete one.
 STATS_VIEW = ViewSpec('content_minute_stats', STATS_RAW.name, ('content_id', 'window_start'),
-                      ('written_ts DESC', 'events DESC'))
+                      ('events DESC', 'written_ts DESC'))
 VIEWS = (EVENTS_VIEW, STATS_VIEW)
 
 

@@ -42,7 +42,8 @@ def test_views_pick_the_newest_version_per_key():
     assert 'FROM `p.d.events_enriched_raw`' in events
     assert 'PARTITION BY id ORDER BY source_lsn DESC NULLS LAST, ingest_ts DESC NULLS LAST' in events
     assert events.endswith('WHERE _version = 1') and 'EXCEPT (_version)' in events
-    assert 'PARTITION BY content_id, window_start ORDER BY written_ts DESC' in tables.STATS_VIEW.sql('p', 'd')
+    stats = tables.STATS_VIEW.sql('p', 'd')
+    assert 'PARTITION BY content_id, window_start ORDER BY events DESC, written_ts DESC' in stats
 
 
 @pytest.mark.integration
