@@ -101,14 +101,23 @@ def render(reg: prometheus_client.CollectorRegistry, pipeline_metrics_url: str |
     return ours + up + (pipeline or ''), prometheus_client.CONTENT_TYPE_LATEST
 
 
+def pipeline_metrics(url: str | None) -> dict[str, dict[frozenset, float]] | None:
+    """{sample name: {frozenset of (label, value): value}} of the pipeline's exposition, None when it does not
+    answer."""
+    text = _pipeline_text(url)
+    if text is None:
+        return None
+    out: dict[str, dict[frozenset, float]] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            out.setdefault(sample.name, {})[frozenset(sample.labels.items())] = sample.value
+    return out
+
+
 def pipeline_samples(url: str | None, name: str) -> dict[frozenset, float]:
     """{frozenset of (label, value): value} of one metric of the pipeline's exposition (empty when it does not
     answer)."""
-    text = _pipeline_text(url)
-    if text is None:
-        return {}
-    return {frozenset(sample.labels.items()): sample.value
-            for family in text_string_to_metric_families(text) for sample in family.samples if sample.name == name}
+    return (pipeline_metrics(url) or {}).get(name, {})
 
 
 def pipeline_snapshot(url: str | None) -> dict | None:

@@ -36,6 +36,7 @@ import urllib.request
 from pathlib import Path
 from typing import Callable
 
+from launch.monitor.exposition import pipeline_metrics
 from launch.scenarios import chaos_traffic
 from launch.scenarios.chaos_verdict import PREFIX, WINDOW_S, say, verdict
 from launch.stack import config as stack_config
@@ -46,26 +47,14 @@ GROUP = 'chaos-pipeline'
 API_FAULTS = {'error_rate': 0.5, 'status': 503, 'timeout_rate': 0.1, 'timeout_seconds': 5}
 
 
-def scrape(port: int) -> dict[str, float] | None:
-    """The pipeline's Prometheus metrics, `name{labels}` -> value; None when the endpoint does not answer."""
-    try:
-        with urllib.request.urlopen(f'http://127.0.0.1:{port}/metrics', timeout=2) as answer:
-            text = answer.read().decode()
-    except OSError:
-        return None
-    out = {}
-    for line in text.splitlines():
-        if line and not line.startswith('#'):
-            name, _, value = line.rpartition(' ')
-            try:
-                out[name] = float(value)
-            except ValueError:
-                pass
-    return out
+def scrape(port: int) -> dict[str, dict[frozenset, float]] | None:
+    """The pipeline's Prometheus metrics (launch.monitor.exposition.pipeline_metrics); None when it does not
+    answer."""
+    return pipeline_metrics(f'http://127.0.0.1:{port}/metrics')
 
 
-def _sum(metrics: dict[str, float], name: str, where: str = '') -> float:
-    return sum(v for k, v in metrics.items() if k.split('{')[0] == name and where in k)
+def _sum(metrics: dict[str, dict[frozenset, float]], name: str, **labels: str) -> float:
+    return sum(value for sample, value in metrics.get(name, {}).items() if set(labels.items()) <= sample)
 
 
 class Pipeline:
@@ -160,12 +149,12 @@ def faults(stack: Stack, pipeline: Pipeline, scale: float) -> dict[str, Fault]:
     )}
 
 
-def lag_seconds(metrics: dict[str, float] | None, rate: float, cdc_topic: str) -> float:
+def lag_seconds(metrics: dict[str, dict[frozenset, float]] | None, rate: float, cdc_topic: str) -> float:
     """How far behind the pipeline's reader is, in seconds of traffic: records between it and the end of every
     partition at its last fetch, over the load's rate."""
     if metrics is None:
         return float('inf')
-    return _sum(metrics, 'engagement_kafka_partition_lag_records', f'topic="{cdc_topic}"') / rate
+    return _sum(metrics, 'engagement_kafka_partition_lag_records', topic=cdc_topic) / rate
 
 
 def wait_recovered(pipeline: Pipeline, healed_wall: float, rate: float, threshold_s: float,
@@ -182,9 +171,9 @@ def wait_recovered(pipeline: Pipeline, healed_wall: float, rate: float, threshol
             counted = _sum(metrics, 'engagement_events_counted_total')
             if counted_at_heal is None:
                 counted_at_heal = counted
-            fetched = max((v for k, v in metrics.items()
-                           if k.startswith('engagement_kafka_last_fetch_timestamp_seconds') and f'"{cdc}"' in k),
-                          default=0)
+            fetched = max((value for sample, value in
+                           metrics.get('engagement_kafka_last_fetch_timestamp_seconds', {}).items()
+                           if ('topic', cdc) in sample), default=0)
             if fetched >= healed_wall and lag_seconds(metrics, rate, cdc) < threshold_s and counted > counted_at_heal:
                 return time.monotonic() - start
         time.sleep(0.5)
