@@ -31,6 +31,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from connectors import metrics
+from connectors.credentials import redis_credentials
 from schemas.dead_letter import DEAD_LETTERS, DeadLetter
 
 _LOG = logging.getLogger(__name__)
@@ -198,6 +199,9 @@ class UpsertContentStatsFn(beam.DoFn):
     def __init__(self, redis_url: str, prefix: str, ttl_seconds: int, batch_size: int, max_attempts: int,
                  initial_backoff_seconds: float, max_backoff_seconds: float, socket_timeout_seconds: float):
         self._url = redis_url
+        # $REDIS_USERNAME / $REDIS_PASSWORD[_FILE] of the process that builds the graph, so that workers elsewhere
+        # (Dataflow's) get them too; not display data.
+        self._credentials = redis_credentials()
         self._prefix = prefix
         self._ttl = ttl_seconds
         self._batch_size = batch_size
@@ -214,11 +218,12 @@ class UpsertContentStatsFn(beam.DoFn):
 
     def setup(self):
         self._safe_url = redact_url(self._url)
-        self._secrets = _secrets_of(self._url)
+        self._secrets = _secrets_of(self._url) + ([self._credentials['password']]
+                                                  if self._credentials.get('password') else [])
         # Our own loop retries (and counts) failures, so the client must not retry underneath it.
         self._client = redis.Redis.from_url(
             self._url, socket_timeout=self._socket_timeout, socket_connect_timeout=self._socket_timeout,
-            retry=Retry(NoBackoff(), 0), health_check_interval=30)
+            retry=Retry(NoBackoff(), 0), health_check_interval=30, **self._credentials)
         self._sha = None
         # (window_start, content_id) -> figures of the last pane this instance wrote: an EARLY pane that says the
         # same again is not rewritten. The aggregation emits every content of a group of contents in each pane

@@ -32,6 +32,7 @@ from apache_beam.transforms.window import GlobalWindows
 from connectors import metrics
 from connectors.bigquery import sink as bigquery
 from connectors.bigquery.tables import ensure_tables
+from connectors.credentials import CredentialsRefused, check_kafka, check_postgres, check_redis
 from connectors.dead_letters import WriteDeadLettersToKafka
 from connectors.http_api.sink import DeliverToApi
 from connectors.kafka import ReadFromKafka
@@ -177,6 +178,15 @@ def run(argv: list[str] | None = None) -> int:
         _LOG.info('the Kafka source is unbounded: running in streaming mode')
         standard.streaming = True
     dry_run = options.view_as(TestOptions).dry_run
+    if not dry_run:
+        try:  # refused credentials are one line now, rather than retries or a worker's traceback later
+            check_kafka(opts.kafka_consumer_config())
+            check_postgres(opts.pg_dsn)
+            if opts.redis_url:
+                check_redis(opts.redis_url)
+        except CredentialsRefused as exc:
+            print(f'error: {exc}', file=sys.stderr)
+            return 2
     # A dry run only translates the graph: no Kafka to ask for committed positions.
     replay = None if dry_run else plan_replay(opts)
     if opts.bigquery_enabled and opts.bq_endpoint and not dry_run:

@@ -19,7 +19,10 @@ import logging
 import os
 import sys
 
-SECRET_VARIABLES = ('ENGAGEMENT_API_CLIENT_SECRET', 'KAFKA_SASL_PASSWORD', 'PGPASSWORD', 'ENGAGEMENT_QUERY_API_KEYS')
+from connectors import credentials
+
+SECRET_VARIABLES = ('ENGAGEMENT_API_CLIENT_SECRET', 'KAFKA_SASL_PASSWORD', 'PGPASSWORD', 'REDIS_PASSWORD',
+                    'ENGAGEMENT_QUERY_API_KEYS')
 
 
 def known_secrets(environ=None) -> list[str]:
@@ -27,7 +30,10 @@ def known_secrets(environ=None) -> list[str]:
     environ = os.environ if environ is None else environ
     values: set[str] = set()
     for name in SECRET_VARIABLES:
-        value = environ.get(name) or ''
+        try:
+            value = credentials.secret(name, environ) or ''  # the variable, or the file its *_FILE variable names
+        except ValueError:
+            value = ''
         # ENGAGEMENT_QUERY_API_KEYS is client:key,client:key: the keys are the secrets
         parts = [p.partition(':')[2] for p in value.split(',')] if name == 'ENGAGEMENT_QUERY_API_KEYS' else [value]
         values.update(p.strip() for p in parts if len(p.strip()) >= 6)

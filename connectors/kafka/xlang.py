@@ -22,6 +22,7 @@ from kafka import TopicPartition
 from kafka.structs import OffsetAndMetadata
 
 from connectors import metrics
+from connectors.credentials import java_client_properties
 from connectors.kafka.client import (
     COMMIT_TIMEOUT_MS,
     check_consumer_config,
@@ -32,12 +33,6 @@ from connectors.kafka.client import (
 from connectors.kafka.offsets import PlanRead, committed_positions
 from connectors.kafka.records import KafkaRecord
 
-# kafka-python setting -> Java consumer property, for the settings the pipeline passes (options.kafka_consumer_config).
-_JAVA_NAMES = {'bootstrap_servers': 'bootstrap.servers', 'security_protocol': 'security.protocol',
-               'sasl_mechanism': 'sasl.mechanism', 'client_id': 'client.id'}
-_SCRAM = ('SCRAM-SHA-256', 'SCRAM-SHA-512')
-
-
 
 def java_consumer_config(consumer_config: dict, group_id: str | None) -> dict[str, str]:
     """kafka-python settings -> the Java consumer properties KafkaIO takes (secrets included: never log it).
@@ -46,18 +41,7 @@ def java_consumer_config(consumer_config: dict, group_id: str | None) -> dict[st
     java = {'auto.offset.reset': 'earliest', 'enable.auto.commit': 'false'}
     if group_id:
         java['group.id'] = group_id
-    for name, java_name in _JAVA_NAMES.items():
-        value = config.pop(name, None)
-        if value is not None:
-            java[java_name] = ','.join(value) if isinstance(value, (list, tuple)) else str(value)
-    username, password = config.pop('sasl_plain_username', None), config.pop('sasl_plain_password', None)
-    if username is not None:
-        module = ('org.apache.kafka.common.security.scram.ScramLoginModule' if java.get('sasl.mechanism') in _SCRAM
-                  else 'org.apache.kafka.common.security.plain.PlainLoginModule')
-        java['sasl.jaas.config'] = f'{module} required username={json.dumps(username)} password={json.dumps(password)};'
-    cafile = config.pop('ssl_cafile', None)
-    if cafile:
-        java.update({'ssl.truststore.type': 'PEM', 'ssl.truststore.location': str(cafile)})
+    java.update(java_client_properties(config))
     if config:
         raise ValueError(f'ReadFromKafkaXlang: no Java equivalent known for {", ".join(sorted(config))}')
     return java

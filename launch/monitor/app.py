@@ -19,6 +19,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Res
 from fastapi.security import APIKeyHeader
 from pydantic import BaseModel, Field
 
+from connectors.credentials import redis_credentials
 from launch.monitor import exposition, pages
 from launch.monitor.probes import KafkaView, Targets, check_all, http_get
 from launch.monitor.readmodel import CONTENT_TYPES, ReadModel, window_start
@@ -156,7 +157,7 @@ def create_app(settings: Settings) -> FastAPI:
     import redis
 
     client = redis.Redis.from_url(settings.targets.redis_url, decode_responses=True, socket_timeout=2,
-                                  socket_connect_timeout=2)
+                                  socket_connect_timeout=2, **redis_credentials())
     model = ReadModel(client, settings.redis_prefix, settings.window_seconds)
     kafka = KafkaView(settings.targets.kafka_bootstrap, settings.targets.group, settings.targets.topics)
     limiter = RateLimiter(settings.rate_per_second, settings.burst)

@@ -12,6 +12,7 @@ import urllib.error
 import urllib.request
 from typing import Any, Callable
 
+from connectors.credentials import kafka_security_settings, librdkafka_client_settings, redis_credentials
 from connectors.kafka.offsets import watermark_of
 from connectors.redis import redact_url
 
@@ -58,7 +59,8 @@ def http_get(url: str, timeout: float) -> tuple[int, bytes]:
 
 def _kafka(targets: Targets, timeout: float) -> str:
     from confluent_kafka.admin import AdminClient
-    admin = AdminClient({'bootstrap.servers': targets.kafka_bootstrap, 'socket.timeout.ms': int(timeout * 1000)})
+    kafka = librdkafka_client_settings({'bootstrap_servers': targets.kafka_bootstrap, **kafka_security_settings()})
+    admin = AdminClient({**kafka, 'socket.timeout.ms': int(timeout * 1000)})
     metadata = admin.list_topics(timeout=timeout)
     missing = [t for t in targets.topics if t not in metadata.topics]
     if missing:
@@ -75,7 +77,8 @@ def _postgres(targets: Targets, timeout: float) -> str:
 
 def _redis(targets: Targets, timeout: float) -> str:
     import redis
-    client = redis.Redis.from_url(targets.redis_url, socket_timeout=timeout, socket_connect_timeout=timeout)
+    client = redis.Redis.from_url(targets.redis_url, socket_timeout=timeout, socket_connect_timeout=timeout,
+                                  **redis_credentials())
     try:
         client.ping()
         return f'PING ok at {redact_url(targets.redis_url)}'
@@ -166,7 +169,8 @@ class KafkaView:
     def _partitions(self) -> list[dict[str, Any]]:
         from kafka import KafkaConsumer, TopicPartition
         if self._consumer is None:
-            self._consumer = KafkaConsumer(bootstrap_servers=self._bootstrap, group_id=self.group,
+            self._consumer = KafkaConsumer(bootstrap_servers=self._bootstrap, **kafka_security_settings(),
+                                           group_id=self.group,
                                            enable_auto_commit=False, request_timeout_ms=5000)
         consumer = self._consumer
         tps = [TopicPartition(t, p) for t in self.topics for p in sorted(consumer.partitions_for_topic(t) or ())]

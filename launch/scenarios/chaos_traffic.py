@@ -103,7 +103,7 @@ class HostileLoad(threading.Thread):
 
     def _producer(self):
         from kafka import KafkaProducer
-        return KafkaProducer(bootstrap_servers=self.cfg.kafka_bootstrap, acks='all', enable_idempotence=True,
+        return KafkaProducer(**self.cfg.kafka_client_config(), acks='all', enable_idempotence=True,
                              linger_ms=20, max_request_size=2 * 1024 * 1024, retries=2_147_483_647,
                              delivery_timeout_ms=600_000, request_timeout_ms=10_000, max_block_ms=600_000,
                              reconnect_backoff_max_ms=2000)

@@ -52,7 +52,7 @@ def api_differences(cfg) -> list[str]:
 
 def dead_letters(cfg) -> list[dict]:
     from launch.tools.dead_letters import distinct_failures, read_dead_letters
-    return [record for *_, record in distinct_failures(read_dead_letters(cfg.kafka_bootstrap,
+    return [record for *_, record in distinct_failures(read_dead_letters(cfg.kafka_client_config(),
                                                                          cfg.dead_letter_topic))]
 
 

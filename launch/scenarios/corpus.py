@@ -189,7 +189,8 @@ def produce(cfg: stack_config.StackConfig, records: list[Hostile], bootstrap: st
     """Produce `records` to the stack's raw and CDC topics (acks=all); one summary dict per record, with the
     coordinates Kafka gave it."""
     from kafka import KafkaProducer
-    producer = KafkaProducer(bootstrap_servers=bootstrap or cfg.kafka_bootstrap, acks='all', linger_ms=5,
+    kafka = {**cfg.kafka_client_config(), **({'bootstrap_servers': bootstrap} if bootstrap else {})}
+    producer = KafkaProducer(**kafka, acks='all', linger_ms=5,
                              max_request_size=2 * 1024 * 1024)
     try:
         sent = [(r, producer.send(cfg.raw_topic if r.target == RAW else cfg.events_topic, key=r.key, value=r.value))

@@ -12,6 +12,7 @@ import argparse
 import sys
 import time
 
+from connectors.credentials import CredentialsRefused, check_kafka, check_redis
 from launch.monitor.readmodel import CONTENT_TYPES
 from launch.stack import config as stack_config
 
@@ -21,9 +22,9 @@ class Snapshot:
         import redis
         from kafka import KafkaAdminClient, KafkaConsumer
         self.cfg, self.prefix, self.window, self.group = cfg, prefix, window_seconds, group
-        self.redis = redis.Redis.from_url(cfg.redis_url, decode_responses=True)
-        self.consumer = KafkaConsumer(bootstrap_servers=cfg.kafka_bootstrap, enable_auto_commit=False)
-        self.admin = KafkaAdminClient(bootstrap_servers=cfg.kafka_bootstrap)
+        self.redis = redis.Redis.from_url(cfg.redis_url, decode_responses=True, **cfg.redis_credentials())
+        self.consumer = KafkaConsumer(**cfg.kafka_client_config(), enable_auto_commit=False)
+        self.admin = KafkaAdminClient(**cfg.kafka_client_config())
 
     def close(self) -> None:
         self.consumer.close()
@@ -112,10 +113,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument('--window-seconds', type=int, default=60, help='the pipeline\'s --window_seconds')
     parser.add_argument('--redis-prefix', default='engagement', help='the pipeline\'s --redis_prefix')
     parser.add_argument('--group', default='engagement-pipeline', help='the pipeline\'s --consumer_group')
+    parser.add_argument('--seconds', type=float, default=None, help='stop after this many seconds (default never)')
     stack_config.add_arguments(parser)
     args = parser.parse_args(argv)
     try:
-        run(stack_config.from_args(args), args.redis_prefix, args.window_seconds, args.group)
+        cfg = stack_config.from_args(args)
+        check_kafka(cfg.kafka_client_config())
+        check_redis(cfg.redis_url, credentials=cfg.redis_credentials())
+    except (stack_config.ConfigError, CredentialsRefused) as exc:
+        print(f'error: {exc}', file=sys.stderr)
+        return 2
+    try:
+        run(cfg, args.redis_prefix, args.window_seconds, args.group, seconds=args.seconds)
     except KeyboardInterrupt:
         pass
     return 0

@@ -43,7 +43,7 @@ def _percentile(values: list[float], q: float) -> float:
 def watch(cfg: stack_config.StackConfig, out=sys.stdout, seconds: float | None = None) -> int:
     """Print one line a second about change events arriving on the CDC topic; returns how many arrived."""
     from kafka import KafkaConsumer
-    consumer = KafkaConsumer(cfg.events_topic, bootstrap_servers=cfg.kafka_bootstrap, auto_offset_reset='latest',
+    consumer = KafkaConsumer(cfg.events_topic, **cfg.kafka_client_config(), auto_offset_reset='latest',
                              enable_auto_commit=False, group_id=None)
     total = 0
     by_type: collections.Counter = collections.Counter()

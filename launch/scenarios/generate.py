@@ -23,6 +23,7 @@ import time
 import uuid
 from datetime import datetime, timedelta, timezone
 
+from connectors.credentials import CredentialsRefused, check_kafka, check_postgres
 from launch.stack import config as stack_config
 
 EVENT_TYPES = ('play', 'pause', 'finish', 'click')
@@ -208,7 +209,8 @@ def run_direct(cfg: stack_config.StackConfig, args) -> dict:
     factory = EventFactory(load_content_ids(cfg.pg_dsn), args.users, args.late_share, args.late_max_seconds,
                            args.seed)
     ids = DirectIds()
-    producer = KafkaProducer(bootstrap_servers=args.bootstrap or cfg.kafka_bootstrap, acks='all', linger_ms=5)
+    kafka = {**cfg.kafka_client_config(), **({'bootstrap_servers': args.bootstrap} if args.bootstrap else {})}
+    producer = KafkaProducer(**kafka, acks='all', linger_ms=5)
     counts = {'valid': 0, **{k: 0 for k in BAD_KINDS}}
     bad_ids: dict[str, list[int]] = {k: [] for k in BAD_KINDS}
     progress = Progress(args.rate)
@@ -272,6 +274,14 @@ def main(argv: list[str] | None = None) -> int:
         cfg = stack_config.from_args(args)
     except stack_config.ConfigError as exc:
         parser.error(str(exc))
+    try:  # refused credentials: one line, not a producer that retries until its timeout
+        check_postgres(cfg.pg_dsn)
+        if args.direct:
+            check_kafka({**cfg.kafka_client_config(), **({'bootstrap_servers': args.bootstrap} if args.bootstrap
+                                                          else {})})
+    except CredentialsRefused as exc:
+        print(f'error: {exc}', file=sys.stderr)
+        return 2
     try:
         summary = run_direct(cfg, args) if args.direct else {'table': 'engagement_events',
                                                               'total': run_postgres(cfg, args)}

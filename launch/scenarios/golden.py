@@ -113,7 +113,7 @@ def insert_events(cfg, events: list[generate.Event]) -> None:
 
 def send_raw(cfg, records: list[tuple[int, bytes]]) -> None:
     from kafka import KafkaProducer
-    producer = KafkaProducer(bootstrap_servers=cfg.kafka_bootstrap, acks='all')
+    producer = KafkaProducer(**cfg.kafka_client_config(), acks='all')
     try:
         for key, value in records:
             producer.send(cfg.raw_topic, key=str(key).encode(), value=value)

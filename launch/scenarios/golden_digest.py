@@ -23,16 +23,12 @@ PARTS = ('redis', 'bq_events', 'bq_stats', 'api', 'dead_letters')
 
 
 def dead_letters(cfg) -> dict[str, dict]:
-    """{'stage/reason': {'count', 'event_ids'}}, one per source record (a replay may write one twice)."""
-    from launch.tools.dead_letters import read_dead_letters
-    seen, out = set(), collections.defaultdict(set)
+    """{'stage/reason': {'count', 'event_ids'}}, one per failure (a replay may write one twice: copies are counted
+    once, by `connectors.dead_letters.failure_identity`, as the dead-letter tools count them)."""
+    from launch.tools.dead_letters import distinct_failures, read_dead_letters
+    out = collections.defaultdict(set)
     counts = collections.Counter()
-    for _, _, _, d in read_dead_letters(cfg.kafka_bootstrap, cfg.dead_letter_topic):
-        key = (d.get('stage'), d.get('reason'), d.get('source_topic'), d.get('source_partition'),
-               d.get('source_offset'), d.get('event_id'))
-        if key in seen:
-            continue
-        seen.add(key)
+    for *_, d in distinct_failures(read_dead_letters(cfg.kafka_client_config(), cfg.dead_letter_topic)):
         name = f"{d.get('stage')}/{d.get('reason')}"
         counts[name] += 1
         if d.get('event_id') is not None:
@@ -56,7 +52,7 @@ def _plain(value):
 
 def redis_part(cfg, base: int) -> dict:
     import redis
-    client = redis.Redis.from_url(cfg.redis_url, decode_responses=True)
+    client = redis.Redis.from_url(cfg.redis_url, decode_responses=True, **cfg.redis_credentials())
     out = {}
     try:
         for key in client.scan_iter(f'{PREFIX}:*', count=1000):
@@ -157,7 +153,7 @@ def compare_with_sql(cfg, base: int, direct_valid: set[int], want_letters: dict[
     truth = verify.ground_truth(cfg.pg_dsn, WINDOW_S, 0)
     pg_rows = sql_event_rows(cfg)
     expected_ids = set(pg_rows) | direct_valid
-    out = {'redis': verify.compare(truth, *verify.redis_state(cfg.redis_url, PREFIX, 0))}
+    out = {'redis': verify.compare(truth, *verify.redis_state(cfg.redis_url, PREFIX, 0, cfg.redis_credentials()))}
     ids, stats = verify.bigquery_state(cfg, 0)
     bq = verify.compare_bigquery(truth, expected_ids, ids, stats)
     out['bq_stats'] = [d for d in bq if d.startswith('content_minute_stats')]

@@ -18,6 +18,7 @@ import collections
 import sys
 from decimal import Decimal
 
+from connectors.credentials import redis_credentials
 from launch.stack import config as stack_config
 
 TYPES = ('play', 'pause', 'finish', 'click')
@@ -44,10 +45,12 @@ def ground_truth(dsn: str, window_seconds: int, since_epoch: int) -> dict:
         return out
 
 
-def redis_state(redis_url: str, prefix: str, since_epoch: int) -> tuple[dict, dict, dict]:
+def redis_state(redis_url: str, prefix: str, since_epoch: int,
+                credentials: dict | None = None) -> tuple[dict, dict, dict]:
     """(stats, tops, totals) as stored, for windows starting at or after since_epoch."""
     import redis
-    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    credentials = redis_credentials() if credentials is None else credentials  # default: the REDIS_* variables
+    client = redis.Redis.from_url(redis_url, decode_responses=True, **credentials)
     stats, tops, totals = {}, {}, {}
     try:
         for key in client.scan_iter(f'{prefix}:*', count=1000):
@@ -122,7 +125,7 @@ def compare(truth: dict, stats: dict, tops: dict, totals: dict) -> list[str]:
 
 def verify(cfg: stack_config.StackConfig, window_seconds: int, prefix: str, since_epoch: int = 0) -> list[str]:
     truth = ground_truth(cfg.pg_dsn, window_seconds, since_epoch)
-    return compare(truth, *redis_state(cfg.redis_url, prefix, since_epoch))
+    return compare(truth, *redis_state(cfg.redis_url, prefix, since_epoch, cfg.redis_credentials()))
 
 
 def bigquery_state(cfg: stack_config.StackConfig, since_epoch: int) -> tuple[list[int], dict]:

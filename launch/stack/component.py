@@ -11,6 +11,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+from launch.stack import secrets
 from launch.stack.config import StackConfig
 from launch.stack.processes import ManagedProcess, port_answers, tree_rss_mb
 
@@ -64,9 +65,13 @@ def log4j2_config(path: Path, quiet_loggers: dict[str, str]) -> Path:
     return path
 
 
-def write_properties(path: Path, props: dict[str, object]) -> Path:
+def write_properties(path: Path, props: dict[str, object], private: bool = False) -> Path:
+    """A Java properties file; `private` (it holds a secret): readable by its owner only."""
+    text = ''.join(f'{k}={v}\n' for k, v in props.items())
+    if private:
+        return secrets.write_private(path, text)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(''.join(f'{k}={v}\n' for k, v in props.items()))
+    path.write_text(text)
     return path
 
 

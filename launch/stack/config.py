@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import os
 import socket
 from pathlib import Path
 
+from launch.stack import secrets
 from pipelines import local_stack
 from pipelines.artifacts import engagement_home
 from pipelines.local_stack import API_CLIENT_ID, API_CLIENT_SECRET_ENV, LOCAL_API_CLIENT_SECRET
@@ -29,10 +31,11 @@ class Setting:
     name: str          # attribute name, e.g. pg_port
     env: str           # environment variable
     default: object
-    kind: str          # 'port' | 'int' | 'path' | 'str'
+    kind: str          # 'port' | 'int' | 'path' | 'str' | 'choice'
     help: str
     minimum: int = 1
     maximum: int = 65535
+    choices: tuple[str, ...] = ()
 
     @property
     def flag(self) -> str:
@@ -79,6 +82,16 @@ SETTINGS: tuple[Setting, ...] = (
     Setting('dead_letter_topic', *local_stack.NAMES['dead_letter_topic'], 'str',
             'Topic for dead letters.'),
     Setting('pg_database', *local_stack.NAMES['pg_database'], 'str', 'PostgreSQL database name.'),
+    Setting('kafka_security', 'ENGAGEMENT_KAFKA_SECURITY', 'plaintext', 'choice',
+            'plaintext, or sasl_ssl: the broker\'s client listener (--kafka-port) takes TLS with SASL SCRAM-SHA-512 '
+            'or PLAIN only (user engagement), with a certificate and passwords the stack generates under '
+            '<state dir>/secrets/ (docs/operations.md, "Authentication").', choices=('plaintext', 'sasl_ssl')),
+    Setting('pg_auth', 'ENGAGEMENT_PG_AUTH', 'trust', 'choice',
+            'trust, or scram-sha-256: PostgreSQL asks for the postgres role\'s password (clients read it from '
+            '<state dir>/secrets/pgpass).', choices=('trust', 'scram-sha-256')),
+    Setting('redis_auth', 'ENGAGEMENT_REDIS_AUTH', 'none', 'choice',
+            'none, or password: Redis accepts only the ACL user engagement with its password (the default user '
+            'is off).', choices=('none', 'password')),
 )
 _BY_NAME = {s.name: s for s in SETTINGS}
 
@@ -108,6 +121,9 @@ class StackConfig:
     raw_topic: str
     dead_letter_topic: str
     pg_database: str
+    kafka_security: str = 'plaintext'
+    pg_auth: str = 'trust'
+    redis_auth: str = 'none'
 
     # Derived values: one place for every name and address the components and clients share.
     @property
@@ -120,7 +136,40 @@ class StackConfig:
 
     @property
     def pg_dsn(self) -> str:
-        return local_stack.pg_dsn(self.pg_port, self.pg_database)
+        dsn = local_stack.pg_dsn(self.pg_port, self.pg_database)
+        # libpq reads the password from this file (a path, not the secret: fine in a flag)
+        return f'{dsn} passfile={secrets.pgpass_file(self.state_dir)}' if self.pg_auth != 'trust' else dsn
+
+    def kafka_client_config(self, mechanism: str = 'SCRAM-SHA-512') -> dict:
+        """kafka-python settings for a client of this stack's broker (with the password: never log the result)."""
+        config: dict = {'bootstrap_servers': self.kafka_bootstrap}
+        if self.kafka_security == 'sasl_ssl':
+            config.update({'security_protocol': 'SASL_SSL', 'sasl_mechanism': mechanism,
+                           'sasl_plain_username': secrets.KAFKA_CLIENT_USER,
+                           'sasl_plain_password': secrets.read_password(self.state_dir, 'kafka-client'),
+                           'ssl_cafile': str(secrets.kafka_ca_file(self.state_dir))})
+        return config
+
+    def redis_credentials(self) -> dict:
+        """username/password arguments of `redis.Redis` for this stack's Redis (empty without authentication)."""
+        if self.redis_auth == 'none':
+            return {}
+        return {'username': secrets.REDIS_USER, 'password': secrets.read_password(self.state_dir, 'redis')}
+
+    def credentials_env(self) -> dict[str, str]:
+        """The variables a client process reads its credentials from: file paths, never the secrets."""
+        out = {}
+        if self.kafka_security == 'sasl_ssl':
+            out.update({'KAFKA_SECURITY_PROTOCOL': 'SASL_SSL', 'KAFKA_SASL_MECHANISM': 'SCRAM-SHA-512',
+                        'KAFKA_SASL_USERNAME': secrets.KAFKA_CLIENT_USER,
+                        'KAFKA_SASL_PASSWORD_FILE': str(secrets.password_file(self.state_dir, 'kafka-client')),
+                        'KAFKA_SSL_CAFILE': str(secrets.kafka_ca_file(self.state_dir))})
+        if self.pg_auth != 'trust':
+            out['PGPASSFILE'] = str(secrets.pgpass_file(self.state_dir))
+        if self.redis_auth != 'none':
+            out.update({'REDIS_USERNAME': secrets.REDIS_USER,
+                        'REDIS_PASSWORD_FILE': str(secrets.password_file(self.state_dir, 'redis'))})
+        return out
 
     @property
     def connect_url(self) -> str:
@@ -200,6 +249,7 @@ class StackConfig:
         out['ENGAGEMENT_API_URL'] = self.api_url
         out['ENGAGEMENT_API_CLIENT_ID'] = API_CLIENT_ID
         out[API_CLIENT_SECRET_ENV] = self.api_client_secret
+        out.update(self.credentials_env())
         return out
 
 
@@ -216,6 +266,10 @@ def _convert(setting: Setting, raw: object, source: str) -> object:
         return value
     if setting.kind == 'path':
         return Path(str(raw)).expanduser().resolve()
+    if setting.kind == 'choice':
+        if str(raw).strip() not in setting.choices:
+            raise ConfigError(f'{where}: {raw!r} ({source}) is not one of {", ".join(setting.choices)}.')
+        return str(raw).strip()
     value = str(raw).strip()
     if not value or any(c.isspace() for c in value):
         raise ConfigError(f'{where}: {raw!r} ({source}) must be a non-empty name without spaces.')
@@ -236,6 +290,8 @@ def load(overrides: dict | None = None, environ: dict | None = None) -> StackCon
             raw = _default_home() if s.name == 'home' else s.default
             source = 'default'
         values[s.name] = _convert(s, raw, source)
+    _keep_authentication(values, given={s.name for s in SETTINGS if overrides.get(s.name) is not None
+                                        or environ.get(s.env, '') != ''})
     ports = {}
     for s in PORT_SETTINGS:
         other = ports.setdefault(values[s.name], s)
@@ -243,6 +299,38 @@ def load(overrides: dict | None = None, environ: dict | None = None) -> StackCon
             raise ConfigError(f'{s.flag} / {s.env} and {other.flag} / {other.env} are both {values[s.name]}; '
                               'every component needs its own port.')
     return StackConfig(**values)
+
+
+AUTH_SETTINGS = ('kafka_security', 'pg_auth', 'redis_auth')
+
+
+def _keep_authentication(values: dict, given: set[str]) -> None:
+    """A state directory keeps the authentication it was made with (its data and secrets depend on it): settings
+    not given take the recorded values; a given one that differs is a ConfigError."""
+    recorded_file = secrets.settings_file(values['state_dir'])
+    try:
+        recorded = json.loads(recorded_file.read_text())
+    except (OSError, ValueError):
+        return
+    for name in AUTH_SETTINGS:
+        if name not in recorded:
+            continue
+        if name in given and values[name] != recorded[name]:
+            s = _BY_NAME[name]
+            raise ConfigError(f'{s.flag} / {s.env}: {values[name]} differs from {recorded[name]}, which the stack in '
+                              f'{values["state_dir"]} was made with; use that, or `down --purge` first.')
+        values[name] = recorded[name]
+
+
+def record_authentication(cfg: 'StackConfig') -> None:
+    """Remember the authentication settings of a stack that uses any (see _keep_authentication)."""
+    if any(getattr(cfg, name) != _BY_NAME[name].default for name in AUTH_SETTINGS):
+        made = cfg.state_dir / 'postgres' / 'data' / 'PG_VERSION'
+        if cfg.pg_auth != 'trust' and made.exists() and not secrets.settings_file(cfg.state_dir).exists():
+            raise ConfigError(f'--pg-auth / ENGAGEMENT_PG_AUTH: the database in {cfg.state_dir} was made without '
+                              'passwords; use another --state-dir, or `down --purge` first.')
+        secrets.write_private(secrets.settings_file(cfg.state_dir),
+                              json.dumps({name: getattr(cfg, name) for name in AUTH_SETTINGS}))
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import urllib.error
 
+from launch.stack import secrets
 from launch.stack.component import (
     Component,
     StackError,
@@ -62,9 +63,13 @@ class Connect(Component):
             'listeners': f'http://127.0.0.1:{self.cfg.connect_port}',
             'rest.advertised.host.name': '127.0.0.1', 'rest.advertised.port': self.cfg.connect_port,
             'producer.linger.ms': 5,
-        })
-        connector = write_properties(self.dir / 'connector.properties',
-                                     {'name': CONNECTOR_NAME, **self.connector_config()})
+            **self._kafka_security(),
+        }, private=True)
+        connector = self.connector_config()
+        if self.cfg.pg_auth != 'trust':
+            connector['database.password'] = secrets.read_password(self.cfg.state_dir, 'postgres')
+        connector = write_properties(self.dir / 'connector.properties', {'name': CONNECTOR_NAME, **connector},
+                                     private=True)
         log4j = log4j2_config(self.dir / 'log4j2.properties', {
             'io.debezium.connector.postgresql.connection.MeasurementCollector': 'ERROR',
             'io.debezium.converters.CloudEventsConverter': 'OFF',
@@ -78,6 +83,18 @@ class Connect(Component):
         # RUNNING comes before the replication slot streams; wait for it so that rows inserted right after `up`
         # returns are captured by the stream rather than racing the snapshot.
         wait_ready('replication slot active', self.proc, self.slot_active)
+
+    def _kafka_security(self) -> dict[str, str]:
+        """The worker's and its connector's Kafka clients on the stack's SASL_SSL listener (SCRAM-SHA-512)."""
+        if self.cfg.kafka_security != 'sasl_ssl':
+            return {}
+        from connectors.credentials import java_client_properties
+        config = self.cfg.kafka_client_config()
+        config.pop('bootstrap_servers')
+        java = java_client_properties(config)
+        # The worker's own clients take the top-level settings; the source task's producer and the admin client
+        # that creates topics take them prefixed.
+        return {f'{prefix}{k}': v for prefix in ('', 'producer.', 'consumer.', 'admin.') for k, v in java.items()}
 
     def slot_active(self) -> bool:
         result = Postgres(self.cfg).psql(self.cfg.pg_database, '-tAc',

@@ -9,6 +9,7 @@ import signal
 import subprocess
 from pathlib import Path
 
+from launch.stack import secrets
 from launch.stack.component import Component, StackError, wait_ready
 from launch.stack.config import ConfigError
 
@@ -37,10 +38,21 @@ class Postgres(Component):
                 raise ConfigError(f'the state directory {self.cfg.state_dir} is not reachable by the {user} user '
                                   f'that runs PostgreSQL when you are root; set ENGAGEMENT_STATE_DIR (or '
                                   f'--state-dir) to a directory outside a private home, e.g. /var/tmp/engagement.')
-        cmd = [str(PG_BIN / 'initdb'), '-D', str(data), '-U', 'postgres', '--auth=trust', '-E', 'UTF8',
-               '--no-locale']
-        with open(self.proc.log_file, 'ab') as log:
-            subprocess.run(cmd, check=True, stdout=log, stderr=subprocess.STDOUT, user=user)
+        cmd = [str(PG_BIN / 'initdb'), '-D', str(data), '-U', 'postgres', '-E', 'UTF8', '--no-locale']
+        pwfile = None
+        if self.cfg.pg_auth == 'trust':
+            cmd.append('--auth=trust')
+        else:  # the role's password from a file initdb reads (readable by the server's user only), then removed
+            pwfile = secrets.write_private(self.dir / 'initdb.pw', secrets.password(self.cfg.state_dir, 'postgres'))
+            if user:
+                os.chown(pwfile, pwd.getpwnam(user).pw_uid, pwd.getpwnam(user).pw_gid)
+            cmd += [f'--auth={self.cfg.pg_auth}', f'--pwfile={pwfile}']
+        try:
+            with open(self.proc.log_file, 'ab') as log:
+                subprocess.run(cmd, check=True, stdout=log, stderr=subprocess.STDOUT, user=user)
+        finally:
+            if pwfile:
+                pwfile.unlink(missing_ok=True)
         with open(data / 'postgresql.conf', 'a') as conf:
             conf.write('\n# engagement stack\n'
                        "listen_addresses = '127.0.0.1'\n"
@@ -53,6 +65,10 @@ class Postgres(Component):
         self.proc.log_file.parent.mkdir(parents=True, exist_ok=True)
         if not (data / 'PG_VERSION').exists():
             self._initdb(data)
+        if self.cfg.pg_auth != 'trust':  # libpq's password file, for psql here and every client (PGPASSFILE)
+            password = secrets.read_password(self.cfg.state_dir, 'postgres')
+            secrets.write_private(secrets.pgpass_file(self.cfg.state_dir),
+                                  f'127.0.0.1:*:*:{secrets.PG_USER}:{password}\n')
         (data / 'postmaster.pid').unlink(missing_ok=True)  # left by a killed server; we know none of ours runs
         # Commits return before the WAL is flushed (synchronous_commit = off: throughput on a shared 2-core
         # machine), but logical decoding sends flushed WAL only: the WAL writer's default 200 ms flush interval was
@@ -66,7 +82,8 @@ class Postgres(Component):
     def psql(self, dbname: str, *args: str, check: bool = True) -> subprocess.CompletedProcess:
         cmd = [str(PG_BIN / 'psql'), '-X', '-q', '-v', 'ON_ERROR_STOP=1', '-h', '127.0.0.1',
                '-p', str(self.cfg.pg_port), '-U', 'postgres', '-d', dbname, *args]
-        return subprocess.run(cmd, capture_output=True, text=True, check=check)
+        env = {**os.environ, **self.cfg.credentials_env()}  # PGPASSFILE when the stack asks for passwords
+        return subprocess.run(cmd, capture_output=True, text=True, check=check, env=env)
 
     def _ready(self) -> bool:
         return subprocess.run([str(PG_BIN / 'pg_isready'), '-q', '-h', '127.0.0.1', '-p', str(self.cfg.pg_port)]

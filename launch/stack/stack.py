@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import shutil
 import signal
 import subprocess
@@ -56,6 +57,7 @@ class Stack:
     def up(self) -> float:
         started = time.monotonic()
         self.cfg.state_dir.mkdir(parents=True, exist_ok=True)
+        stack_config.record_authentication(self.cfg)
         to_start = [c for c in self.components if not c.running()]
         self.check_ports(to_start)
         for comp in self.components:
@@ -121,7 +123,10 @@ def _logs(cfg: StackConfig, component: str | None, lines: int, follow: bool) -> 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog='python -m launch.stack', description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument('command', choices=['up', 'down', 'status', 'logs'])
+    parser.add_argument('command', choices=['up', 'down', 'status', 'logs', 'env'],
+                        help='env: print the variables a client (the pipeline, the tools) reads this stack\'s '
+                             'addresses and credentials from, as `export` lines: `eval "$(python -m launch.stack '
+                             'env)"`. They name the secret files; no secret is printed.')
     parser.add_argument('component', nargs='?', choices=COMPONENTS, help='logs: only this component')
     parser.add_argument('--purge', action='store_true', help='down: also delete the state directory (all data)')
     parser.add_argument('--lines', type=int, default=40, help='logs: lines per component (default 40)')
@@ -137,6 +142,11 @@ def main(argv: list[str] | None = None) -> int:
             stack.down(purge=args.purge)
         elif args.command == 'status':
             return 0 if stack.status() else 1
+        elif args.command == 'env':
+            variables = {**cfg.env(), **cfg.credentials_env()}
+            variables.pop(stack_config.API_CLIENT_SECRET_ENV, None)  # a secret value, not a file name
+            for name, value in sorted(variables.items()):
+                print(f'export {name}={shlex.quote(value)}')
         else:
             _logs(cfg, args.component, args.lines, args.follow)
     except (ConfigError, StackError) as exc:

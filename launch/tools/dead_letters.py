@@ -19,6 +19,8 @@ import logging
 import os
 import sys
 
+from connectors.credentials import CredentialsRefused, check_kafka, kafka_security_settings
+
 # The pipeline flags `redeliver` shows in its help; the others are accepted (one flag set for everything) but hidden.
 _PIPELINE_FLAG_PREFIXES = ('kafka_', 'api_', 'dead_letter_topic')
 
@@ -35,11 +37,12 @@ def distinct_failures(letters):
             yield partition, offset, key, record
 
 
-def read_dead_letters(bootstrap: str, topic: str, follow: bool = False, poll_ms: int = 500):
+def read_dead_letters(kafka: str | dict, topic: str, follow: bool = False, poll_ms: int = 500):
     """Yield (partition, offset, key, record dict) of every record from the start of `topic`, copies included;
-    stop at its end unless `follow`."""
+    stop at its end unless `follow`. `kafka`: bootstrap servers, or kafka-python settings (with security)."""
     from kafka import KafkaConsumer, TopicPartition
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
+    config = {'bootstrap_servers': kafka} if isinstance(kafka, str) else kafka
+    consumer = KafkaConsumer(**config, group_id=None, enable_auto_commit=False,
                              allow_auto_create_topics=False, bootstrap_timeout_ms=10_000)
     try:
         partitions = consumer.partitions_for_topic(topic)
@@ -74,7 +77,9 @@ def main(argv: list[str] | None = None) -> int:
                                      epilog='`python -m launch.tools.dead_letters redeliver --help`: redeliver the '
                                             'dead letters of the REST API sink.')
     parser.add_argument('--bootstrap', default=os.environ.get('ENGAGEMENT_KAFKA_BOOTSTRAP', '127.0.0.1:19092'),
-                        help='Kafka bootstrap servers. Env ENGAGEMENT_KAFKA_BOOTSTRAP; default 127.0.0.1:19092.')
+                        help='Kafka bootstrap servers. Env ENGAGEMENT_KAFKA_BOOTSTRAP; default 127.0.0.1:19092. '
+                             'Security from the pipeline\'s variables (KAFKA_SECURITY_PROTOCOL, ...; '
+                             'docs/operations.md, "Authentication").')
     parser.add_argument('--topic', default=os.environ.get('ENGAGEMENT_DEAD_LETTER_TOPIC', 'engagement.dead_letters'),
                         help='Dead-letter topic. Env ENGAGEMENT_DEAD_LETTER_TOPIC; default engagement.dead_letters.')
     parser.add_argument('--follow', action='store_true', help='Keep printing new dead letters until Ctrl-C.')
@@ -92,7 +97,13 @@ def main(argv: list[str] | None = None) -> int:
         for letter in letters:
             records += 1
             yield letter
-    letters = counted(read_dead_letters(args.bootstrap, args.topic, args.follow))
+    kafka = {'bootstrap_servers': args.bootstrap, **kafka_security_settings()}  # KAFKA_* variables
+    try:
+        check_kafka(kafka)
+    except CredentialsRefused as exc:
+        print(f'error: {exc}', file=sys.stderr)
+        return 2
+    letters = counted(read_dead_letters(kafka, args.topic, args.follow))
     try:
         for partition, offset, key, record in (letters if args.copies else distinct_failures(letters)):
             stage, reason = record.get('stage'), record.get('reason')
@@ -183,6 +194,11 @@ def redeliver_main(argv: list[str]) -> int:
     except (InvalidOption, ValueError) as exc:
         parser.error(str(exc))
     from kafka.errors import KafkaError
+    try:
+        check_kafka(opts.kafka_consumer_config())
+    except CredentialsRefused as exc:
+        print(f'error: {exc}', file=sys.stderr)
+        return 2
     try:
         counts = run.run()
     except (KafkaError, LookupError, RuntimeError) as exc:

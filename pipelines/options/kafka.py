@@ -5,6 +5,7 @@ import re
 
 from apache_beam.options.pipeline_options import PipelineOptions
 
+from connectors.credentials import secret
 from pipelines import local_stack
 from pipelines.options.common import NAME, InvalidOption, bad, check_names, env
 
@@ -58,9 +59,10 @@ class KafkaReadOptions(PipelineOptions):
                            help='PLAIN, SCRAM-SHA-256, SCRAM-SHA-512 or OAUTHBEARER. Env KAFKA_SASL_MECHANISM.')
         kafka.add_argument('--kafka_sasl_username', default=env('KAFKA_SASL_USERNAME'),
                            help='SASL user name. Env KAFKA_SASL_USERNAME.')
-        kafka.add_argument('--kafka_sasl_password', default=env('KAFKA_SASL_PASSWORD'),
-                           help='SASL password; prefer the env KAFKA_SASL_PASSWORD (a flag shows up in process '
-                                'lists). Never logged.')
+        kafka.add_argument('--kafka_sasl_password', default=None,
+                           help='SASL password. Give it as the env KAFKA_SASL_PASSWORD or a file named by '
+                                'KAFKA_SASL_PASSWORD_FILE instead: a flag shows in process lists (the flag is for '
+                                'a Dataflow Flex Template parameter). Never logged.')
         kafka.add_argument('--kafka_ssl_cafile', default=env('KAFKA_SSL_CAFILE'),
                            help='CA bundle for SSL/SASL_SSL. Env KAFKA_SSL_CAFILE.')
 
@@ -90,13 +92,20 @@ class KafkaReadOptions(PipelineOptions):
                 bad('kafka_sasl_mechanism', self.kafka_sasl_mechanism,
                     f'{self.kafka_security_protocol} needs one of {", ".join(KAFKA_SASL_MECHANISMS)}')
             if self.kafka_sasl_mechanism != 'OAUTHBEARER' and not (self.kafka_sasl_username and
-                                                                   self.kafka_sasl_password):
-                raise InvalidOption(f'--kafka_sasl_username and --kafka_sasl_password (or KAFKA_SASL_PASSWORD) '
+                                                                   self.sasl_password()):
+                raise InvalidOption(f'--kafka_sasl_username and KAFKA_SASL_PASSWORD (or KAFKA_SASL_PASSWORD_FILE) '
                                     f'are required with {self.kafka_sasl_mechanism}')
 
     def topics(self) -> list[str]:
         """The topics the pipeline reads: the CDC topic and the raw topic, either of which may be empty."""
         return [t for t in (self.cdc_topic, self.raw_topic) if t]
+
+    def sasl_password(self) -> str | None:
+        """--kafka_sasl_password, else $KAFKA_SASL_PASSWORD, else the file $KAFKA_SASL_PASSWORD_FILE."""
+        try:
+            return self.kafka_sasl_password or secret('KAFKA_SASL_PASSWORD')
+        except ValueError as exc:
+            raise InvalidOption(str(exc)) from None
 
     def kafka_consumer_config(self) -> dict:
         """kafka-python client settings from these options (secrets included: never log the result)."""
@@ -106,7 +115,7 @@ class KafkaReadOptions(PipelineOptions):
             config['sasl_mechanism'] = self.kafka_sasl_mechanism
         if self.kafka_sasl_username:
             config['sasl_plain_username'] = self.kafka_sasl_username
-            config['sasl_plain_password'] = self.kafka_sasl_password
+            config['sasl_plain_password'] = self.sasl_password()
         if self.kafka_ssl_cafile:
             config['ssl_cafile'] = self.kafka_ssl_cafile
         return config

@@ -22,7 +22,9 @@ class RedisOptions(PipelineOptions):
         redis = parser.add_argument_group('Redis sink')
         redis.add_argument('--redis_url',
                            default=env('REDIS_URL', local.redis_url, 'ENGAGEMENT_REDIS_URL'),
-                           help='redis:// or rediss:// URL (a password in it is never logged). Env REDIS_URL '
+                           help='redis:// or rediss:// URL (a password in it is never logged; better, give '
+                                'the ACL user and password as the env REDIS_USERNAME and REDIS_PASSWORD or '
+                                'REDIS_PASSWORD_FILE). Env REDIS_URL '
                                 '(or ENGAGEMENT_REDIS_URL); default the local stack, '
                                 'redis://127.0.0.1:$ENGAGEMENT_REDIS_PORT/0 (16379).')
         redis.add_argument('--redis_prefix', default='engagement',

@@ -31,8 +31,9 @@ def e2e_stack():
 class Pipeline:
     """`python -m pipelines.engagement` against the private stack, started and killed by PID."""
 
-    def __init__(self, cfg, *extra_args: str, name: str = 'pipeline'):
+    def __init__(self, cfg, *extra_args: str, name: str = 'pipeline', env: dict | None = None):
         self.cfg = cfg
+        self.env = env or {}  # variables over the stack's credentials (e.g. a wrong password)
         self.extra_args = extra_args
         self.name = name
         self.proc: subprocess.Popen | None = None
@@ -54,7 +55,8 @@ class Pipeline:
              f'--gcs_endpoint={self.cfg.gcs_endpoint}', f'--bq_project={self.cfg.bq_project}',
              f'--bq_dataset={self.cfg.bq_dataset}',
              *self.extra_args],
-            stdout=log, stderr=subprocess.STDOUT, env={**os.environ, 'ENGAGEMENT_LOG_LEVEL': 'INFO'})
+            stdout=log, stderr=subprocess.STDOUT,
+            env={**os.environ, **self.cfg.credentials_env(), 'ENGAGEMENT_LOG_LEVEL': 'INFO', **self.env})
 
     def kill9(self) -> None:
         """SIGKILL the driver, as a crash would; its Prism must stop with it (pipelines/runners.py)."""
@@ -109,7 +111,7 @@ def java_children(pipeline: Pipeline, jar: str) -> list[int]:
 
 def uncommitted(cfg) -> dict:
     """Per CDC partition, how far the pipeline's committed offset is behind the end of the topic."""
-    consumer = KafkaConsumer(bootstrap_servers=cfg.kafka_bootstrap, group_id='engagement-pipeline',
+    consumer = KafkaConsumer(**cfg.kafka_client_config(), group_id='engagement-pipeline',
                              enable_auto_commit=False)
     try:
         parts = [TopicPartition(cfg.events_topic, p) for p in consumer.partitions_for_topic(cfg.events_topic)]

@@ -28,7 +28,7 @@ BIGQUERY_CATCH_UP_S = 300
 
 
 def read_dead_letters(cfg) -> list[dict]:
-    consumer = KafkaConsumer(bootstrap_servers=cfg.kafka_bootstrap, enable_auto_commit=False, group_id=None)
+    consumer = KafkaConsumer(**cfg.kafka_client_config(), enable_auto_commit=False, group_id=None)
     try:
         parts = [TopicPartition(cfg.dead_letter_topic, p)
                  for p in sorted(consumer.partitions_for_topic(cfg.dead_letter_topic))]

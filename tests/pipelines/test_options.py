@@ -60,7 +60,7 @@ def test_environment_variables_are_the_fallback():
     (['--kafka_bootstrap_servers=localhost'], "--kafka_bootstrap_servers='localhost': expected host:port"),
     (['--redis_url=http://x'], "--redis_url='<redacted>': expected a redis://"),
     (['--kafka_security_protocol=SASL_SSL', '--kafka_sasl_mechanism=PLAIN'],
-     '--kafka_sasl_username and --kafka_sasl_password (or KAFKA_SASL_PASSWORD) are required with PLAIN'),
+     '--kafka_sasl_username and KAFKA_SASL_PASSWORD (or KAFKA_SASL_PASSWORD_FILE) are required with PLAIN'),
     (['--cdc_topic=a b'], "--cdc_topic='a b': expected a non-empty name"),
 ])
 def test_invalid_values_are_rejected_naming_the_flag(argv, message):

@@ -86,3 +86,33 @@ def test_bad_value_from_the_command_line():
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2
     assert proc.stderr.strip() == "error: --pg-port / ENGAGEMENT_PG_PORT: 'abc' (from --pg-port) is not a whole number."
+
+
+def test_authentication_settings_are_choices_and_a_state_directory_keeps_its_own(tmp_path):
+    with pytest.raises(stack_config.ConfigError, match=r"--kafka-security / ENGAGEMENT_KAFKA_SECURITY: 'ssl' .* "
+                                                       r'not one of plaintext, sasl_ssl'):
+        stack_config.load({'kafka_security': 'ssl'}, environ={})
+    cfg = stack_config.load({'state_dir': str(tmp_path), 'kafka_security': 'sasl_ssl',
+                             'redis_auth': 'password'}, environ={})
+    stack_config.record_authentication(cfg)
+    again = stack_config.load({'state_dir': str(tmp_path)}, environ={})  # later commands need not repeat them
+    assert (again.kafka_security, again.pg_auth, again.redis_auth) == ('sasl_ssl', 'trust', 'password')
+    with pytest.raises(stack_config.ConfigError, match='made with'):
+        stack_config.load({'state_dir': str(tmp_path)}, environ={'ENGAGEMENT_KAFKA_SECURITY': 'plaintext'})
+    assert oct((tmp_path / 'secrets' / 'settings.json').stat().st_mode & 0o777) == '0o600'
+
+
+def test_clients_get_file_names_never_secrets(tmp_path):
+    from launch.stack import secrets
+    cfg = stack_config.load({'state_dir': str(tmp_path), 'kafka_security': 'sasl_ssl', 'pg_auth': 'scram-sha-256',
+                             'redis_auth': 'password'}, environ={})
+    password = secrets.password(tmp_path, 'kafka-client')
+    secrets.password(tmp_path, 'redis')
+    env = cfg.env()
+    assert env['KAFKA_SASL_PASSWORD_FILE'] == str(tmp_path / 'secrets' / 'kafka-client.password')
+    assert env['PGPASSFILE'] == str(tmp_path / 'secrets' / 'pgpass')
+    assert f"passfile={tmp_path / 'secrets' / 'pgpass'}" in cfg.pg_dsn
+    assert not any(password in value for value in env.values())
+    assert cfg.kafka_client_config()['sasl_plain_password'] == password
+    assert oct((tmp_path / 'secrets').stat().st_mode & 0o777) == '0o700'
+    assert oct((tmp_path / 'secrets' / 'kafka-client.password').stat().st_mode & 0o777) == '0o600'
