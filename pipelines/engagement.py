@@ -68,12 +68,14 @@ READER_LIVE_BUNDLE_SECONDS = 0.1
 def build(p: beam.Pipeline, opts: EngagementOptions, replay: ReplayPlan | None = None):
     """Assemble the graph on `p`; returns the PCollections tests and callers may want to observe."""
     replay_from_ms = replay.from_ms if replay else None
+    # by record timestamp, earlier than the replay point by --max_future_seconds (pipelines/replay.py)
+    read_from_ms = (replay.read_from_ms if replay.read_from_ms is not None else replay.from_ms) if replay else None
     if opts.kafka_reader == 'xlang':  # Beam's cross-language reader (pipelines/xlang.py)
-        records = p | 'ReadFromKafka' >> read_from_kafka_xlang(opts, replay_from_ms, READER_MAX_DELAY_MS)
+        records = p | 'ReadFromKafka' >> read_from_kafka_xlang(opts, read_from_ms, READER_MAX_DELAY_MS)
     else:
         records = p | 'ReadFromKafka' >> ReadFromKafka(
             opts.kafka_consumer_config(), opts.topics(), group_id=opts.consumer_group, start_offset=opts.start_offset,
-            start_timestamp_ms=replay_from_ms, max_delay_ms=READER_MAX_DELAY_MS,
+            start_timestamp_ms=read_from_ms, max_delay_ms=READER_MAX_DELAY_MS,
             max_bundle_records=READER_MAX_BUNDLE_RECORDS, max_bundle_seconds=READER_MAX_BUNDLE_SECONDS,
             live_bundle_seconds=READER_LIVE_BUNDLE_SECONDS, live_grid_seconds=opts.early_firing_seconds)
     parsed = records | 'ParseEvents' >> ParseEvents(cdc_topics=[opts.cdc_topic], limits=opts.parse_limits())

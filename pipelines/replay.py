@@ -7,8 +7,11 @@ that was not final at the last commit:
 
     replay_from = align_down(min committed watermark - allowed lateness - replay margin, window)
 
-The reader starts each partition at the first record at or after `replay_from` (or its committed offset if that
-is earlier). Windows that end at or before `replay_from` were final before the crash and must not be overwritten
+The reader starts each partition at the first record whose Kafka timestamp is at or after
+`replay_from - max_future_seconds` (or its committed offset if that is earlier): the parser accepts an event stamped
+up to `--max_future_seconds` ahead of its record's timestamp (a producer's clock ahead of the broker's), so an event
+of a recounted window may sit in Kafka that much before `replay_from`; starting at `replay_from` itself would recount
+such a window short. Windows that end at or before `replay_from` were final before the crash and must not be overwritten
 by a partial recount: their events before the committed offset were handled completely and are skipped (counter
 `already_final`); their events at or after it were never processed, so they reach the event sinks (API,
 BigQuery) and, for the windows, go to the dead letters as `too_late`, as they would have without the crash.
@@ -48,6 +51,13 @@ class ReplayPlan(NamedTuple):
     windows ending at or before it were final before the restart. `committed`: {(topic, partition): offset}."""
     from_ms: int
     committed: dict
+    read_from_ms: int | None = None  # where the readers start by record timestamp; None: from_ms
+
+
+def reader_start_ms(replay_from_ms: int, max_future_seconds: float) -> int:
+    """The record timestamp the readers replay from: early enough for every event the parser accepts whose event
+    time is at or after `replay_from_ms` (it is at most `max_future_seconds` ahead of its record's timestamp)."""
+    return max(0, replay_from_ms - int(max_future_seconds * 1000))
 
 
 class SkipProcessedEvents(beam.DoFn):
@@ -82,4 +92,5 @@ def plan_replay(opts: EngagementOptions) -> ReplayPlan | None:
               sum(1 for off, _ in positions.values() if off is not None), replay_from)
     if replay_from is None:
         return None
-    return ReplayPlan(replay_from, {tp: offset for tp, (offset, _) in positions.items() if offset is not None})
+    return ReplayPlan(replay_from, {tp: offset for tp, (offset, _) in positions.items() if offset is not None},
+                      reader_start_ms(replay_from, opts.max_future_seconds))

@@ -17,7 +17,7 @@ from connectors.bigquery import clients, sink, tables
 from launch.stack.bigquery import BigQuery, Storage
 from launch.stack.processes import tree_rss_mb
 from tests.conftest import private_config
-from tests.connectors.test_bigquery_units import enriched
+from tests.connectors.bigquery.support import enriched
 
 
 def main() -> None:

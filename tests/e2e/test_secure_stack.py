@@ -24,8 +24,10 @@ import redis
 
 from launch.scenarios import generate, verify
 from launch.stack import secrets
+from pipelines.processes import descendants
 from tests.conftest import private_stack
 from tests.e2e.conftest import Pipeline
+from tests.e2e.test_clean_stops import LOOPBACK, listeners
 from tests.e2e.test_hostile_input import check_dead_letters, send_corpus
 from tests.e2e.test_pipeline_e2e import read_dead_letters, wait_exact
 
@@ -150,6 +152,11 @@ def test_every_client_goes_through_sasl_ssl_and_passwords_and_no_secret_leaks(se
         assert generate.main(['--rate', '100', '--duration', '15', '--seed', '42', *cfg.cli_flags()]) == 0
         diffs = wait_exact(cfg, xlang, 240)
         assert diffs == [], f'{len(diffs)} differences between Redis and SQL, e.g. {diffs[:5]}; see {xlang.log}'
+        # Loopback only for this run's own listeners too: Prism, the driver's worker pool, the expansion service
+        # and the Java SDK harness it runs.
+        ours = {xlang.proc.pid, *descendants(xlang.proc.pid)}
+        mine = [(address, pid) for address, pid in listeners() if pid in ours]
+        assert len(mine) >= 3 and all(LOOPBACK.match(address) for address, _ in mine), mine
     finally:
         xlang.stop()
 

@@ -1,6 +1,8 @@
 """Restart and replay (pipelines/replay.py): the replay point, and which replayed events are skipped."""
 from __future__ import annotations
 
+import json
+
 from apache_beam.utils.timestamp import Timestamp
 
 from pipelines.replay import ReplayPlan, SkipProcessedEvents, replay_start_ms
@@ -29,3 +31,32 @@ def test_a_restart_skips_only_events_handled_before_it():
     assert not passes(ts=100, offset=99)
     assert passes(ts=100, offset=100)
     assert passes(ts=130, offset=5)
+
+
+def test_a_restart_rereads_every_event_the_parser_accepts_for_a_recounted_window():
+    """An event may be stamped up to --max_future_seconds ahead of its record's Kafka timestamp (a producer's clock
+    ahead of the broker's): the readers must start early enough by record timestamp to see every event of a
+    window from the replay point on, or the recount of that window comes out short."""
+    from datetime import datetime, timezone
+
+    from pipelines.replay import reader_start_ms
+    from schemas import IngestedEvent, KafkaRecord
+    from tests.schemas import samples
+    from transforms.parse import ParseLimits, parse_record
+
+    replay_from_ms = 1_795_522_200_000            # a window start
+    limits = ParseLimits(max_future_seconds=300)
+    start = reader_start_ms(replay_from_ms, limits.max_future_seconds)
+    event_ts = datetime.fromtimestamp(replay_from_ms / 1000, timezone.utc)   # first instant of the window
+    value = json.dumps({**samples.DIRECT_EVENT, 'event_ts': event_ts.isoformat()}).encode()
+    now = datetime.fromtimestamp(replay_from_ms / 1000 + 3600, timezone.utc)
+
+    def parsed(record_ts_ms):
+        return parse_record(KafkaRecord(samples.RAW_TOPIC, 0, 1, None, value, record_ts_ms), (), now, limits)
+
+    # the earliest record the parser accepts for this window is one the readers read again...
+    assert isinstance(parsed(start), IngestedEvent) and start < replay_from_ms
+    # ...and one stamped any earlier is refused anyway (future_event), so starting earlier would re-read for nothing
+    assert parsed(start - 1).reason == 'future_event'
+    plan = ReplayPlan(replay_from_ms, {}, start)
+    assert plan.read_from_ms == replay_from_ms - 300_000
