@@ -191,16 +191,46 @@ class _ProduceDeadLettersFn(beam.DoFn):
         self._sent = []
 
     def process(self, record):
-        letter = as_dead_letter(record)
         self._ensure_producer()
+        key, value = self._encode(record)
+        self._sent.append((key, value, self._producer.send(self._topic, key=key, value=value)))
+
+    def _encode(self, record) -> tuple[bytes, bytes]:
+        letter = as_dead_letter(record)
         value = letter.to_json().encode('utf-8')
         if len(value) > self._max_letter_bytes:
             letter = letter.fitted(self._max_letter_bytes)
             value = letter.to_json().encode('utf-8')
             self._cut.inc()
-        key = record_key(letter.model_dump()).encode('utf-8')
-        self._sent.append((key, value, self._producer.send(self._topic, key=key, value=value)))
         metrics.DEAD_LETTERS.inc(stage=letter.stage, reason=letter.reason)
+        return record_key(letter.model_dump()).encode('utf-8'), value
+
+
+class _ProduceJsonFn(_ProduceDeadLettersFn):
+    """The dead-letter writer's producer (made at the first record, waits for Kafka, acks=all) for plain JSON
+    objects, keyed by one of their fields."""
+
+    def __init__(self, bootstrap_servers: str, topic: str, key_field: str, producer_config: dict):
+        super().__init__(bootstrap_servers, topic, 10.0, producer_config, 600.0)
+        self._key_field = key_field
+        self._produced = Metrics.counter('WriteJsonToKafka', 'produced')
+
+    def _encode(self, record) -> tuple[bytes, bytes]:
+        return str(record[self._key_field]).encode('utf-8'), json.dumps(record, default=str).encode('utf-8')
+
+
+class WriteJsonToKafka(beam.PTransform):
+    """Produce dicts as JSON to a Kafka topic (key: `record[key_field]`), with the dead-letter writer's delivery:
+    acks=all, waits for an absent Kafka up to 600 s before the bundle fails. Returns an empty PCollection."""
+
+    def __init__(self, bootstrap_servers: str, topic: str, key_field: str, producer_config: dict | None = None):
+        super().__init__()
+        if not bootstrap_servers or not topic:
+            raise ValueError('WriteJsonToKafka needs bootstrap_servers and topic')
+        self._fn = _ProduceJsonFn(bootstrap_servers, topic, key_field, producer_config or {})
+
+    def expand(self, records):
+        return records | 'ProduceToKafka' >> beam.ParDo(self._fn)
 
     def finish_bundle(self):
         from kafka.errors import KafkaError

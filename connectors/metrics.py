@@ -141,6 +141,8 @@ SINK_RETRIES = Counter('engagement_sink_retries_total', 'Batch writes retried, b
                        beam=('engagement', 'sink_retries'))
 SINK_FAILURES = Counter('engagement_sink_failures_total', 'Batch writes given up (the bundle fails or its events '
                         'are dead-lettered), by sink', ('sink',), beam=('engagement', 'sink_failures'))
+VIRAL_ALERTS = Counter('engagement_viral_alerts_total', 'Viral-content alerts raised (one per content and window), '
+                       'by content type', ('content_type',), beam=('WriteContentStatsToRedis', 'viral_alerts'))
 EVENT_TO_REDIS_SECONDS = Histogram(
     'engagement_event_to_redis_seconds',
     'From the Kafka timestamp of the newest event of a pane (the commit, for CDC events) to the pane\'s Redis write',

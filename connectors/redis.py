@@ -32,13 +32,20 @@ from redis.retry import Retry
 
 from connectors import metrics
 from connectors.credentials import redis_credentials
+from connectors.redis_script import (
+    COUNTERS,
+    WRITE_STATS_LUA,
+    InvalidStats,
+    ViralRule,
+    script_call,
+)
 from schemas.dead_letter import DEAD_LETTERS, DeadLetter
 
 _LOG = logging.getLogger(__name__)
 
 STAGE = 'redis'
 WRITTEN = 'written'
-COUNTERS = ('events', 'play', 'pause', 'finish', 'click')
+ALERTS = 'alerts'
 STATS_FIELDS = ('window_start', 'window_end', 'content_id', 'content_type', 'title', *COUNTERS, 'engagement_ms')
 _METRICS_NAMESPACE = 'WriteContentStatsToRedis'
 # Answers Redis gives while it cannot serve for a moment (per command inside a pipeline): retry the batch.
@@ -49,48 +56,11 @@ _DATA_REPLIES = ('WRONGTYPE', 'ERR')
 _RETRYABLE = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
 _NOT_RETRYABLE = (redis.exceptions.AuthenticationError, redis.exceptions.AuthorizationError)
 
-# KEYS: stats hash, top set of the content type, top set of all, totals hash.
-# ARGV: top-set key prefix (P:top:W:), content_id, content_type, title, engagement_seconds, ttl, the counters
-# (events, play, pause, finish, click), then pane_us: when the sink received the pane (µs since the epoch).
-# A pane older than the stored one (fewer distinct events, or as many and received earlier) changes nothing:
-# batches retried after a Redis outage land in any order, and a pane counts a subset of its window's events, so
-# the final pane (all of them) is never refused, also after a restart's partial recount.
-WRITE_STATS_LUA = """
-local counters = {'events', 'play', 'pause', 'finish', 'click'}
-local top_prefix, content_id, content_type = ARGV[1], ARGV[2], ARGV[3]
-local old = redis.call('HMGET', KEYS[1], 'events', 'play', 'pause', 'finish', 'click', 'content_type', 'pane_us')
-local new_events, new_us = tonumber(ARGV[7]), tonumber(ARGV[12])
-local old_events, old_us = tonumber(old[1]), tonumber(old[7])
-if old_events and (new_events < old_events or (new_events == old_events and old_us and new_us < old_us)) then
-  return 0
-end
-for i, field in ipairs(counters) do
-  redis.call('HINCRBY', KEYS[4], field, tonumber(ARGV[6 + i]) - (tonumber(old[i]) or 0))
-end
-redis.call('HSET', KEYS[1], 'events', ARGV[7], 'play', ARGV[8], 'pause', ARGV[9], 'finish', ARGV[10],
-           'click', ARGV[11], 'engagement_seconds', ARGV[5], 'title', ARGV[4], 'content_type', content_type,
-           'pane_us', ARGV[12])
-if old[6] and old[6] ~= content_type then
-  redis.call('ZREM', top_prefix .. old[6], content_id)
-end
-redis.call('ZADD', KEYS[2], ARGV[7], content_id)
-redis.call('ZADD', KEYS[3], ARGV[7], content_id)
-for i = 1, 4 do
-  redis.call('EXPIRE', KEYS[i], ARGV[6])
-end
-return 1
-"""
-
-
 _KNOWN_PANES = 200_000
 
 
 class RedisSinkUnavailable(RuntimeError):
     """Redis could not take a batch after every retry (or refused our credentials); the bundle fails."""
-
-
-class InvalidStats(ValueError):
-    """A stats element lacks a field or carries a value the data model cannot hold."""
 
 
 def redact_url(url: str) -> str:
@@ -112,63 +82,6 @@ def _secrets_of(url: str) -> list[str]:
     found = [parts.password] if parts.password else []
     found += [v for k, v in parse_qsl(parts.query) if k == 'password' and v]
     return [s for secret in found for s in {secret, unquote(secret)}]
-
-
-def exact_seconds(milliseconds: int) -> str:
-    """Milliseconds as an exact decimal string of seconds: 1234567 -> '1234.567', 1500 -> '1.5', 2000 -> '2'."""
-    sign = '-' if milliseconds < 0 else ''
-    whole, rest = divmod(abs(milliseconds), 1000)
-    return f'{sign}{whole}.{rest:03d}'.rstrip('0').rstrip('.') if rest else f'{sign}{whole}'
-
-
-def _count(stats: Any, field: str) -> int:
-    value = getattr(stats, field)
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2 ** 53:
-        raise InvalidStats(f'{field}={value!r} is not a whole number >= 0')
-    return value
-
-
-def _name(stats: Any, field: str) -> str:
-    value = getattr(stats, field)
-    if not isinstance(value, str) or not value.strip() or ':' in value or value == 'all':
-        raise InvalidStats(f'{field}={value!r} must be a non-empty string without ":" (and not "all")')
-    return value
-
-
-@dataclasses.dataclass(frozen=True)
-class StatsKeys:
-    """The Redis keys of one (window, content, content type), in the order the Lua script takes them."""
-    stats: str
-    top_type: str
-    top_all: str
-    totals: str
-    top_prefix: str
-
-    @classmethod
-    def of(cls, prefix: str, window_start: int, content_id: str, content_type: str) -> 'StatsKeys':
-        top = f'{prefix}:top:{window_start}:'
-        return cls(stats=f'{prefix}:stats:{window_start}:{content_id}', top_type=top + content_type,
-                   top_all=top + 'all', totals=f'{prefix}:totals:{window_start}', top_prefix=top)
-
-
-def script_call(stats: Any, prefix: str, ttl_seconds: int,
-                pane_us: int | None = None) -> tuple[list[str], list[Any]]:
-    """KEYS and ARGV of the Lua script for one stats element; raises InvalidStats for a bad element. `pane_us`:
-    when the sink received the pane (default now), what orders panes with as many events."""
-    try:
-        window_start = _count(stats, 'window_start')
-        content_id, content_type = _name(stats, 'content_id'), _name(stats, 'content_type')
-        title = getattr(stats, 'title')
-        if not isinstance(title, str):
-            raise InvalidStats(f'title={title!r} is not a string')
-        counts = [_count(stats, field) for field in COUNTERS]
-        seconds = exact_seconds(_count(stats, 'engagement_ms'))
-    except AttributeError as exc:
-        raise InvalidStats(f'missing field: {exc}') from None
-    keys = StatsKeys.of(prefix, window_start, content_id, content_type)
-    return ([keys.stats, keys.top_type, keys.top_all, keys.totals],
-            [keys.top_prefix, content_id, content_type, title, seconds, ttl_seconds, *counts,
-             time.time_ns() // 1000 if pane_us is None else pane_us])
 
 
 def _payload(stats: Any) -> str:
@@ -197,8 +110,10 @@ class UpsertContentStatsFn(beam.DoFn):
     """Buffers stats elements of a bundle and writes them with pipelined EVALSHAs; see the module docstring."""
 
     def __init__(self, redis_url: str, prefix: str, ttl_seconds: int, batch_size: int, max_attempts: int,
-                 initial_backoff_seconds: float, max_backoff_seconds: float, socket_timeout_seconds: float):
+                 initial_backoff_seconds: float, max_backoff_seconds: float, socket_timeout_seconds: float,
+                 viral: ViralRule | None = None):
         self._url = redis_url
+        self._viral = viral
         # $REDIS_USERNAME / $REDIS_PASSWORD[_FILE] of the process that builds the graph, so that workers elsewhere
         # (Dataflow's) get them too; not display data.
         self._credentials = redis_credentials()
@@ -237,7 +152,7 @@ class UpsertContentStatsFn(beam.DoFn):
     def process(self, stats, timestamp=beam.DoFn.TimestampParam, window=beam.DoFn.WindowParam,
                 pane=beam.DoFn.PaneInfoParam):
         try:
-            keys, args = script_call(stats, self._prefix, self._ttl)
+            keys, args = script_call(stats, self._prefix, self._ttl, viral=self._viral)
         except InvalidStats as exc:
             self._dead.inc()
             yield beam.pvalue.TaggedOutput(DEAD_LETTERS, self._dead_letter(stats, 'invalid_stats', str(exc), 1))
@@ -290,6 +205,9 @@ class UpsertContentStatsFn(beam.DoFn):
                         metrics.EVENT_TO_REDIS_SECONDS.observe(max(0.0, time.time() - newest / 1000))
                     self._remember(item)
                     yield item.windowed
+                    if isinstance(reply, list) and reply and reply[0] == 2:
+                        yield beam.pvalue.TaggedOutput(ALERTS, item.windowed.with_value(
+                            self._alert(item.windowed.value, reply[1])))
                 elif isinstance(reply, redis.exceptions.NoScriptError) or code in _TRANSIENT_REPLIES:
                     # Resend from here on, in order, so that no older pane lands after a newer one of its content.
                     failed_at, error = index, reply
@@ -311,6 +229,17 @@ class UpsertContentStatsFn(beam.DoFn):
                 if attempt < self._max_attempts:
                     continue  # reload the script and resend at once
             self._retry_or_raise(attempt, started, pending, error)
+
+    def _alert(self, stats: Any, average: bytes | str) -> dict:
+        assert self._viral is not None  # the script alerts only when asked to
+        metrics.VIRAL_ALERTS.inc(content_type=stats.content_type)
+        alert = {'content_id': stats.content_id, 'content_type': stats.content_type, 'title': stats.title,
+                 'window_start': stats.window_start, 'window_end': stats.window_end, 'events': stats.events,
+                 'trailing_average': float(average), 'multiple': self._viral.multiple,
+                 'min_events': self._viral.min_events, 'trailing_windows': self._viral.trailing_windows,
+                 'detected_at': datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='milliseconds')}
+        _LOG.info(json.dumps({'event': 'viral_content', **alert}))
+        return alert
 
     def _remember(self, item: _Pending) -> None:
         if len(self._known) >= _KNOWN_PANES:
@@ -366,13 +295,15 @@ class WriteContentStatsToRedis(beam.PTransform):
 
     Input: one element per fired pane, any object with the attributes of `schemas.ContentWindowStats`
     (window_start, window_end, content_id, content_type, title, events, play, pause, finish, click, engagement_ms).
-    Output: a `DoOutputsTuple` with `written` (the elements written, in their windows) and `dead_letters` (dead
-    letter records, stage 'redis', for elements that are invalid or that Redis rejects).
+    Output: a `DoOutputsTuple` with `written` (the elements written, in their windows), `dead_letters` (dead
+    letter records, stage 'redis', for elements that are invalid or that Redis rejects) and `alerts` (with `viral`:
+    one dict per (content, window) that turned viral, also on the Redis stream `P:alerts`).
     """
 
     def __init__(self, redis_url: str, redis_prefix: str = 'engagement', ttl_seconds: int = 86400,
                  batch_size: int = 500, max_attempts: int = 10, initial_backoff_seconds: float = 0.5,
-                 max_backoff_seconds: float = 8.0, socket_timeout_seconds: float = 5.0):
+                 max_backoff_seconds: float = 8.0, socket_timeout_seconds: float = 5.0,
+                 viral: ViralRule | None = None):
         super().__init__()
         try:
             urlsplit(redis_url).port
@@ -386,7 +317,7 @@ class WriteContentStatsToRedis(beam.PTransform):
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f'{name} must be a whole number >= 1, got {value!r}')
         self._fn = UpsertContentStatsFn(redis_url, redis_prefix, ttl_seconds, batch_size, max_attempts,
-                                 initial_backoff_seconds, max_backoff_seconds, socket_timeout_seconds)
+                                        initial_backoff_seconds, max_backoff_seconds, socket_timeout_seconds, viral)
 
     def expand(self, stats):
-        return stats | 'UpsertStatsWithLua' >> beam.ParDo(self._fn).with_outputs(DEAD_LETTERS, main=WRITTEN)
+        return stats | 'UpsertStatsWithLua' >> beam.ParDo(self._fn).with_outputs(DEAD_LETTERS, ALERTS, main=WRITTEN)

@@ -33,10 +33,11 @@ from connectors import metrics
 from connectors.bigquery import sink as bigquery
 from connectors.bigquery.tables import ensure_tables
 from connectors.credentials import CredentialsRefused, check_kafka, check_postgres, check_redis
-from connectors.dead_letters import WriteDeadLettersToKafka
+from connectors.dead_letters import WriteDeadLettersToKafka, WriteJsonToKafka
 from connectors.http_api.sink import DeliverToApi
 from connectors.kafka import ReadFromKafka
 from connectors.redis import WriteContentStatsToRedis
+from connectors.redis_script import ViralRule
 from pipelines import logs
 from pipelines.options import EngagementOptions, InvalidOption, add_arguments
 from pipelines.replay import ReplayPlan, SkipProcessedEvents, plan_replay
@@ -70,11 +71,15 @@ def build(p: beam.Pipeline, opts: EngagementOptions, replay: ReplayPlan | None =
     replay_from_ms = replay.from_ms if replay else None
     # by record timestamp, earlier than the replay point by --max_future_seconds (pipelines/replay.py)
     read_from_ms = (replay.read_from_ms if replay.read_from_ms is not None else replay.from_ms) if replay else None
+    # Reprocessing from a time starts at the records of that time, not at the group's commits: the earlier of
+    # 'latest' and the first record at or after read_from_ms.
+    start_offset = 'latest' if replay is not None and replay.reprocess else opts.start_offset
     if opts.kafka_reader == 'xlang':  # Beam's cross-language reader (pipelines/xlang.py)
-        records = p | 'ReadFromKafka' >> read_from_kafka_xlang(opts, read_from_ms, READER_MAX_DELAY_MS)
+        records = p | 'ReadFromKafka' >> read_from_kafka_xlang(opts, read_from_ms, READER_MAX_DELAY_MS,
+                                                               start_offset)
     else:
         records = p | 'ReadFromKafka' >> ReadFromKafka(
-            opts.kafka_consumer_config(), opts.topics(), group_id=opts.consumer_group, start_offset=opts.start_offset,
+            opts.kafka_consumer_config(), opts.topics(), group_id=opts.consumer_group, start_offset=start_offset,
             start_timestamp_ms=read_from_ms, max_delay_ms=READER_MAX_DELAY_MS,
             max_bundle_records=READER_MAX_BUNDLE_RECORDS, max_bundle_seconds=READER_MAX_BUNDLE_SECONDS,
             live_bundle_seconds=READER_LIVE_BUNDLE_SECONDS, live_grid_seconds=opts.early_firing_seconds)
@@ -89,8 +94,15 @@ def build(p: beam.Pipeline, opts: EngagementOptions, replay: ReplayPlan | None =
         allowed_lateness_seconds=opts.allowed_lateness_seconds, closed_before_ms=replay_from_ms,
         # The SDK round-trips a Dataflow pipeline's triggers through its own classes, which lose the alignment.
         aligned_early_firings=not is_dataflow(p.runner), shards=opts.window_shards)
+    viral = ViralRule(opts.window_seconds, opts.viral_multiple, opts.viral_min_events,
+                      opts.viral_trailing_windows) if opts.viral_multiple else None
     written = stats.stats | 'WriteContentStatsToRedis' >> WriteContentStatsToRedis(
-        opts.redis_url, redis_prefix=opts.redis_prefix, ttl_seconds=opts.redis_ttl_seconds)
+        opts.redis_url, redis_prefix=opts.redis_prefix, ttl_seconds=opts.redis_ttl_seconds, viral=viral)
+    if viral is not None and opts.alert_topic:
+        (written.alerts | 'AlertsInGlobalWindow' >> beam.WindowInto(GlobalWindows())
+         | 'WriteAlertsToKafka' >> WriteJsonToKafka(
+             opts.kafka_bootstrap_servers, opts.alert_topic, 'content_id',
+             producer_config={k: v for k, v in opts.kafka_consumer_config().items() if k != 'bootstrap_servers'}))
     # Dead letters of the Redis stage live in the event-time windows of the stats; Prism cannot flatten
     # collections of different windowing (it panics), and dead letters have no business being windowed.
     stages = {'Parse': parsed.dead_letters, 'Enrich': enriched.dead_letters, 'Window': stats.dead_letters,

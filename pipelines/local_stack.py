@@ -33,6 +33,7 @@ NAMES: dict[str, tuple[str, str]] = {
     'topic_prefix': ('ENGAGEMENT_TOPIC_PREFIX', 'engagement'),
     'raw_topic': ('ENGAGEMENT_RAW_TOPIC', 'engagement.raw_events'),
     'dead_letter_topic': ('ENGAGEMENT_DEAD_LETTER_TOPIC', 'engagement.dead_letters'),
+    'alert_topic': ('ENGAGEMENT_ALERT_TOPIC', 'engagement.alerts'),
     'pg_database': ('ENGAGEMENT_PG_DATABASE', 'engagement'),
 }
 GCS_TEMP_BUCKET = 'engagement-temp'
@@ -88,6 +89,7 @@ class Addresses(NamedTuple):
     cdc_topic: str
     raw_topic: str
     dead_letter_topic: str
+    alert_topic: str
     pg_dsn: str
     redis_url: str
     api_url: str
@@ -102,7 +104,7 @@ def addresses(environ: Mapping[str, str] | None = None) -> Addresses:
     return Addresses(
         kafka_bootstrap=kafka_bootstrap(port('kafka_port', environ)),
         cdc_topic=cdc_topic(name('topic_prefix', environ)), raw_topic=name('raw_topic', environ),
-        dead_letter_topic=name('dead_letter_topic', environ),
+        dead_letter_topic=name('dead_letter_topic', environ), alert_topic=name('alert_topic', environ),
         pg_dsn=pg_dsn(port('pg_port', environ), name('pg_database', environ)),
         redis_url=redis_url(port('redis_port', environ)), api_url=http_url(port('api_port', environ)),
         bq_endpoint=http_url(port('bq_port', environ)), gcs_endpoint=http_url(port('gcs_port', environ)),

@@ -52,6 +52,7 @@ class ReplayPlan(NamedTuple):
     from_ms: int
     committed: dict
     read_from_ms: int | None = None  # where the readers start by record timestamp; None: from_ms
+    reprocess: bool = False          # --start_timestamp: every event of a window before from_ms is skipped
 
 
 def reader_start_ms(replay_from_ms: int, max_future_seconds: float) -> int:
@@ -71,10 +72,15 @@ class SkipProcessedEvents(beam.DoFn):
         self._from_s = replay.from_ms // 1000
         self._window = window_seconds
         self._committed = dict(replay.committed)
+        self._reprocess = replay.reprocess
         self._skipped = Metrics.counter('engagement', 'already_final')
+        self._before_start = Metrics.counter('engagement', 'before_start')
 
     def process(self, event, timestamp=beam.DoFn.TimestampParam):
         window_end = (int(timestamp) // self._window + 1) * self._window
+        if window_end <= self._from_s and self._reprocess:
+            self._before_start.inc()  # reprocessing from a time: earlier windows are not this run's business
+            return
         if window_end <= self._from_s and event.source_offset is not None and \
                 event.source_offset < self._committed.get((event.source_topic, event.source_partition), -1):
             self._skipped.inc()
@@ -82,7 +88,18 @@ class SkipProcessedEvents(beam.DoFn):
         yield event
 
 
+def plan_reprocess(opts: EngagementOptions) -> ReplayPlan:
+    """--start_timestamp: recount every window from the one holding the timestamp, skip earlier ones."""
+    window_ms = opts.window_seconds * 1000
+    from_ms = opts.start_timestamp_ms() // window_ms * window_ms
+    _LOG.info('start: reprocessing from %s (windows from %s on), group %s', opts.start_timestamp, from_ms,
+              opts.consumer_group)
+    return ReplayPlan(from_ms, {}, reader_start_ms(from_ms, opts.max_future_seconds), reprocess=True)
+
+
 def plan_replay(opts: EngagementOptions) -> ReplayPlan | None:
+    if opts.start_timestamp:
+        return plan_reprocess(opts)
     if opts.start_offset != 'committed':
         return None
     positions = committed_positions(opts.kafka_consumer_config(), opts.consumer_group, opts.topics())

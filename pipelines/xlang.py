@@ -47,8 +47,8 @@ def expansion_service(options: PipelineOptions) -> str | None:
 
 
 def read_from_kafka_xlang(options: PipelineOptions, start_timestamp_ms: int | None,
-                          max_delay_ms: int) -> ReadFromKafkaXlang:
+                          max_delay_ms: int, start_offset: str | None = None) -> ReadFromKafkaXlang:
     opts = options.view_as(EngagementOptions)
     return ReadFromKafkaXlang(opts.kafka_consumer_config(), opts.topics(), group_id=opts.consumer_group,
-                              start_offset=opts.start_offset, start_timestamp_ms=start_timestamp_ms,
+                              start_offset=start_offset or opts.start_offset, start_timestamp_ms=start_timestamp_ms,
                               max_delay_ms=max_delay_ms, expansion_service=expansion_service(options))

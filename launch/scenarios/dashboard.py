@@ -64,7 +64,8 @@ class Snapshot:
         dead = sum(self._end_offsets([self.cfg.dead_letter_topic]).values())
         return {'at': now, 'window': window, 'top': top, 'in': sum(ends.values()), 'counted': self.counted(now),
                 'dead_letters': dead, 'lag': lag if committed else None,
-                'totals': self.redis.hgetall(f'{self.prefix}:totals:{window}')}
+                'totals': self.redis.hgetall(f'{self.prefix}:totals:{window}'),
+                'alerts': [fields for _, fields in self.redis.xrevrange(f'{self.prefix}:alerts', count=3)]}
 
 
 def render(cur: dict, prev: dict | None) -> str:
@@ -80,6 +81,10 @@ def render(cur: dict, prev: dict | None) -> str:
     for content_type, rows in cur['top'].items():
         lines.append(f'  top {content_type:<10} ' + (' | '.join(f'{title[:28]} ({n})' for title, n in rows)
                                                        or '(nothing yet)'))
+    if cur.get('alerts'):
+        lines.append('  viral: ' + ' | '.join(
+            f"{a.get('title', '?')[:28]} {time.strftime('%H:%M', time.gmtime(int(a.get('window_start', 0))))} "
+            f"({a.get('events')} vs {float(a.get('trailing_average', 0)):.1f})" for a in cur['alerts']))
     return '\n'.join(lines)
 
 

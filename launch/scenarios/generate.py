@@ -149,10 +149,19 @@ def load_content_ids(dsn: str) -> list[str]:
         return [r[0] for r in cur.fetchall()]
 
 
+def contents(cfg: stack_config.StackConfig, args) -> list[str]:
+    """The content ids events are drawn from: the catalogue, or only `--burst`'s (which must be in it)."""
+    ids = load_content_ids(cfg.pg_dsn)
+    if args.burst is None:
+        return ids
+    if args.burst not in ids:
+        raise LookupError(f'--burst {args.burst}: no such content in the catalogue')
+    return [args.burst]
+
+
 def run_postgres(cfg: stack_config.StackConfig, args) -> int:
     import psycopg2
-    factory = EventFactory(load_content_ids(cfg.pg_dsn), args.users, args.late_share, args.late_max_seconds,
-                           args.seed)
+    factory = EventFactory(contents(cfg, args), args.users, args.late_share, args.late_max_seconds, args.seed)
     progress = Progress(args.rate)
     total = 0
     conn = psycopg2.connect(cfg.pg_dsn)
@@ -206,8 +215,7 @@ def make_bad(kind: str, event: Event, rng: random.Random) -> bytes:
 
 def run_direct(cfg: stack_config.StackConfig, args) -> dict:
     from kafka import KafkaProducer
-    factory = EventFactory(load_content_ids(cfg.pg_dsn), args.users, args.late_share, args.late_max_seconds,
-                           args.seed)
+    factory = EventFactory(contents(cfg, args), args.users, args.late_share, args.late_max_seconds, args.seed)
     ids = DirectIds()
     kafka = {**cfg.kafka_client_config(), **({'bootstrap_servers': args.bootstrap} if args.bootstrap else {})}
     producer = KafkaProducer(**kafka, acks='all', linger_ms=5)
@@ -258,6 +266,9 @@ def main(argv: list[str] | None = None) -> int:
                         help='--direct: share of bad records (malformed JSON, missing fields, wrong types, '
                              'unknown content ids), default 0')
     parser.add_argument('--bootstrap', help='--direct: Kafka bootstrap servers (default: the local stack)')
+    parser.add_argument('--burst', metavar='CONTENT_ID',
+                        help='every event of this run is for this content (a burst that should raise a '
+                             'viral-content alert: e.g. --burst <id> --count 300 --rate 2000)')
     parser.add_argument('--summary', help='write what was sent (counts per kind, bad ids) to this JSON file')
     stack_config.add_arguments(parser)
     args = parser.parse_args(argv)
@@ -287,6 +298,9 @@ def main(argv: list[str] | None = None) -> int:
                                                               'total': run_postgres(cfg, args)}
     except KeyboardInterrupt:
         return 130
+    except LookupError as exc:
+        print(f'error: {exc}', file=sys.stderr)
+        return 2
     except Exception as exc:  # connection refused and the like: one clear line, not a traceback
         if type(exc).__module__.split('.')[0] not in ('psycopg2', 'kafka'):
             raise

@@ -81,6 +81,8 @@ SETTINGS: tuple[Setting, ...] = (
             'Topic for producers that write JSON events directly (launch.scenarios.generate --direct).'),
     Setting('dead_letter_topic', *local_stack.NAMES['dead_letter_topic'], 'str',
             'Topic for dead letters.'),
+    Setting('alert_topic', *local_stack.NAMES['alert_topic'], 'str',
+            'Topic for viral-content alerts (the pipeline\'s --alert_topic).'),
     Setting('pg_database', *local_stack.NAMES['pg_database'], 'str', 'PostgreSQL database name.'),
     Setting('kafka_security', 'ENGAGEMENT_KAFKA_SECURITY', 'plaintext', 'choice',
             'plaintext, or sasl_ssl: the broker\'s client listener (--kafka-port) takes TLS with SASL SCRAM-SHA-512 '
@@ -120,6 +122,7 @@ class StackConfig:
     topic_prefix: str
     raw_topic: str
     dead_letter_topic: str
+    alert_topic: str
     pg_database: str
     kafka_security: str = 'plaintext'
     pg_auth: str = 'trust'
@@ -220,7 +223,7 @@ class StackConfig:
 
     @property
     def topics(self) -> tuple[str, ...]:
-        return (self.events_topic, self.content_topic, self.raw_topic, self.dead_letter_topic)
+        return (self.events_topic, self.content_topic, self.raw_topic, self.dead_letter_topic, self.alert_topic)
 
     def component_dir(self, component: str) -> Path:
         return self.state_dir / component

@@ -1,7 +1,9 @@
 """Where the pipeline reads: brokers, topics, consumer group, start position, reader, and the client's security."""
 from __future__ import annotations
 
+import datetime
 import re
+import time
 
 from apache_beam.options.pipeline_options import PipelineOptions
 
@@ -41,6 +43,15 @@ class KafkaReadOptions(PipelineOptions):
                            help='Where to start reading: committed (the group\'s commits, rewound to replay every '
                                 'window that was not final; earliest when the group has none), earliest, or '
                                 'latest. Default committed.')
+        kafka.add_argument('--start_timestamp', default=env('ENGAGEMENT_START_TIMESTAMP'),
+                           help='Reprocess from this time: ISO-8601 (UTC without an offset) or epoch milliseconds. '
+                                'The readers start at the Kafka records of that time (offsets for times, less '
+                                '--max_future_seconds) whatever the group committed; windows from the one holding it '
+                                'on are counted again from their first event, events of earlier windows are '
+                                'skipped (counter before_start). Use a consumer group of its own to rebuild beside '
+                                'the live pipeline, and delete the Redis windows to rebuild first: the sink keeps a '
+                                'pane with more events (docs/operations.md, "Reprocessing from a time"). Env '
+                                'ENGAGEMENT_START_TIMESTAMP; default none.')
         kafka.add_argument('--kafka_reader', default='python',
                            help='python: our splittable DoFn (connectors/kafka/reader.py, librdkafka fetch), on every '
                                 'runner; '
@@ -75,6 +86,12 @@ class KafkaReadOptions(PipelineOptions):
             bad('raw_topic', self.raw_topic, 'expected a topic name (or empty to not read one)')
         if self.start_offset not in START_OFFSETS:
             bad('start_offset', self.start_offset, f'expected one of {", ".join(START_OFFSETS)}')
+        if self.start_timestamp:
+            ms = self.start_timestamp_ms()
+            if ms > time.time() * 1000:
+                bad('start_timestamp', self.start_timestamp, 'is in the future')
+            if self.start_offset != 'committed':
+                bad('start_offset', self.start_offset, '--start_timestamp sets where to start; drop --start_offset')
         if self.kafka_reader not in KAFKA_READERS:
             bad('kafka_reader', self.kafka_reader, f'expected one of {", ".join(KAFKA_READERS)}')
         if self.kafka_expansion_service and not re.fullmatch(r'[^\s:,/]+:\d{1,5}', self.kafka_expansion_service):
@@ -95,6 +112,19 @@ class KafkaReadOptions(PipelineOptions):
                                                                    self.sasl_password()):
                 raise InvalidOption(f'--kafka_sasl_username and KAFKA_SASL_PASSWORD (or KAFKA_SASL_PASSWORD_FILE) '
                                     f'are required with {self.kafka_sasl_mechanism}')
+
+    def start_timestamp_ms(self) -> int:
+        """--start_timestamp as epoch milliseconds (InvalidOption if it is neither ISO-8601 nor a number)."""
+        text = str(self.start_timestamp).strip()
+        if text.isdigit():
+            return int(text)
+        try:
+            when = datetime.datetime.fromisoformat(text.replace('Z', '+00:00'))
+        except ValueError:
+            bad('start_timestamp', self.start_timestamp, 'expected ISO-8601 (2026-12-03T10:00:00Z) or epoch ms')
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=datetime.timezone.utc)
+        return int(when.timestamp() * 1000)
 
     def topics(self) -> list[str]:
         """The topics the pipeline reads: the CDC topic and the raw topic, either of which may be empty."""

@@ -7,7 +7,7 @@ from urllib.parse import urlsplit
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from pipelines import local_stack
-from pipelines.options.common import InvalidOption, bad, check_names, check_ranges, env
+from pipelines.options.common import NAME, InvalidOption, bad, check_names, check_ranges, env
 
 BQ_WRITE_METHODS = ('streaming_inserts', 'file_loads', 'storage_write_api')
 _TRUE, _FALSE = ('true', '1', 'yes', 'on'), ('false', '0', 'no', 'off')
@@ -32,12 +32,29 @@ class RedisOptions(PipelineOptions):
                                 'engagement.')
         redis.add_argument('--redis_ttl_seconds', type=int, default=86400,
                            help='Expiry of every Redis key, seconds. Default 86400.')
+        viral = parser.add_argument_group('viral-content alerts')
+        viral.add_argument('--viral_multiple', type=float, default=3.0,
+                           help='Alert when a content\'s events in a window exceed this multiple of its average '
+                                'over the --viral_trailing_windows windows before (checked at every pane the Redis '
+                                'sink writes; one alert per content and window); 0 turns alerts off. Default 3.')
+        viral.add_argument('--viral_min_events', type=int, default=100,
+                           help='...and reach at least this many events. Default 100.')
+        viral.add_argument('--viral_trailing_windows', type=int, default=10,
+                           help='Windows before the current one that make the trailing average (those the pipeline '
+                                'observed; the content\'s events there, 0 if none). Default 10.')
+        viral.add_argument('--alert_topic', default=local.alert_topic,
+                           help='Kafka topic of the alerts (JSON, key content id), beside the Redis stream '
+                                '<prefix>:alerts; empty for the stream only. Env ENGAGEMENT_ALERT_TOPIC; default '
+                                'engagement.alerts.')
 
     def check(self) -> None:
         check_names(self, ('redis_prefix',))
         if urlsplit(self.redis_url).scheme not in ('redis', 'rediss', 'unix'):
             bad('redis_url', '<redacted>', 'expected a redis://, rediss:// or unix:// URL')
-        check_ranges(self, (('redis_ttl_seconds', 1, 365 * 86400),))
+        check_ranges(self, (('redis_ttl_seconds', 1, 365 * 86400), ('viral_multiple', 0, 1e6),
+                            ('viral_min_events', 1, 10**9), ('viral_trailing_windows', 1, 10_000)))
+        if self.alert_topic and not NAME.fullmatch(self.alert_topic):
+            bad('alert_topic', self.alert_topic, 'expected a topic name (or empty for the Redis stream only)')
 
 
 class ApiOptions(PipelineOptions):

@@ -25,9 +25,9 @@ from connectors.redis import (
     RedisSinkUnavailable,
     UpsertContentStatsFn,
     WriteContentStatsToRedis,
-    exact_seconds,
     redact_url,
 )
+from connectors.redis_script import exact_seconds
 from tests.dofn_support import run_bundles
 
 W = 1_764_000_000  # a window start, epoch seconds UTC
@@ -192,7 +192,7 @@ def test_an_older_pane_landing_after_a_newer_one_changes_nothing(r, redis_only):
 
 
 def test_of_two_panes_with_as_many_events_the_one_received_later_wins_whatever_the_write_order(r, redis_only):
-    from connectors.redis import WRITE_STATS_LUA, script_call
+    from connectors.redis_script import WRITE_STATS_LUA, script_call
     first, second = pane('c1', play=2, engagement_ms=100), pane('c1', pause=2, engagement_ms=700)
     script = r.register_script(WRITE_STATS_LUA)
     for stats, received_us in ((second, 2_000), (first, 1_000)):   # written in the wrong order
@@ -439,3 +439,37 @@ def test_an_early_pane_that_says_again_what_was_written_is_not_rewritten(r, redi
     assert written == [first, changed, other_window, on_time] and dead == []
     assert r.hget(f'engagement:stats:{W}:c1', 'play') == '3'
     assert r.hget(f'engagement:stats:{W + 60}:c1', 'play') == '3'
+
+
+def test_a_content_far_above_its_trailing_average_raises_one_alert_per_window(r, redis_only):
+    """Rule: events >= min_events and > multiple x the content's average over the trailing windows the pipeline
+    observed (0 where it had none); checked at every pane written, so an early pane alerts; one alert per (content,
+    window), also when panes are written again (a replay); a refused older pane never alerts."""
+    from connectors.redis_script import ViralRule
+    rule = ViralRule(window_seconds=60, multiple=3.0, min_events=20, trailing_windows=4)
+    # oldest first: c2 steady at 22-25 a window (no alert: no observed window before its first; then 3 x 22 > 25)
+    steady = [pane('c2', play=22, window_start=W - 60 * i) for i in (4, 3, 2, 1)] + [pane('c2', play=25)]
+    history = [pane('c1', play=10, window_start=W - 60 * i) for i in (3, 2, 1)]  # over 4 observed windows: 7.5
+    written, tagged = write_bundles(
+        redis_only.redis_url, steady, history,
+        [pane('c1', play=19)],                      # below min_events: no alert
+        [pane('c1', play=22)],                      # 22 <= 3 x 7.5 (22.5): none yet
+        [pane('c1', play=23), pane('c1', play=40)],  # 23 > 22.5: the alert; 40: same window, no second one
+        [pane('c1', play=30)],                      # an older pane: refused by the sink, no alert
+        [pane('c3', play=20, window_start=W + 60)],  # no history at all: average 0, min_events reached
+        viral=rule)
+    alerts = [t for t in tagged if isinstance(t, dict)]
+    assert [(a['content_id'], a['window_start'], a['events'], a['trailing_average']) for a in alerts] == [
+        ('c1', W, 23, 7.5), ('c3', W + 60, 20, 0.0)]
+    assert alerts[0]['multiple'] == 3.0 and alerts[0]['title'] == 'Title of c1' and alerts[0]['detected_at']
+    stream = r.xrange('engagement:alerts')
+    assert [(f['content_id'], f['window_start'], f['events'], f['trailing_average']) for _, f in stream] == [
+        ('c1', str(W), '23', '7.500'), ('c3', str(W + 60), '20', '0.000')]
+    # written again, as a replay would: nothing new
+    _, tagged = write_bundles(redis_only.redis_url, [pane('c1', play=40), pane('c3', play=20, window_start=W + 60)],
+                              viral=rule)
+    assert not [t for t in tagged if isinstance(t, dict)] and len(r.xrange('engagement:alerts')) == 2
+    # without a rule, the sink writes no alert keys at all
+    r.flushdb()
+    write_bundles(redis_only.redis_url, [pane('c1', play=500)])
+    assert not r.exists('engagement:alerts') and not list(r.scan_iter('engagement:alerted:*'))

@@ -162,12 +162,13 @@ def test_api_faults_then_api_down_lose_nothing():
             assert opened, f'the breaker never opened under 50% faults; see {pipeline.log}'
             tokens = log_events(pipeline.log, 'api_token_fetched')
             assert closed or len(tokens) > 1, f'one client, opened {len(opened)} and never closed; see {pipeline.log}'
+            # A counter never incremented is not reported at all: absent means 0.
             deadline = time.monotonic() + 30
-            while ((counters := prism_counters(pipeline, METRICS_NAMESPACE)).get('breaker_opened'),
-                   counters.get('breaker_closed')) != (len(opened), len(closed)) and time.monotonic() < deadline:
+            while ((counters := prism_counters(pipeline, METRICS_NAMESPACE)).get('breaker_opened', 0),
+                   counters.get('breaker_closed', 0)) != (len(opened), len(closed)) and time.monotonic() < deadline:
                 time.sleep(2)
             print(f'{METRICS_NAMESPACE} counters: {counters}')
-            assert (counters.get('breaker_opened'), counters.get('breaker_closed')) == (len(opened), len(closed))
+            assert (counters.get('breaker_opened', 0), counters.get('breaker_closed', 0)) == (len(opened), len(closed))
             assert counters['dead_lettered'] == len(letters)
 
             # The user's way back: redeliver the dead letters; then the API holds every Postgres id exactly once.

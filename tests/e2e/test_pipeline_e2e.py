@@ -14,11 +14,10 @@ import urllib.request
 
 import psycopg2
 import pytest
-from kafka import KafkaConsumer, TopicPartition
 
 from launch.scenarios import generate, verify
 from launch.tools.dead_letters import distinct_failures
-from launch.tools.dead_letters import read_dead_letters as read_topic
+from launch.tools.dead_letters import read_dead_letters as read_records
 from tests.e2e.conftest import Pipeline
 
 pytestmark = pytest.mark.integration
@@ -27,21 +26,13 @@ CAUGHT_UP_TIMEOUT_S = 600
 BIGQUERY_CATCH_UP_S = 300
 
 
+def read_topic(cfg, topic: str) -> list[dict]:
+    """Every JSON record on `topic`, from the beginning to the end offsets of now."""
+    return [record for *_, record in read_records(cfg.kafka_client_config(), topic)]
+
+
 def read_dead_letters(cfg) -> list[dict]:
-    consumer = KafkaConsumer(**cfg.kafka_client_config(), enable_auto_commit=False, group_id=None)
-    try:
-        parts = [TopicPartition(cfg.dead_letter_topic, p)
-                 for p in sorted(consumer.partitions_for_topic(cfg.dead_letter_topic))]
-        consumer.assign(parts)
-        consumer.seek_to_beginning(*parts)
-        ends = consumer.end_offsets(parts)
-        out = []
-        while any(consumer.position(tp) < ends[tp] for tp in parts):
-            for batch in consumer.poll(timeout_ms=500).values():
-                out.extend(json.loads(r.value) for r in batch)
-        return out
-    finally:
-        consumer.close()
+    return read_topic(cfg, cfg.dead_letter_topic)
 
 
 def api_keys(cfg) -> dict[str, int]:
@@ -97,7 +88,7 @@ def test_redis_equals_sql_after_pipeline_and_connect_crashes(e2e_stack):
         while True:
             # each failure once, as the operator's listing counts them (the kill -9 made the restarted pipeline
             # read some bad records again and write their dead letters a second time)
-            letters = [record for *_, record in distinct_failures(read_topic(cfg.kafka_bootstrap,
+            letters = [record for *_, record in distinct_failures(read_records(cfg.kafka_bootstrap,
                                                                                cfg.dead_letter_topic))
                        if record.get('source_topic') == cfg.raw_topic]
             by_offset = {(d['source_partition'], d['source_offset']): d for d in letters}

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from apache_beam.utils.timestamp import Timestamp
 
 from pipelines.replay import ReplayPlan, SkipProcessedEvents, replay_start_ms
@@ -60,3 +61,36 @@ def test_a_restart_rereads_every_event_the_parser_accepts_for_a_recounted_window
     assert parsed(start - 1).reason == 'future_event'
     plan = ReplayPlan(replay_from_ms, {}, start)
     assert plan.read_from_ms == replay_from_ms - 300_000
+
+
+def test_reprocessing_from_a_time_skips_every_event_of_earlier_windows_and_recounts_the_rest():
+    fn = SkipProcessedEvents(ReplayPlan(from_ms=120_000, committed={}, read_from_ms=0, reprocess=True), 60)
+
+    def passes(ts, offset):
+        event = ingested(id=offset, ts=ts, offset=offset)
+        return list(fn.process(event, timestamp=Timestamp(ts))) == [event]
+
+    assert not passes(ts=100, offset=10_000)   # an earlier window, whatever its offset: not this run's business
+    assert passes(ts=120, offset=1) and passes(ts=170, offset=2)
+
+
+def test_the_start_timestamp_flag_takes_iso_or_epoch_ms_and_refuses_the_future_and_a_start_offset():
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    from pipelines.options import EngagementOptions, InvalidOption
+    from pipelines.replay import plan_replay
+
+    def opts(*argv):
+        return PipelineOptions(list(argv)).view_as(EngagementOptions)
+
+    assert opts('--start_timestamp=2026-12-03T10:00:30Z').start_timestamp_ms() == 1_796_292_030_000
+    assert opts('--start_timestamp=2026-12-03T10:00:30').start_timestamp_ms() == 1_796_292_030_000
+    assert opts('--start_timestamp=1796292030000').start_timestamp_ms() == 1_796_292_030_000
+    plan = plan_replay(opts('--start_timestamp=2026-12-03T10:00:30Z', '--max_future_seconds=300'))
+    assert plan == ReplayPlan(1_796_292_000_000, {}, 1_796_291_700_000, reprocess=True)
+    for argv, message in ((['--start_timestamp=yesterday'], 'expected ISO-8601'),
+                          (['--start_timestamp=2999-01-01T00:00:00Z'], 'is in the future'),
+                          (['--start_timestamp=2026-12-03T10:00:00Z', '--start_offset=earliest'],
+                           '--start_timestamp sets where to start')):
+        with pytest.raises(InvalidOption, match=message):
+            opts(*argv).validate()
