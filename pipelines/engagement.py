@@ -102,7 +102,7 @@ def build(p: beam.Pipeline, opts: EngagementOptions, replay: ReplayPlan | None =
         (written.alerts | 'AlertsInGlobalWindow' >> beam.WindowInto(GlobalWindows())
          | 'WriteAlertsToKafka' >> WriteJsonToKafka(
              opts.kafka_bootstrap_servers, opts.alert_topic, 'content_id',
-             producer_config={k: v for k, v in opts.kafka_consumer_config().items() if k != 'bootstrap_servers'}))
+             producer_config=opts.kafka_producer_config()))
     # Dead letters of the Redis stage live in the event-time windows of the stats; Prism cannot flatten
     # collections of different windowing (it panics), and dead letters have no business being windowed.
     stages = {'Parse': parsed.dead_letters, 'Enrich': enriched.dead_letters, 'Window': stats.dead_letters,
@@ -139,7 +139,7 @@ def build(p: beam.Pipeline, opts: EngagementOptions, replay: ReplayPlan | None =
                         | 'DeadLettersForKafka' >> beam.Flatten())
     dead_letters | 'WriteDeadLettersToKafka' >> WriteDeadLettersToKafka(
         opts.kafka_bootstrap_servers, opts.dead_letter_topic,
-        producer_config={k: v for k, v in opts.kafka_consumer_config().items() if k != 'bootstrap_servers'})
+        producer_config=opts.kafka_producer_config())
     return {'records': records, 'enriched': enriched.enriched, 'stats': stats.stats, 'dead_letters': dead_letters,
             **outputs}
 

@@ -17,23 +17,21 @@ import os
 import sys
 
 from connectors.credentials import redis_credentials
+from connectors.redis import redact_url
 from pipelines import local_stack
+from pipelines.options.common import parse_utc
 
 KINDS = ('stats', 'top', 'totals')
 
 
 def parse_time(text: str) -> int:
     """Epoch seconds from ISO-8601 (UTC unless it says otherwise) or a number of seconds."""
-    text = text.strip()
-    if text.isdigit():
+    if text.strip().isdigit():
         return int(text)
     try:
-        when = datetime.datetime.fromisoformat(text.replace('Z', '+00:00'))
+        return int(parse_utc(text).timestamp())
     except ValueError:
         raise argparse.ArgumentTypeError(f'{text!r}: expected ISO-8601 or epoch seconds') from None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=datetime.timezone.utc)
-    return int(when.timestamp())
 
 
 def window_keys(client, prefix: str, since: int | None, until: int | None) -> dict[int, list[bytes]]:
@@ -74,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
                 client.delete(*keys[i:i + 1000])
         print(f'{"deleted" if args.delete else "found"} {len(selected)} windows ({span}), {len(keys)} keys')
     except redis.RedisError as exc:
-        print(f'error: Redis at {args.redis_url.split("@")[-1]}: {exc}', file=sys.stderr)
+        print(f'error: Redis at {redact_url(args.redis_url)}: {exc}', file=sys.stderr)
         return 2
     finally:
         client.close()

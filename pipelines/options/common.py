@@ -1,9 +1,11 @@
 """What every group of options shares: the error that names a flag, environment fallbacks, range checks."""
 from __future__ import annotations
 
+import datetime
 import os
 import re
 from collections.abc import Iterable
+from typing import NoReturn
 
 from apache_beam.options.pipeline_options import PipelineOptions
 
@@ -23,7 +25,13 @@ def env(name: str, default: str | None = None, *more: str) -> str | None:
     return default
 
 
-def bad(flag: str, value: object, why: str):
+def parse_utc(text: str) -> datetime.datetime:
+    """An ISO-8601 time, UTC unless it names an offset ('Z' included); ValueError when it is not one."""
+    when = datetime.datetime.fromisoformat(text.strip().replace('Z', '+00:00'))
+    return when if when.tzinfo is not None else when.replace(tzinfo=datetime.timezone.utc)
+
+
+def bad(flag: str, value: object, why: str) -> NoReturn:
     raise InvalidOption(f'--{flag}={value!r}: {why}')
 
 

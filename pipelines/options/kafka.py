@@ -1,7 +1,6 @@
 """Where the pipeline reads: brokers, topics, consumer group, start position, reader, and the client's security."""
 from __future__ import annotations
 
-import datetime
 import re
 import time
 
@@ -9,7 +8,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from connectors.credentials import secret
 from pipelines import local_stack
-from pipelines.options.common import NAME, InvalidOption, bad, check_names, env
+from pipelines.options.common import NAME, InvalidOption, bad, check_names, env, parse_utc
 
 START_OFFSETS = ('committed', 'earliest', 'latest')
 KAFKA_READERS = ('python', 'xlang')
@@ -119,12 +118,9 @@ class KafkaReadOptions(PipelineOptions):
         if text.isdigit():
             return int(text)
         try:
-            when = datetime.datetime.fromisoformat(text.replace('Z', '+00:00'))
+            return int(parse_utc(text).timestamp() * 1000)
         except ValueError:
             bad('start_timestamp', self.start_timestamp, 'expected ISO-8601 (2026-12-03T10:00:00Z) or epoch ms')
-        if when.tzinfo is None:
-            when = when.replace(tzinfo=datetime.timezone.utc)
-        return int(when.timestamp() * 1000)
 
     def topics(self) -> list[str]:
         """The topics the pipeline reads: the CDC topic and the raw topic, either of which may be empty."""
@@ -149,3 +145,8 @@ class KafkaReadOptions(PipelineOptions):
         if self.kafka_ssl_cafile:
             config['ssl_cafile'] = self.kafka_ssl_cafile
         return config
+
+    def kafka_producer_config(self) -> dict:
+        """kafka_consumer_config() without the brokers: the security a producer given --kafka_bootstrap_servers
+        needs (the dead-letter and alert writers)."""
+        return {k: v for k, v in self.kafka_consumer_config().items() if k != 'bootstrap_servers'}
