@@ -43,6 +43,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument('--burst', type=int, default=20, help='Query API requests at once per client.')
     parser.add_argument('--no-bigquery', action='store_true', help='Do not check BigQuery in /health.')
     parser.add_argument('--no-api', action='store_true', help='Do not check the REST API in /health.')
+    parser.add_argument('--host', default='127.0.0.1',
+                        help='Address to listen on (default 127.0.0.1). docker-compose.yml gives 0.0.0.0 inside its '
+                             'container so that the port it publishes on the host\'s 127.0.0.1 reaches the page.')
     stack_config.add_arguments(parser)
     args = parser.parse_args(argv)
     try:
@@ -57,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     logs.configure('INFO')
     logging.getLogger('kafka').setLevel(logging.WARNING)  # kafka-python logs every connection at INFO
     # log_config=None: uvicorn's loggers go through ours (JSON lines) instead of handlers of its own
-    uvicorn.run(create_app(settings), host='127.0.0.1', port=cfg.monitor_port, log_config=None, access_log=False)
+    uvicorn.run(create_app(settings), host=args.host, port=cfg.monitor_port, log_config=None, access_log=False)
     return 0
 
 

@@ -5,6 +5,7 @@ after `up` are captured by the stream rather than racing the snapshot.
 from __future__ import annotations
 
 import urllib.error
+from pathlib import Path
 
 from launch.stack import secrets
 from launch.stack.component import (
@@ -44,6 +45,22 @@ class Connect(Component):
             'extended.headers.enabled': 'false',
         }
 
+    def worker_config(self, offsets_file: Path | str, plugin_path: Path | str) -> dict[str, object]:
+        """The standalone worker's settings (less the Kafka client's security ones)."""
+        return {
+            'bootstrap.servers': self.cfg.kafka_bootstrap,
+            'key.converter': 'org.apache.kafka.connect.json.JsonConverter', 'key.converter.schemas.enable': 'false',
+            'value.converter': 'org.apache.kafka.connect.json.JsonConverter',
+            'value.converter.schemas.enable': 'false',
+            'offset.storage.file.filename': offsets_file,
+            # A short flush interval bounds the re-sent changes after a crash (Debezium is at-least-once).
+            'offset.flush.interval.ms': 1000,
+            'plugin.path': plugin_path, 'plugin.discovery': 'service_load',
+            'listeners': f'http://127.0.0.1:{self.cfg.connect_port}',
+            'rest.advertised.host.name': '127.0.0.1', 'rest.advertised.port': self.cfg.connect_port,
+            'producer.linger.ms': 5,
+        }
+
     def start(self) -> None:
         lib = self.cfg.home / 'connect' / 'lib'
         plugins = self.cfg.home / 'connect' / 'plugins'
@@ -52,19 +69,7 @@ class Connect(Component):
                              'run `make install`.')
         self.dir.mkdir(parents=True, exist_ok=True)
         worker = write_properties(self.dir / 'worker.properties', {
-            'bootstrap.servers': self.cfg.kafka_bootstrap,
-            'key.converter': 'org.apache.kafka.connect.json.JsonConverter', 'key.converter.schemas.enable': 'false',
-            'value.converter': 'org.apache.kafka.connect.json.JsonConverter',
-            'value.converter.schemas.enable': 'false',
-            'offset.storage.file.filename': self.dir / 'offsets.dat',
-            # A short flush interval bounds the re-sent changes after a crash (Debezium is at-least-once).
-            'offset.flush.interval.ms': 1000,
-            'plugin.path': plugins, 'plugin.discovery': 'service_load',
-            'listeners': f'http://127.0.0.1:{self.cfg.connect_port}',
-            'rest.advertised.host.name': '127.0.0.1', 'rest.advertised.port': self.cfg.connect_port,
-            'producer.linger.ms': 5,
-            **self._kafka_security(),
-        }, private=True)
+            **self.worker_config(self.dir / 'offsets.dat', plugins), **self._kafka_security()}, private=True)
         connector = self.connector_config()
         if self.cfg.pg_auth != 'trust':
             connector['database.password'] = secrets.read_password(self.cfg.state_dir, 'postgres')

@@ -104,7 +104,7 @@ class Kafka(Component):
         self.proc.spawn(self._java_cmd('kafka.Kafka', str(props)))
         if c.kafka_security == 'sasl_ssl':
             wait_ready('SASL_SSL listener', self.proc, self._add_client_user)
-        wait_ready('broker', self.proc, self._create_topics)
+        wait_ready('broker', self.proc, self.create_topics)
 
     def _admin_config(self) -> dict:
         """The stack's own client settings: on SASL_SSL the broker's PLAIN user (it exists before any SCRAM
@@ -138,7 +138,7 @@ class Kafka(Component):
         from kafka import KafkaAdminClient
         return KafkaAdminClient(**self._admin_config(), client_id='engagement-stack', request_timeout_ms=5000)
 
-    def _create_topics(self) -> bool:
+    def create_topics(self) -> bool:
         from kafka.admin import NewTopic
         from kafka.errors import TopicAlreadyExistsError
         admin = self._admin()
