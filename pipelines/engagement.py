@@ -22,6 +22,7 @@ import sys
 import apache_beam as beam
 from apache_beam.options.pipeline_options import (
     FlinkRunnerOptions,
+    GoogleCloudOptions,
     PipelineOptions,
     PortableOptions,
     StandardOptions,
@@ -38,7 +39,7 @@ from connectors.http_api.sink import DeliverToApi
 from connectors.kafka import ReadFromKafka
 from connectors.redis import WriteContentStatsToRedis
 from connectors.redis_script import ViralRule
-from pipelines import logs
+from pipelines import logs, runners
 from pipelines.options import EngagementOptions, InvalidOption, add_arguments
 from pipelines.replay import ReplayPlan, SkipProcessedEvents, plan_replay
 from pipelines.runners import RunnerUnavailable, is_dataflow, runner_name, select_runner, stop_job_server_children
@@ -219,12 +220,20 @@ def run(argv: list[str] | None = None) -> int:
                 return 2
             _LOG.info(json.dumps({'event': 'metrics_served', 'url': f'http://{opts.metrics_host}:'
                                                                      f'{opts.metrics_port}/metrics'}))
+    flink_url = None if dry_run else runners.flink_cluster_url(options)
+    if flink_url:  # a Flink cluster: the job gets a name of ours (Beam's default is unique per submission)
+        cloud = options.view_as(GoogleCloudOptions)
+        cloud.job_name = cloud.job_name or f'engagement-{opts.consumer_group}'
     pipeline = beam.Pipeline(runner=runner, options=options)
     try:
         build(pipeline, opts, replay)
     except InvalidOption as exc:  # e.g. --kafka_reader=xlang without the expansion service `make install` builds
         print(f'error: {exc}', file=sys.stderr)
         return 2
+    if flink_url:  # an earlier run's job on the cluster is cancelled first
+        for jid in runners.cancel_flink_jobs(flink_url, cloud.job_name):
+            _LOG.warning(json.dumps({'event': 'flink_job_cancelled', 'job_id': jid, 'job_name': cloud.job_name,
+                                     'reason': 'an earlier run\'s job of the same name was still running'}))
     result = pipeline.run()
     if dry_run:
         _LOG.info('dry run: the graph was translated for %s and not submitted', runner)
@@ -241,6 +250,8 @@ def run(argv: list[str] | None = None) -> int:
         _LOG.info('stopping: cancelling the job')
         try:
             result.cancel()
+            if flink_url:  # the job server's cancel does not reach a cluster's job
+                runners.cancel_flink_jobs(flink_url, options.view_as(GoogleCloudOptions).job_name)
         except Exception as exc:  # the job may already be gone; the process exits either way
             _LOG.warning('cancel failed: %s', exc)
     finally:

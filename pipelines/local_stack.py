@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from pathlib import Path
 from typing import NamedTuple
 
 HOST = '127.0.0.1'
@@ -26,6 +27,12 @@ PORTS: dict[str, tuple[str, int]] = {
     'metrics_port': ('ENGAGEMENT_METRICS_PORT', 19100),
     'monitor_port': ('ENGAGEMENT_MONITOR_PORT', 18095),
     'prometheus_port': ('ENGAGEMENT_PROMETHEUS_PORT', 19090),
+    # The Flink session cluster (`launch.stack up --with flink`): JobManager REST (web UI API, job submission),
+    # RPC and blob server, and the Beam worker pool the TaskManagers start their Python SDK workers from.
+    'flink_rest_port': ('ENGAGEMENT_FLINK_REST_PORT', 18081),
+    'flink_rpc_port': ('ENGAGEMENT_FLINK_RPC_PORT', 16123),
+    'flink_blob_port': ('ENGAGEMENT_FLINK_BLOB_PORT', 16124),
+    'flink_worker_pool_port': ('ENGAGEMENT_FLINK_WORKER_POOL_PORT', 15100),
 }
 NAMES: dict[str, tuple[str, str]] = {
     'bq_project': ('ENGAGEMENT_BQ_PROJECT', 'engagement-local'),
@@ -36,6 +43,18 @@ NAMES: dict[str, tuple[str, str]] = {
     'alert_topic': ('ENGAGEMENT_ALERT_TOPIC', 'engagement.alerts'),
     'pg_database': ('ENGAGEMENT_PG_DATABASE', 'engagement'),
 }
+# Data, logs and PID files of the running stack (launch.stack), and where a local Flink keeps its checkpoints.
+STATE_DIR_ENV = 'ENGAGEMENT_STATE_DIR'
+FLINK_CHECKPOINTS_DIR = 'flink-checkpoints'  # under the state directory
+DEFAULT_STATE_DIR = Path(__file__).resolve().parents[1] / '.state'
+
+
+def state_dir(environ: Mapping[str, str] | None = None) -> Path:
+    """$ENGAGEMENT_STATE_DIR, else `<repo>/.state`: the stack's state directory."""
+    env = os.environ if environ is None else environ
+    return Path(env[STATE_DIR_ENV]).expanduser() if env.get(STATE_DIR_ENV) else DEFAULT_STATE_DIR
+
+
 GCS_TEMP_BUCKET = 'engagement-temp'
 # OAuth2 client of the local API receiver. The secret is for the local stack only (the receiver and the pipeline's
 # defaults agree on it); anything reachable by others gets its own through ENGAGEMENT_API_CLIENT_SECRET.

@@ -42,7 +42,7 @@ from apache_beam.runners.portability.prism_runner import PrismJobServer, PrismRu
 from apache_beam.utils import shared
 from apache_beam.version import __version__ as BEAM_VERSION
 
-from pipelines import artifacts, loopback
+from pipelines import artifacts, local_stack, loopback
 from pipelines.processes import descendants
 
 _LOG = logging.getLogger(__name__)
@@ -55,6 +55,8 @@ FLINK_VERSION = '1.19'
 # the JVM sizes its heap from the machine's memory and grew to 1.1 GB on a 200k-event backlog.
 FLINK_JOB_SERVER_HEAP = '-Xmx1g'
 FLINK_CHECKPOINT_INTERVAL_MS = 5000
+FLINK_CHECKPOINTS_DIR = local_stack.FLINK_CHECKPOINTS_DIR
+LOCAL_CLUSTER = '[cluster]'  # --flink_master alias: the stack's session cluster
 # Flink closes a bundle after 1000 elements or 1 s by default. The windows pre-aggregate per bundle and the sinks
 # flush per bundle, so small bundles cost: a 200k-event backlog was exact after 168 s with the defaults and after
 # 98 s with these (same machine, busy), the reader's own bundle bounds then (pipelines/engagement.py; the reader
@@ -86,6 +88,17 @@ class FlinkPresetOptions(PipelineOptions):
                                  'reader commits its offsets, runs when a checkpoint completes, so without '
                                  f'checkpoints no offset is ever committed. Default {FLINK_CHECKPOINT_INTERVAL_MS} '
                                  'on --runner=FlinkRunner; -1 disables checkpointing.')
+        parser.add_argument('--state_backend', default=None, choices=('filesystem', 'rocksdb'),
+                            help='Where Flink keeps the job\'s state and writes its checkpoints. Default on '
+                                 '--runner=FlinkRunner: filesystem (state on the heap, checkpoints as files under '
+                                 '--state_backend_storage_path); Flink\'s own default keeps checkpoints in the '
+                                 'JobManager\'s memory, limited to 5 MB of state, which a backlog\'s windows '
+                                 'outgrow. rocksdb needs the RocksDB jar, which the installed job server lacks.')
+        parser.add_argument('--state_backend_storage_path', default=None,
+                            help='URI of the checkpoint directory. Default on --runner=FlinkRunner: '
+                                 f'file://<state dir>/{FLINK_CHECKPOINTS_DIR} (<state dir>: '
+                                 f'${local_stack.STATE_DIR_ENV}, default <repo>/.state); Flink adds a directory per '
+                                 'job and keeps its last completed checkpoint.')
         parser.add_argument('--flink_conf_dir', default=None,
                             help='Directory of a Flink config.yaml for the Flink the job server starts or submits '
                                  'to. Default for --flink_master=[local]: the one `make install` writes (REST '
@@ -132,6 +145,62 @@ def flink_conf_dir() -> Path:
     return artifacts.flink_conf_dir(artifacts.engagement_home())
 
 
+def local_cluster_master() -> str:
+    """The REST address of the stack's Flink session cluster (`launch.stack up --with flink`)."""
+    return f'{local_stack.HOST}:{local_stack.port("flink_rest_port")}'
+
+
+def _host_port(flink_master: str) -> tuple[str, str]:
+    host, _, port = flink_master.split('://', 1)[-1].rstrip('/').rpartition(':')
+    return host, port
+
+
+def is_local_cluster(flink_master: str) -> bool:
+    """Whether `flink_master` is the stack's session cluster."""
+    host, port = _host_port(flink_master)
+    return host in ('127.0.0.1', 'localhost') and port == str(local_stack.port('flink_rest_port'))
+
+
+def is_local_flink(flink_master: str) -> bool:
+    """An embedded Flink or one on this machine (which shares its file system with this process)."""
+    return flink_master in ('[local]', '[auto]') or _host_port(flink_master)[0] in ('127.0.0.1', 'localhost')
+
+
+def flink_cluster_url(options: PipelineOptions) -> str | None:
+    """The REST address of the Flink cluster a FlinkRunner pipeline is submitted to; None when it runs embedded
+    (or on another runner)."""
+    master = options.view_as(FlinkRunnerOptions).flink_master
+    if _runner_name(options) not in FLINK_NAMES or master in ('[local]', '[auto]'):
+        return None
+    return (master if '://' in master else f'http://{master}').rstrip('/')
+
+
+def cancel_flink_jobs(url: str, name: str) -> list[str]:
+    """Cancel the unfinished jobs called `name` on the Flink cluster at `url` (REST API); returns their ids.
+
+    Beam's job server cannot cancel a job it submitted to a cluster (cancelling its invocation only stops waiting
+    for it), and a job on a session cluster outlives the driver that submitted it: a driver that stops, or one
+    that restarts after a crash, cancels the earlier job of the same name itself."""
+    import json
+    import urllib.request
+    with urllib.request.urlopen(f'{url}/jobs/overview', timeout=10) as resp:
+        jobs = json.load(resp)['jobs']
+    cancelled = []
+    for job in jobs:
+        if job['name'] == name and job['state'] not in ('FINISHED', 'CANCELED', 'FAILED', 'CANCELLING'):
+            request = urllib.request.Request(f'{url}/jobs/{job["jid"]}?mode=cancel', method='PATCH')
+            urllib.request.urlopen(request, timeout=10).close()
+            cancelled.append(job['jid'])
+    return cancelled
+
+
+def flink_checkpoint_dir() -> Path:
+    """The default checkpoint directory of a local Flink: under the stack's state directory."""
+    path = local_stack.state_dir() / FLINK_CHECKPOINTS_DIR
+    path.mkdir(parents=True, exist_ok=True)
+    return path.resolve()
+
+
 def flink_java_launcher() -> Path:
     return artifacts.flink_java_launcher(artifacts.engagement_home())
 
@@ -160,6 +229,18 @@ def flink_presets(options: PipelineOptions) -> dict[str, Any]:
         preset['flink_version'] = flink.flink_version = FLINK_VERSION
     if flink.flink_master == '[auto]':
         preset['flink_master'] = flink.flink_master = '[local]'
+    if flink.flink_master == LOCAL_CLUSTER:
+        preset['flink_master'] = flink.flink_master = local_cluster_master()
+    if is_local_cluster(flink.flink_master) and not portable.environment_type:
+        # The stack's worker pool starts the SDK workers the TaskManagers ask for (launch/stack/flink.py).
+        preset['environment_type'] = portable.environment_type = 'EXTERNAL'
+        pool = f'{local_stack.HOST}:{local_stack.port("flink_worker_pool_port")}'
+        preset['environment_config'] = portable.environment_config = pool
+        # The job server reads the cluster's own config.yaml: its default parallelism (TaskManagers x slots;
+        # without it Beam submits with parallelism 1) and checkpoint directory.
+        conf_dir = local_stack.state_dir() / 'flink' / 'conf'
+        if presets_in.flink_conf_dir is None and conf_dir.is_dir():
+            preset['flink_conf_dir'] = presets_in.flink_conf_dir = str(conf_dir)
     if flink.flink_master in ('[local]', '[auto]'):
         if not portable.environment_type:
             # The SDK worker runs inside this driver process: no Docker image, no worker to install.
@@ -179,6 +260,12 @@ def flink_presets(options: PipelineOptions) -> dict[str, Any]:
         preset['job_server_jvm_properties'] = FLINK_JOB_SERVER_HEAP
     if presets_in.checkpointing_interval is None:  # batch runs ignore it; this pipeline always streams
         preset['checkpointing_interval'] = presets_in.checkpointing_interval = FLINK_CHECKPOINT_INTERVAL_MS
+    if is_local_flink(flink.flink_master):  # a remote cluster's own configuration applies
+        if presets_in.state_backend is None:
+            preset['state_backend'] = presets_in.state_backend = 'filesystem'
+        if presets_in.state_backend_storage_path is None:
+            path = flink_checkpoint_dir()
+            preset['state_backend_storage_path'] = presets_in.state_backend_storage_path = path.as_uri()
     if presets_in.max_bundle_size is None:
         preset['max_bundle_size'] = presets_in.max_bundle_size = FLINK_MAX_BUNDLE_SIZE
     if presets_in.max_bundle_time_mills is None:

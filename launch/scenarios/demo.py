@@ -79,8 +79,10 @@ def watch(cfg: stack_config.StackConfig, out=sys.stdout, seconds: float | None =
     return total
 
 
+FLINK_CLUSTER = 'flink-cluster'
 RUNNER_ALIASES = {'directrunner': 'DirectRunner', 'direct': 'DirectRunner', 'prism': 'DirectRunner',
-                  'prismrunner': 'DirectRunner', 'flinkrunner': 'FlinkRunner', 'flink': 'FlinkRunner'}
+                  'prismrunner': 'DirectRunner', 'flinkrunner': 'FlinkRunner', 'flink': 'FlinkRunner',
+                  'flink-cluster': FLINK_CLUSTER}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -92,7 +94,8 @@ def main(argv: list[str] | None = None) -> int:
                              'default 2')
     parser.add_argument('--runner', default='DirectRunner', type=lambda v: RUNNER_ALIASES.get(v.lower(), v),
                         choices=sorted(set(RUNNER_ALIASES.values())),
-                        help='DirectRunner (Prism, default) or FlinkRunner (embedded Flink); also prism, flink')
+                        help='DirectRunner (Prism, default), FlinkRunner (embedded Flink) or flink-cluster (the '
+                             'stack\'s Flink session cluster, started with it); also prism, flink')
     parser.add_argument('--keep-stack', action='store_true', help='leave the stack running on exit')
     parser.add_argument('--cdc-only', action='store_true',
                         help='no pipeline: watch the change events arrive on Kafka')
@@ -103,7 +106,8 @@ def main(argv: list[str] | None = None) -> int:
     except stack_config.ConfigError as exc:
         print(f'error: {exc}', file=sys.stderr)
         return 2
-    stack = Stack(cfg)
+    cluster = args.runner == FLINK_CLUSTER
+    stack = Stack(cfg, with_=('flink',) if cluster else ())
     already = {c.name for c in stack.components if c.running()}
     children: list[tuple[str, subprocess.Popen]] = []
     stop_on_signals()
@@ -125,10 +129,13 @@ def main(argv: list[str] | None = None) -> int:
                   'on Kafka. Ctrl-C stops everything this demo started.', flush=True)
             watch(cfg)
         else:
-            start('pipeline', 'pipelines.engagement', f'--runner={args.runner}', '--streaming',
-                  f'--metrics_port={cfg.metrics_port}')
+            start('pipeline', 'pipelines.engagement', '--runner=' + ('FlinkRunner' if cluster else args.runner),
+                  '--streaming', f'--metrics_port={cfg.metrics_port}',
+                  *(['--flink_master=[cluster]'] if cluster else []))
             start('monitor', 'launch.monitor')
-            engine = 'Prism' if args.runner == 'DirectRunner' else 'embedded Flink (first output after ~20-50 s)'
+            engine = {'DirectRunner': 'Prism', FLINK_CLUSTER: f'the Flink session cluster (web UI API '
+                      f'http://127.0.0.1:{cfg.flink_rest_port}/overview)'}.get(
+                args.runner, 'embedded Flink (first output after ~20-50 s)')
             print(f'generator at {args.rate:,.0f} events/s into Postgres, {args.bad_rate:g} bad records/s onto '
                   f'{cfg.raw_topic}; pipeline starting on {engine} (log {cfg.log_file("pipeline")}).\n'
                   f'monitoring and query API: {cfg.monitor_url}/docs (health {cfg.monitor_url}/health, metrics '

@@ -148,7 +148,7 @@ def catalogue(cfg) -> tuple[list[str], str]:
 
 # -- running -----------------------------------------------------------------------------------------------------
 
-def start_pipeline(cfg, runner: str, log: Path) -> subprocess.Popen:
+def start_pipeline(cfg, runner: str, log: Path, *extra: str) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, '-m', 'pipelines.engagement', f'--runner={runner}', '--streaming',
          f'--kafka_bootstrap_servers={cfg.kafka_bootstrap}', f'--cdc_topic={cfg.events_topic}',
@@ -157,7 +157,7 @@ def start_pipeline(cfg, runner: str, log: Path) -> subprocess.Popen:
          f'--bq_endpoint={cfg.bq_endpoint}', f'--gcs_endpoint={cfg.gcs_endpoint}', f'--bq_project={cfg.bq_project}',
          f'--bq_dataset={cfg.bq_dataset}', f'--redis_prefix={PREFIX}', f'--consumer_group={GROUP}',
          f'--window_seconds={WINDOW_S}', f'--allowed_lateness_seconds={LATENESS_S}',
-         f'--content_refresh_seconds={REFRESH_S}'],
+         f'--content_refresh_seconds={REFRESH_S}', *extra],
         stdout=open(log, 'wb'), stderr=subprocess.STDOUT, env={**os.environ, **cfg.env()})
 
 
@@ -179,7 +179,7 @@ def run_scenario(cfg, runner: str, args) -> tuple[dict, dict, int, Scenario]:
     scenario = Scenario(args.seed, args.events, args.late, args.too_late, args.bad, content_ids, renamed_id)
     log = cfg.state_dir / f'pipeline-{runner}.log'
     t0 = time.monotonic()
-    proc = start_pipeline(cfg, runner, log)
+    proc = start_pipeline(cfg, runner, log, *(['--flink_master=[cluster]'] if args.flink_cluster else []))
     try:
         send_raw(cfg, [(PROBE_ID, b'{"id": ' + str(PROBE_ID).encode() + b', "golden": "probe"')])
         if not wait_for('the probe', lambda: 'parse/malformed_json' in dead_letters(cfg), proc, args.start_timeout,
@@ -220,6 +220,9 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--runner', choices=('DirectRunner', 'FlinkRunner'), default='DirectRunner',
                         help='DirectRunner (Prism) or FlinkRunner (embedded); default DirectRunner')
+    parser.add_argument('--flink-cluster', action='store_true',
+                        help='with --runner FlinkRunner: start the stack with its Flink session cluster (--with '
+                             'flink) and run the pipeline there (--flink_master=[cluster]) instead of embedded')
     parser.add_argument('--out', help='write the digest (with every item) as JSON to this file')
     parser.add_argument('--compare', help='a digest file from another run: print the differences')
     parser.add_argument('--keep-stack', action='store_true', help='leave the private stack up (and its state)')
@@ -237,8 +240,11 @@ def main(argv: list[str] | None = None) -> int:
     from launch.stack.component import StackError
     from launch.stack.stack import Stack
     cfg = stack_config.private_config('engagement-golden-')
-    stack = Stack(cfg, out=open(os.devnull, 'w'))
-    say(f'golden scenario on {args.runner}, seed {args.seed}: private stack in {cfg.state_dir}')
+    if args.flink_cluster and args.runner != 'FlinkRunner':
+        parser.error('--flink-cluster needs --runner FlinkRunner')
+    stack = Stack(cfg, out=open(os.devnull, 'w'), with_=('flink',) if args.flink_cluster else ())
+    where = ' (session cluster)' if args.flink_cluster else ''
+    say(f'golden scenario on {args.runner}{where}, seed {args.seed}: private stack in {cfg.state_dir}')
     try:
         t0 = time.monotonic()
         stack.up()

@@ -55,6 +55,8 @@ def redis_state(redis_url: str, prefix: str, since_epoch: int,
     try:
         for key in client.scan_iter(f'{prefix}:*', count=1000):
             parts = key[len(prefix) + 1:].split(':')
+            if parts[0] not in ('stats', 'top', 'totals'):  # the alerts stream, alerted markers: not windows
+                continue
             kind, window = parts[0], int(parts[1])
             if window < since_epoch:
                 continue

@@ -49,7 +49,7 @@ def _default_home() -> str:
 SETTINGS: tuple[Setting, ...] = (
     Setting('home', 'ENGAGEMENT_HOME', None, 'path',
             'Downloads and builds (Kafka, Connect, Debezium jars; the Prism binary). Default ~/.cache/engagement.'),
-    Setting('state_dir', 'ENGAGEMENT_STATE_DIR', str(REPO_ROOT / '.state'), 'path',
+    Setting('state_dir', local_stack.STATE_DIR_ENV, str(local_stack.DEFAULT_STATE_DIR), 'path',
             'Data, logs and PID files of the running stack. Default <repo>/.state.'),
     Setting('pg_port', *local_stack.PORTS['pg_port'], 'port', 'PostgreSQL port.'),
     Setting('redis_port', *local_stack.PORTS['redis_port'], 'port', 'Redis port.'),
@@ -70,6 +70,20 @@ SETTINGS: tuple[Setting, ...] = (
             'The monitoring and query service (python -m launch.monitor): health, metrics, query API, web page.'),
     Setting('prometheus_port', *local_stack.PORTS['prometheus_port'], 'port',
             'Prometheus (component prometheus), scraping the monitoring service and evaluating the alert rules.'),
+    Setting('flink_rest_port', *local_stack.PORTS['flink_rest_port'], 'port',
+            'Flink session cluster (--with flink): the JobManager\'s REST API (web UI, job submission).'),
+    Setting('flink_rpc_port', *local_stack.PORTS['flink_rpc_port'], 'port',
+            'Flink session cluster: the JobManager\'s RPC port (TaskManagers register there).'),
+    Setting('flink_blob_port', *local_stack.PORTS['flink_blob_port'], 'port',
+            'Flink session cluster: the JobManager\'s blob server (job jars and artifacts).'),
+    Setting('flink_worker_pool_port', *local_stack.PORTS['flink_worker_pool_port'], 'port',
+            'Flink session cluster: the Beam Python worker pool (environment EXTERNAL) that starts one SDK worker '
+            'process per TaskManager slot environment.'),
+    Setting('flink_taskmanagers', 'ENGAGEMENT_FLINK_TASKMANAGERS', 2, 'int',
+            'Flink session cluster: TaskManager processes (their RPC and data ports are picked by Flink, on '
+            '127.0.0.1).', 1, 8),
+    Setting('flink_slots', 'ENGAGEMENT_FLINK_SLOTS', 1, 'int', 'Flink session cluster: task slots per TaskManager.',
+            1, 8),
     Setting('bq_project', *local_stack.NAMES['bq_project'], 'str',
             'BigQuery project of the tables (the emulator accepts any).'),
     Setting('bq_dataset', *local_stack.NAMES['bq_dataset'], 'str', 'BigQuery dataset of the tables.'),
@@ -115,6 +129,12 @@ class StackConfig:
     metrics_port: int
     monitor_port: int
     prometheus_port: int
+    flink_rest_port: int
+    flink_rpc_port: int
+    flink_blob_port: int
+    flink_worker_pool_port: int
+    flink_taskmanagers: int
+    flink_slots: int
     bq_project: str
     bq_dataset: str
     api_port: int

@@ -107,6 +107,14 @@ rest.bind-address: 127.0.0.1
 rest.address: 127.0.0.1
 jobmanager.bind-host: 127.0.0.1
 taskmanager.bind-host: 127.0.0.1
+# After a task failure the job restarts from its last checkpoint, with a back-off from 1 s to 60 s, for as long as
+# it takes (a streaming job; the sinks ride out their own outages, so a restart means a lost worker or a JVM fault).
+restart-strategy.type: exponential-delay
+restart-strategy.exponential-delay.initial-backoff: 1 s
+restart-strategy.exponential-delay.max-backoff: 60 s
+restart-strategy.exponential-delay.backoff-multiplier: 2.0
+restart-strategy.exponential-delay.reset-backoff-threshold: 10 min
+restart-strategy.exponential-delay.jitter-factor: 0.1
 '''
 
 

@@ -11,6 +11,7 @@ recycled PID is never signalled) and keeps the data unless `--purge`.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import shlex
 import shutil
@@ -25,6 +26,7 @@ from launch.stack.bigquery import BigQuery, Storage
 from launch.stack.component import Component, StackError
 from launch.stack.config import ConfigError, StackConfig
 from launch.stack.connect import Connect
+from launch.stack.flink import cluster_components
 from launch.stack.kafka import Kafka
 from launch.stack.postgres import Postgres
 from launch.stack.processes import ManagedProcess
@@ -32,15 +34,25 @@ from launch.stack.prometheus import Prometheus
 from launch.stack.redis import Redis
 
 COMPONENTS = ('postgres', 'redis', 'storage', 'bigquery', 'kafka', 'connect', 'api', 'prometheus')
+OPTIONAL = {'flink': 'a Flink session cluster: Beam worker pool, JobManager, --flink-taskmanagers TaskManagers'}
 COMPONENT_CLASSES = {'postgres': Postgres, 'redis': Redis, 'storage': Storage, 'bigquery': BigQuery, 'kafka': Kafka,
                      'connect': Connect, 'api': ApiReceiver, 'prometheus': Prometheus}
 
 
 class Stack:
-    def __init__(self, cfg: StackConfig, out=None):
+    def __init__(self, cfg: StackConfig, out=None, with_: tuple[str, ...] = ()):
         self.cfg = cfg
         self.out = out  # None: whatever sys.stdout is when a line is printed
         self.components = [COMPONENT_CLASSES[name](cfg) for name in COMPONENTS]
+        # Optional parts: started by `up` when asked for (`with_`); stopped and shown whenever they run.
+        started_tms = len(list((cfg.state_dir / 'pids').glob('flink-tm*.pid')))
+        flink_cfg = cfg if started_tms <= cfg.flink_taskmanagers else dataclasses.replace(
+            cfg, flink_taskmanagers=started_tms)
+        cluster = cluster_components(flink_cfg)
+        if 'flink' in with_:
+            self.components += cluster_components(cfg)
+        else:
+            self.components += [c for c in cluster if c.running()]
 
     def component(self, name: str) -> Component:
         return next(c for c in self.components if c.name == name)
@@ -66,8 +78,8 @@ class Stack:
                 continue
             t0 = time.monotonic()
             comp.start()
-            self._say(f'  {comp.name:<9} up in {time.monotonic() - t0:4.1f} s  (pid {comp.proc.pid()}, '
-                      + ', '.join(f'port {p}' for p in comp.ports.values()) + ')')
+            ports = ''.join(f', port {p}' for p in comp.ports.values())
+            self._say(f'  {comp.name:<9} up in {time.monotonic() - t0:4.1f} s  (pid {comp.proc.pid()}{ports})')
         elapsed = time.monotonic() - started
         self._say(f'stack up in {elapsed:.1f} s; state in {self.cfg.state_dir}')
         return elapsed
@@ -127,7 +139,11 @@ def main(argv: list[str] | None = None) -> int:
                         help='env: print the variables a client (the pipeline, the tools) reads this stack\'s '
                              'addresses and credentials from, as `export` lines: `eval "$(python -m launch.stack '
                              'env)"`. They name the secret files; no secret is printed.')
-    parser.add_argument('component', nargs='?', choices=COMPONENTS, help='logs: only this component')
+    parser.add_argument('component', nargs='?', help='logs: only this component (' + ', '.join(COMPONENTS)
+                        + ', flink-workers, flink-jm, flink-tm1, ...)')
+    parser.add_argument('--with', dest='with_', action='append', default=[], choices=sorted(OPTIONAL),
+                        help='up, status: also ' + '; '.join(f'{k}: {v}' for k, v in OPTIONAL.items())
+                             + ' (docs/runners.md, "Flink session cluster"). down stops them whenever they run.')
     parser.add_argument('--purge', action='store_true', help='down: also delete the state directory (all data)')
     parser.add_argument('--lines', type=int, default=40, help='logs: lines per component (default 40)')
     parser.add_argument('--follow', '-f', action='store_true', help='logs: keep following')
@@ -135,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         cfg = stack_config.from_args(args)
-        stack = Stack(cfg)
+        stack = Stack(cfg, with_=tuple(args.with_))
         if args.command == 'up':
             stack.up()
         elif args.command == 'down':

@@ -11,7 +11,8 @@ events/s with and without the pipeline's start-up, the peak RSS of the pipeline'
 of the job server JVM, which is one of them), CPU seconds and peak RSS per process, and how many stats panes Redis
 took. Then, for each event sink that is on (the REST API unless `-- --api_url=`, BigQuery unless
 `-- --bq_enabled=false`), when it held every event (receiver's accepted count; distinct ids in the raw table).
-Not a test: it prints figures.
+On Flink, the job's checkpoint counts (completed, failed, restored), restarts and last checkpoint size, from the
+embedded Flink's REST API (tests/benchmarks/flink_rest.py). Not a test: it prints figures.
 """
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ from launch.scenarios import generate, verify
 from launch.stack.processes import rss_mb, tree_rss_mb
 from launch.stack.stack import Stack
 from pipelines.processes import descendants
+from tests.benchmarks import flink_rest
 from tests.conftest import private_config
 
 
@@ -208,6 +210,7 @@ def main(argv=None) -> int:
         cpu_report = cpu.report()
         scripts = client.info('commandstats').get('cmdstat_evalsha', {}).get('calls', 0)
         sinks = {} if diffs else wait_for_sinks(cfg, args.pipeline_args, args.events, started, args.timeout)
+        flink = [flink_rest.describe(pid) for pid in java_children(pipeline.pid)]
         pipeline.terminate()
         pipeline.wait(30)
         if diffs:
@@ -224,6 +227,8 @@ def main(argv=None) -> int:
         print(cpu.rss_report())
         for name, seconds in sinks.items():
             print(f'{name}: every event after {seconds:.1f} s ({args.events / seconds:,.0f} events/s incl. start-up)')
+        for line in flink:
+            print(line)
         return 0
     finally:
         if not args.keep:

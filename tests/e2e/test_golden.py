@@ -24,16 +24,27 @@ def golden(runner: str, out, *extra: str) -> tuple[int, str]:
     return proc.returncode, proc.stdout
 
 
-def test_golden_scenario_gives_the_same_digest_on_prism_and_flink_and_equals_sql(tmp_path):
-    prism, flink = tmp_path / 'prism.json', tmp_path / 'flink.json'
+@pytest.fixture(scope='module')
+def prism_digest(tmp_path_factory):
+    prism = tmp_path_factory.mktemp('golden') / 'prism.json'
     code, out = golden('DirectRunner', prism)
     assert code == 0, f'Prism run differs from SQL:\n{out}'
+    return prism
+
+
+def same_digests(prism, other) -> None:
+    a, b = json.loads(prism.read_text()), json.loads(other.read_text())
+    for part in ('redis', 'bq_events', 'bq_stats', 'api', 'dead_letters'):
+        assert a[part]['sha256'] == b[part]['sha256'], part
+
+
+def test_golden_scenario_gives_the_same_digest_on_prism_and_flink_and_equals_sql(prism_digest, tmp_path):
+    prism, flink = prism_digest, tmp_path / 'flink.json'
     code, out = golden('FlinkRunner', flink, '--compare', str(prism))
     assert 'digest equals the other' in out and code == 0, f'Flink run differs from SQL or from Prism:\n{out}'
 
-    a, b = json.loads(prism.read_text()), json.loads(flink.read_text())
-    for part in ('redis', 'bq_events', 'bq_stats', 'api', 'dead_letters'):
-        assert a[part]['sha256'] == b[part]['sha256'], part
+    same_digests(prism, flink)
+    a = json.loads(prism.read_text())
     # The scenario exercised what it is meant to: late panes, too-late and bad records, the new content.
     letters = a['dead_letters']['items']
     assert letters['window/too_late']['count'] == 6
@@ -42,3 +53,12 @@ def test_golden_scenario_gives_the_same_digest_on_prism_and_flink_and_equals_sql
     assert a['api']['count'] == a['bq_events']['count'] == 600 + 60 + 6
     assert any(v.get('title') == 'Golden new show' for v in a['redis']['items'].values() if isinstance(v, dict))
     assert any(v.get('title') == 'Golden renamed show' for v in a['redis']['items'].values() if isinstance(v, dict))
+
+
+def test_golden_scenario_on_the_flink_session_cluster_gives_the_same_digest(prism_digest, tmp_path):
+    """The stack's session cluster (JobManager, 2 TaskManagers, worker pool; parallelism 2), job submitted by the
+    job server over REST, SDK workers from the pool: the same digest as on Prism."""
+    cluster = tmp_path / 'flink-cluster.json'
+    code, out = golden('FlinkRunner', cluster, '--flink-cluster', '--compare', str(prism_digest))
+    assert 'digest equals the other' in out and code == 0, f'Flink cluster run differs from SQL or Prism:\n{out}'
+    same_digests(prism_digest, cluster)

@@ -35,7 +35,8 @@ def flink(*argv) -> PipelineOptions:
     return options
 
 
-def test_embedded_flink_needs_no_flag(installed_home):
+def test_embedded_flink_needs_no_flag(installed_home, tmp_path, monkeypatch):
+    monkeypatch.setenv('ENGAGEMENT_STATE_DIR', str(tmp_path / 'state'))
     options = flink()
     assert options.view_as(FlinkRunnerOptions).flink_job_server_jar == str(installed_home / 'flink-job-server' /
                                                                            'beam-flink-job-server.jar')
@@ -52,6 +53,10 @@ def test_embedded_flink_needs_no_flag(installed_home):
     assert sent['finish_bundle_before_checkpointing'] is True
     assert (sent['max_bundle_size'], sent['max_bundle_time_mills']) == (40_000, 2000)
     assert sent['flink_conf_dir'] == str(install.flink_conf_dir(installed_home))  # Flink's ports on loopback
+    # Checkpoints as files under the stack's state directory, not in the JobManager's memory (5 MB of state at most)
+    checkpoints = tmp_path / 'state' / 'flink-checkpoints'
+    assert (sent['state_backend'], sent['state_backend_storage_path']) == ('filesystem', checkpoints.as_uri())
+    assert checkpoints.is_dir()
 
 
 def test_what_the_user_gives_wins(installed_home, tmp_path):
@@ -59,19 +64,40 @@ def test_what_the_user_gives_wins(installed_home, tmp_path):
     own_jar.write_bytes(b'PK')
     options = flink('--flink_master=flink.example:8081', f'--flink_job_server_jar={own_jar}',
                     '--job_server_jvm_properties=-Xmx3g', '--checkpointing_interval=-1',
-                    '--environment_type=PROCESS', '--job_server_java_launcher=/opt/jdk/bin/java')
+                    '--environment_type=PROCESS', '--job_server_java_launcher=/opt/jdk/bin/java',
+                    '--state_backend_storage_path=file:///mnt/checkpoints')
     assert options.view_as(FlinkRunnerOptions).flink_master == 'flink.example:8081'
     assert options.view_as(FlinkRunnerOptions).flink_job_server_jar == str(own_jar)
     assert options.view_as(PortableOptions).environment_type == 'PROCESS'
     assert options.view_as(JobServerOptions).job_server_jvm_properties == ['-Xmx3g']
     assert options.view_as(JobServerOptions).job_server_java_launcher == '/opt/jdk/bin/java'
     assert options.get_all_options()['checkpointing_interval'] == -1
+    assert options.get_all_options()['state_backend_storage_path'] == 'file:///mnt/checkpoints'
+
+
+def test_the_stacks_session_cluster_gets_the_worker_pool_and_checkpoints_under_the_state_dir(installed_home,
+                                                                                            tmp_path, monkeypatch):
+    monkeypatch.setenv('ENGAGEMENT_FLINK_REST_PORT', '28081')
+    monkeypatch.setenv('ENGAGEMENT_FLINK_WORKER_POOL_PORT', '25100')
+    monkeypatch.setenv('ENGAGEMENT_STATE_DIR', str(tmp_path / 'state'))
+    options = flink('--flink_master=[cluster]')
+    assert options.view_as(FlinkRunnerOptions).flink_master == '127.0.0.1:28081'
+    portable = options.view_as(PortableOptions)
+    assert (portable.environment_type, portable.environment_config) == ('EXTERNAL', '127.0.0.1:25100')
+    sent = options.get_all_options(retain_unknown_options=True)
+    assert sent['state_backend_storage_path'] == (tmp_path / 'state' / 'flink-checkpoints').as_uri()
+    assert sent['flink_conf_dir'] is None  # the cluster has its own (launch/stack/flink.py)
+    # The same address written out counts as the stack's cluster; another port on this machine does not.
+    assert runners.is_local_cluster('http://localhost:28081/')
+    assert not runners.is_local_cluster('127.0.0.1:8081') and runners.is_local_flink('127.0.0.1:8081')
+    assert flink('--flink_master=127.0.0.1:8081').view_as(PortableOptions).environment_type is None
 
 
 def test_a_remote_cluster_gets_no_loopback_worker(installed_home):
     options = flink('--flink_master=flink.example:8081')
     assert options.view_as(PortableOptions).environment_type is None  # Beam's default for a cluster (DOCKER)
     assert options.get_all_options()['flink_conf_dir'] is None  # the cluster's own configuration applies
+    assert options.get_all_options()['state_backend_storage_path'] is None  # not a path on this machine
 
 
 def test_missing_job_server_names_make_install(tmp_path, monkeypatch):

@@ -1,0 +1,84 @@
+"""Flink's checkpoint and restart counts of a running job, from its REST API (the web UI's), for benchmarks.
+
+An embedded Flink (`--flink_master=[local]`) serves that API on a port it picks: `rest_urls(pid)` finds the
+listening ports of the job server JVM from /proc and keeps those that answer `GET /jobs/overview`.
+"""
+from __future__ import annotations
+
+import json
+import os
+import urllib.request
+
+
+def _socket_inodes(pid: int) -> set[str]:
+    inodes = set()
+    fd_dir = f'/proc/{pid}/fd'
+    for fd in os.listdir(fd_dir):
+        try:
+            link = os.readlink(f'{fd_dir}/{fd}')
+        except OSError:
+            continue
+        if link.startswith('socket:['):
+            inodes.add(link[8:-1])
+    return inodes
+
+
+def listening_ports(pid: int) -> list[int]:
+    """TCP ports process `pid` listens on (IPv4 and IPv6)."""
+    inodes = _socket_inodes(pid)
+    ports = []
+    for table in ('/proc/net/tcp', '/proc/net/tcp6'):
+        try:
+            lines = open(table).read().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            if fields[3] == '0A' and fields[9] in inodes:  # 0A: LISTEN
+                ports.append(int(fields[1].rsplit(':', 1)[1], 16))
+    return sorted(set(ports))
+
+
+def _get(url: str, timeout: float = 2.0):
+    with urllib.request.urlopen(url, timeout=timeout) as resp:
+        return json.load(resp)
+
+
+def rest_urls(pid: int) -> list[str]:
+    urls = []
+    for port in listening_ports(pid):
+        url = f'http://127.0.0.1:{port}'
+        try:
+            if 'jobs' in _get(f'{url}/jobs/overview', timeout=1.0):
+                urls.append(url)
+        except Exception:  # a gRPC or blob port: not Flink's REST API
+            continue
+    return urls
+
+
+def job_report(url: str) -> list[dict]:
+    """Per job of the Flink at `url`: name, state, checkpoint counts (completed, failed, restored, in progress),
+    restarts, and the size of the last completed checkpoint."""
+    report = []
+    for job in _get(f'{url}/jobs/overview')['jobs']:
+        jid = job['jid']
+        checkpoints = _get(f'{url}/jobs/{jid}/checkpoints')
+        metrics = {m['id']: m['value'] for m in _get(f'{url}/jobs/{jid}/metrics?get=numRestarts')}
+        completed = (checkpoints.get('latest') or {}).get('completed') or {}
+        report.append({'name': job['name'], 'state': job['state'], **checkpoints['counts'],
+                       'restarts': int(metrics.get('numRestarts', -1)),
+                       'last_checkpoint_bytes': completed.get('state_size', completed.get('checkpointed_size'))})
+    return report
+
+
+def describe(pid: int) -> str:
+    """One line per job of the Flink inside JVM `pid`, or why there is none."""
+    urls = rest_urls(pid)
+    if not urls:
+        return f'Flink REST API not found among the ports of pid {pid}'
+    lines = []
+    for job in job_report(urls[0]):
+        lines.append(f"Flink job {job['name']} ({job['state']}): checkpoints completed {job['completed']}, failed "
+                     f"{job['failed']}, restored {job['restored']}, in progress {job['in_progress']}; restarts "
+                     f"{job['restarts']}; last checkpoint {job['last_checkpoint_bytes'] or 0:,} bytes")
+    return '\n'.join(lines) or 'no Flink job'
