@@ -7,24 +7,24 @@ RUNNER ?= DirectRunner
 
 help:
 	@echo "make install           install everything (idempotent; cached under \$$ENGAGEMENT_HOME)"
-	@echo "make demo [RUNNER=flink] install, start the stack, generate events and watch them arrive (Ctrl-C stops)"
+	@echo "make demo [RUNNER=flink|flink-cluster] install, start the stack, generate events and watch them arrive (Ctrl-C stops)"
 	@echo "make test              install, lint, then unit and integration tests with a coverage report"
 	@echo "make lint              ruff (lint + import order) on everything, mypy on the shipped packages"
 	@echo "make test-unit         unit tests only (no stack)"
 	@echo "make test-chaos        the reduced fault scenario (not in make test)"
-	@echo "make up|down|status    the local stack (python -m launch.stack ...)"
+	@echo "make up|down|status    the local stack (python -m launch.stack ...; WITH=flink adds the Flink session cluster)"
 
 install:
 	@python3 -m launch.stack.install
 
 up: install
-	@$(PYTHON) -m launch.stack up
+	@$(PYTHON) -m launch.stack up $(if $(WITH),--with $(WITH))
 
 down:
 	@$(PYTHON) -m launch.stack down
 
 status:
-	@$(PYTHON) -m launch.stack status
+	@$(PYTHON) -m launch.stack status $(if $(WITH),--with $(WITH))
 
 demo: install
 	@$(PYTHON) -m launch.scenarios.demo --runner=$(RUNNER)

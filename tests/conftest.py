@@ -16,9 +16,10 @@ private_config = stack_config.private_config
 
 
 @contextlib.contextmanager
-def private_stack(**overrides):
-    """A whole stack on free ports in a fresh state directory, stopped and purged on exit."""
-    s = Stack(private_config(**overrides))
+def private_stack(with_: tuple[str, ...] = (), **overrides):
+    """A whole stack on free ports in a fresh state directory (with the optional parts named in `with_`), stopped
+    and purged on exit."""
+    s = Stack(private_config(**overrides), with_=with_)
     try:
         s.up()
         yield s

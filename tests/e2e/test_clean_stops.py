@@ -113,11 +113,12 @@ def assert_loopback_only(demo: Demo) -> int:
     ('DirectRunner', 'ctrl-c with tee'),
     ('FlinkRunner', 'closed terminal'),
     ('DirectRunner', 'sigterm'),
+    ('flink-cluster', 'sigterm'),
 ])
 def test_the_demo_listens_on_loopback_only_and_stops_everything_it_started(runner, stop):
     demo = Demo(runner)
     try:
-        demo.wait_counting(240 if runner == 'FlinkRunner' else 150)
+        demo.wait_counting(150 if runner == 'DirectRunner' else 240)
         listening = assert_loopback_only(demo)
         # the stack (postgres, redis, kafka x2, connect, api, bigquery, storage, prometheus), the pipeline's
         # metrics and its runner's ports, the monitor

@@ -1,5 +1,6 @@
-"""The golden scenario (issue #6) on both runners: `python -m launch.scenarios.golden` as a user runs it, once on the
-DirectRunner (Prism) and once on the FlinkRunner (embedded), each on a fresh private stack of its own. Both must
+"""The golden scenario (issue #6) on every local runner: `python -m launch.scenarios.golden` as a user runs it, on the
+DirectRunner (Prism), on the FlinkRunner embedded and on the stack's Flink session cluster, each on a fresh private
+stack of its own. Both must
 equal what SQL computes, part by part (Redis, BigQuery views, API keys, dead letters), and their digests must be
 identical; a difference is printed as (part, key, this vs other)."""
 from __future__ import annotations

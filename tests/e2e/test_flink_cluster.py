@@ -1,0 +1,91 @@
+"""End to end on the stack's Flink session cluster (`launch.stack up --with flink`: JobManager, 2 TaskManagers with
+one slot each, the Beam worker pool; parallelism 2): at 2,000 events/s, `kill -9` of one TaskManager mid-stream.
+Flink restarts the job from its last checkpoint once a TaskManager is back (the stack starts it again, as a
+supervisor would); Redis, BigQuery (deduplicated view) and the REST API receiver must then equal SQL, and the
+driver must cancel the cluster's job when it is stopped (Beam's job server cannot)."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+import time
+import urllib.request
+
+import pytest
+
+from launch.scenarios import generate, verify
+from launch.scenarios.chaos_verdict import api_differences
+from tests.conftest import private_stack
+from tests.e2e.conftest import Pipeline, wait_for
+
+pytestmark = pytest.mark.integration
+
+RATE, DURATION_S, KILL_AFTER_S, DOWN_S = 2000, 45, 15, 10
+
+
+@pytest.fixture(scope='module')
+def cluster_stack():
+    with private_stack(with_=('flink',)) as stack:
+        yield stack
+
+
+def rest(cfg, path: str):
+    with urllib.request.urlopen(f'http://127.0.0.1:{cfg.flink_rest_port}{path}', timeout=10) as resp:
+        return json.load(resp)
+
+
+def running_job(cfg) -> dict | None:
+    jobs = [j for j in rest(cfg, '/jobs/overview')['jobs'] if j['state'] == 'RUNNING']
+    return jobs[0] if len(jobs) == 1 else None
+
+
+def test_killing_a_taskmanager_mid_stream_restarts_from_a_checkpoint_and_every_sink_equals_sql(cluster_stack):
+    cfg = cluster_stack.cfg
+    pipeline = Pipeline(cfg, '--runner=FlinkRunner', '--flink_master=[cluster]', name='flink-cluster',
+                        env={'ENGAGEMENT_STATE_DIR': str(cfg.state_dir),
+                             'ENGAGEMENT_FLINK_REST_PORT': str(cfg.flink_rest_port),
+                             'ENGAGEMENT_FLINK_WORKER_POOL_PORT': str(cfg.flink_worker_pool_port)})
+    try:
+        pipeline.start()
+        job = wait_for(lambda: running_job(cfg), 120)
+        assert job, f'no job running on the cluster; see {pipeline.log}'
+        assert job['name'] == 'engagement-engagement-pipeline'
+        vertices = rest(cfg, f'/jobs/{job["jid"]}')['vertices']
+        assert max(v['parallelism'] for v in vertices) == 2  # TaskManagers x slots, from the cluster's config
+        wait_for(lambda: rest(cfg, f'/jobs/{job["jid"]}/checkpoints')['counts']['completed'] >= 1, 60)
+
+        inserts = threading.Thread(target=generate.main, args=(
+            ['--rate', str(RATE), '--duration', str(DURATION_S), '--seed', '15', *cfg.cli_flags()],))
+        inserts.start()
+        time.sleep(KILL_AFTER_S)
+        victim = cluster_stack.component('flink-tm1')
+        killed_at = time.monotonic()
+        cluster_stack.kill('flink-tm1')
+        time.sleep(DOWN_S)
+        cluster_stack.start('flink-tm1')
+        inserts.join()
+        assert victim.running()
+
+        deadline = time.monotonic() + 240
+        diffs = ['not checked']
+        while diffs and time.monotonic() < deadline:
+            assert pipeline.alive(), f'pipeline exited; see {pipeline.log}'
+            diffs = verify.verify(cfg, 60, 'engagement') + verify.verify_bigquery(cfg, 60) + api_differences(cfg)
+            time.sleep(0 if not diffs else 3)
+        exact_s = time.monotonic() - killed_at
+        assert diffs == [], f'{len(diffs)} differences with SQL, e.g. {diffs[:5]}; see {pipeline.log}'
+        events = sum(r['events'] for r in verify.ground_truth(cfg.pg_dsn, 60, 0).values())
+        assert events >= RATE * DURATION_S * 0.9
+
+        counts = rest(cfg, f'/jobs/{job["jid"]}/checkpoints')['counts']
+        print(f'\n{events:,} events at {RATE:,}/s; every sink equal to SQL {exact_s:.0f} s after the kill; '
+              f'checkpoints {counts}')
+        assert counts['restored'] >= 1, 'the job did not restore a checkpoint after losing a TaskManager'
+
+        os.kill(pipeline.proc.pid, signal.SIGTERM)
+        pipeline.proc.wait(60)
+        state = wait_for(lambda: rest(cfg, f'/jobs/{job["jid"]}')['state'] == 'CANCELED', 30)
+        assert state, f'the cluster job is still {rest(cfg, "/jobs/" + job["jid"])["state"]} after the driver stopped'
+    finally:
+        pipeline.stop()
