@@ -3,7 +3,7 @@ PYTHON ?= .venv/bin/python
 PYTEST_ARGS ?=
 RUNNER ?= DirectRunner
 
-.PHONY: help install up down status demo lint test test-unit test-integration
+.PHONY: help install up down status demo lint test test-unit test-integration test-chaos test-flink-cluster
 
 help:
 	@echo "make install           install everything (idempotent; cached under \$$ENGAGEMENT_HOME)"
@@ -12,6 +12,7 @@ help:
 	@echo "make lint              ruff (lint + import order) on everything, mypy on the shipped packages"
 	@echo "make test-unit         unit tests only (no stack)"
 	@echo "make test-chaos        the reduced fault scenario (not in make test)"
+	@echo "make test-flink-cluster faults on the Flink session cluster: a TaskManager killed, savepoint and resume (not in make test)"
 	@echo "make up|down|status    the local stack (python -m launch.stack ...; WITH=flink adds the Flink session cluster)"
 
 install:
@@ -38,11 +39,15 @@ lint: install
 	$(PYTHON) -m mypy schemas transforms connectors pipelines
 
 test: lint
-	$(PYTHON) -m pytest tests -m "not chaos" --cov --cov-report=term --cov-fail-under=$(COVERAGE_FLOOR) $(PYTEST_ARGS)
+	$(PYTHON) -m pytest tests -m "not chaos and not flink_cluster_faults" --cov --cov-report=term --cov-fail-under=$(COVERAGE_FLOOR) $(PYTEST_ARGS)
 
 # The reduced fault scenario (~5 min alone, ~13 min in the traced test run); see docs/operations.md#fault-scenario.
 test-chaos: install
 	$(PYTHON) -m pytest tests/e2e/test_chaos.py -m chaos -s $(PYTEST_ARGS)
+
+# Faults on the Flink session cluster (~5 min alone): docs/runners.md#flink-session-cluster-local.
+test-flink-cluster: install
+	$(PYTHON) -m pytest tests/e2e/test_flink_cluster.py -m flink_cluster_faults -s $(PYTEST_ARGS)
 
 test-unit: install
 	$(PYTHON) -m pytest tests -m "not integration" $(PYTEST_ARGS)

@@ -99,6 +99,12 @@ class FlinkPresetOptions(PipelineOptions):
                                  f'file://<state dir>/{FLINK_CHECKPOINTS_DIR} (<state dir>: '
                                  f'${local_stack.STATE_DIR_ENV}, default <repo>/.state); Flink adds a directory per '
                                  'job and keeps its last completed checkpoint.')
+        parser.add_argument('--savepoint_path', default=None,
+                            help='Start the Flink job from this savepoint (its windows and the Kafka reader\'s '
+                                 'positions): what `python -m launch.tools.flink_savepoint` printed.')
+        parser.add_argument('--allow_non_restored_state', action='store_true', default=None,
+                            help='With --savepoint_path: start even if some state of the savepoint belongs to no '
+                                 'step of the new graph (a step was removed or renamed).')
         parser.add_argument('--flink_conf_dir', default=None,
                             help='Directory of a Flink config.yaml for the Flink the job server starts or submits '
                                  'to. Default for --flink_master=[local]: the one `make install` writes (REST '

@@ -1,6 +1,7 @@
 """Benchmark: catch-up throughput of the whole pipeline (Kafka -> parse -> enrich -> windows -> Redis) on Prism.
 
     .venv/bin/python -m tests.benchmarks.bench_pipeline --events 200000 [--rate 5000] [--keep] [--runner FlinkRunner]
+        [--flink-cluster [--taskmanagers 2] [--slots 1]] [-- --parallelism=N ...]
 
 Starts a private stack (free ports, fresh state), inserts `--events` rows with the generator at `--rate` rows/s
 (so the backlog spans events/rate seconds of event time), waits until Debezium has them all on Kafka, then starts
@@ -59,6 +60,11 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / _TICKS
 
 
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU seconds of a process and its living children (the Flink worker pool's SDK workers, Postgres' backends)."""
+    return sum(cpu_seconds(p) for p in [pid, *descendants(pid)])
+
+
 def process_name(pid: int) -> str:
     try:
         argv = open(f'/proc/{pid}/cmdline', 'rb').read().split(b'\0')
@@ -74,7 +80,7 @@ class ProcessAccount:
 
     def __init__(self, stack: Stack, pipeline_pid: int):
         self.stack, self.pipeline_pid = stack, pipeline_pid
-        self.start = {name: cpu_seconds(pid) for name, pid in self._services().items()}
+        self.start = {name: tree_cpu_seconds(pid) for name, pid in self._services().items()}
         self.seen: dict[int, tuple[str, float]] = {}
         self.peak_rss: dict[str, float] = {}
 
@@ -102,7 +108,7 @@ class ProcessAccount:
     def report(self) -> str:
         parts = [f'{name} {used:.1f}' for name, used in sorted(self.seen.values(), key=lambda item: -item[1])]
         services = self._services()
-        parts += [f'{name} {cpu_seconds(pid) - self.start.get(name, 0):.1f}' for name, pid in services.items()]
+        parts += [f'{name} {tree_cpu_seconds(pid) - self.start.get(name, 0):.1f}' for name, pid in services.items()]
         return 'CPU-s: ' + ', '.join(parts)
 
     def current_rss(self) -> dict[str, float]:
@@ -161,10 +167,19 @@ def main(argv=None) -> int:
     parser.add_argument('--timeout', type=float, default=900)
     parser.add_argument('--keep', action='store_true', help='leave the private stack running')
     parser.add_argument('--runner', default='DirectRunner', help='DirectRunner (Prism) or FlinkRunner (embedded)')
+    parser.add_argument('--flink-cluster', action='store_true',
+                        help='FlinkRunner on the stack\'s session cluster (--with flink) instead of embedded')
+    parser.add_argument('--taskmanagers', type=int, default=2, help='with --flink-cluster (default 2)')
+    parser.add_argument('--slots', type=int, default=1, help='with --flink-cluster: slots per TaskManager (default 1)')
     parser.add_argument('pipeline_args', nargs='*', help='extra pipeline flags (after --)')
     args = parser.parse_args(argv)
-    cfg = private_config()
-    stack = Stack(cfg, out=sys.stderr)
+    if args.flink_cluster:
+        args.runner = 'FlinkRunner'
+        args.pipeline_args = ['--flink_master=[cluster]', *args.pipeline_args]
+        cfg = private_config(flink_taskmanagers=args.taskmanagers, flink_slots=args.slots)
+    else:
+        cfg = private_config()
+    stack = Stack(cfg, out=sys.stderr, with_=('flink',) if args.flink_cluster else ())
     stack.up()
     try:
         flags = cfg.cli_flags()
@@ -210,7 +225,8 @@ def main(argv=None) -> int:
         cpu_report = cpu.report()
         scripts = client.info('commandstats').get('cmdstat_evalsha', {}).get('calls', 0)
         sinks = {} if diffs else wait_for_sinks(cfg, args.pipeline_args, args.events, started, args.timeout)
-        flink = [flink_rest.describe(pid) for pid in java_children(pipeline.pid)]
+        flink = ([flink_rest.describe_url(f'http://127.0.0.1:{cfg.flink_rest_port}')] if args.flink_cluster else
+                 [flink_rest.describe(pid) for pid in java_children(pipeline.pid)])
         pipeline.terminate()
         pipeline.wait(30)
         if diffs:

@@ -57,16 +57,18 @@ def rest_urls(pid: int) -> list[str]:
 
 
 def job_report(url: str) -> list[dict]:
-    """Per job of the Flink at `url`: name, state, checkpoint counts (completed, failed, restored, in progress),
-    restarts, and the size of the last completed checkpoint."""
+    """Per job of the Flink at `url`: name, state, parallelism, checkpoint counts (completed, failed, restored, in
+    progress), the reasons of the failed ones still in Flink's history, and the size of the last completed one."""
     report = []
     for job in _get(f'{url}/jobs/overview')['jobs']:
         jid = job['jid']
         checkpoints = _get(f'{url}/jobs/{jid}/checkpoints')
-        metrics = {m['id']: m['value'] for m in _get(f'{url}/jobs/{jid}/metrics?get=numRestarts')}
         completed = (checkpoints.get('latest') or {}).get('completed') or {}
+        vertices = _get(f'{url}/jobs/{jid}')['vertices']
         report.append({'name': job['name'], 'state': job['state'], **checkpoints['counts'],
-                       'restarts': int(metrics.get('numRestarts', -1)),
+                       'parallelism': max(v['parallelism'] for v in vertices),
+                       'failures': sorted({(h.get('failure_message') or '?')[:160]
+                                           for h in checkpoints.get('history', []) if h['status'] == 'FAILED'}),
                        'last_checkpoint_bytes': completed.get('state_size', completed.get('checkpointed_size'))})
     return report
 
@@ -76,9 +78,16 @@ def describe(pid: int) -> str:
     urls = rest_urls(pid)
     if not urls:
         return f'Flink REST API not found among the ports of pid {pid}'
+    return describe_url(urls[0])
+
+
+def describe_url(url: str) -> str:
+    """One line per job of the Flink whose REST API is at `url`."""
     lines = []
-    for job in job_report(urls[0]):
-        lines.append(f"Flink job {job['name']} ({job['state']}): checkpoints completed {job['completed']}, failed "
-                     f"{job['failed']}, restored {job['restored']}, in progress {job['in_progress']}; restarts "
-                     f"{job['restarts']}; last checkpoint {job['last_checkpoint_bytes'] or 0:,} bytes")
+    for job in job_report(url):
+        lines.append(f"Flink job {job['name']} ({job['state']}, parallelism {job['parallelism']}): checkpoints "
+                     f"completed {job['completed']}, failed {job['failed']}, restored {job['restored']} (a restart "
+                     f"from a checkpoint), in progress {job['in_progress']}; last checkpoint "
+                     f"{job['last_checkpoint_bytes'] or 0:,} bytes"
+                     + (f"; failures among the last 10: {job['failures']}" if job['failures'] else ''))
     return '\n'.join(lines) or 'no Flink job'

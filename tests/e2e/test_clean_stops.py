@@ -33,6 +33,13 @@ def listeners() -> list[tuple[str, int]]:
     return found
 
 
+def default_terminal_signals() -> None:
+    """As in a terminal: SIGHUP and SIGINT at their default actions, also when the tests run under `nohup` (which
+    ignores SIGHUP, and the ignored disposition is inherited: tee then outlived the 'closed terminal')."""
+    signal.signal(signal.SIGHUP, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 class Demo:
     """`python -m launch.scenarios.demo` in a process group of its own (as a terminal's foreground job), its
     output piped into `tee`, on a private stack."""
@@ -43,8 +50,9 @@ class Demo:
         self.proc = subprocess.Popen(
             [sys.executable, '-m', 'launch.scenarios.demo', f'--runner={runner}', '--rate', '100', '--bad-rate', '1'],
             env={**os.environ, **self.cfg.env()}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-            start_new_session=True)
-        self.tee = subprocess.Popen(['tee', str(self.log)], stdin=self.proc.stdout, stdout=subprocess.DEVNULL)
+            start_new_session=True, preexec_fn=default_terminal_signals)
+        self.tee = subprocess.Popen(['tee', str(self.log)], stdin=self.proc.stdout, stdout=subprocess.DEVNULL,
+                                    preexec_fn=default_terminal_signals)
         self.proc.stdout.close()
 
     def terminal_signal(self, sig: int) -> None:

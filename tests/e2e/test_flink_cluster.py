@@ -8,6 +8,8 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 import urllib.request
@@ -19,7 +21,7 @@ from launch.scenarios.chaos_verdict import api_differences
 from tests.conftest import private_stack
 from tests.e2e.conftest import Pipeline, wait_for
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.flink_cluster_faults]  # `make test-flink-cluster`
 
 RATE, DURATION_S, KILL_AFTER_S, DOWN_S = 2000, 45, 15, 10
 
@@ -89,3 +91,52 @@ def test_killing_a_taskmanager_mid_stream_restarts_from_a_checkpoint_and_every_s
         assert state, f'the cluster job is still {rest(cfg, "/jobs/" + job["jid"])["state"]} after the driver stopped'
     finally:
         pipeline.stop()
+
+
+def test_stop_with_a_savepoint_and_resume_from_it_ends_exact(cluster_stack):
+    """How users upgrade the pipeline: stop the job with a savepoint (launch.tools.flink_savepoint), start the new
+    one from it (--savepoint_path). Events keep arriving meanwhile; every sink ends equal to SQL."""
+    cfg = cluster_stack.cfg
+    env = {'ENGAGEMENT_STATE_DIR': str(cfg.state_dir), 'ENGAGEMENT_FLINK_REST_PORT': str(cfg.flink_rest_port),
+           'ENGAGEMENT_FLINK_WORKER_POOL_PORT': str(cfg.flink_worker_pool_port)}
+    first = Pipeline(cfg, '--runner=FlinkRunner', '--flink_master=[cluster]', name='before-savepoint', env=env)
+    second = None
+    try:
+        first.start()
+        job = wait_for(lambda: running_job(cfg), 120)
+        assert job, f'no job running on the cluster; see {first.log}'
+        wait_for(lambda: rest(cfg, f'/jobs/{job["jid"]}/checkpoints')['counts']['completed'] >= 1, 60)
+        inserts = threading.Thread(target=generate.main, args=(
+            ['--rate', '500', '--duration', '40', '--seed', '16', *cfg.cli_flags()],))
+        inserts.start()
+        time.sleep(15)
+        done = subprocess.run([sys.executable, '-m', 'launch.tools.flink_savepoint', '--rest-url',
+                               f'http://127.0.0.1:{cfg.flink_rest_port}'], capture_output=True, text=True,
+                              env={**os.environ, **env}, timeout=180)
+        assert done.returncode == 0, done.stderr
+        savepoint = done.stdout.strip()
+        assert savepoint.startswith('file:'), savepoint
+        assert first.proc.wait(60) == 0  # its job finished: the driver exits by itself
+        assert rest(cfg, f'/jobs/{job["jid"]}')['state'] == 'FINISHED'
+
+        second = Pipeline(cfg, '--runner=FlinkRunner', '--flink_master=[cluster]', f'--savepoint_path={savepoint}',
+                          name='from-savepoint', env=env)
+        second.start()
+        resumed = wait_for(lambda: running_job(cfg), 120)
+        assert resumed and resumed['jid'] != job['jid'], f'no resumed job; see {second.log}'
+        restored = wait_for(lambda: (rest(cfg, f'/jobs/{resumed["jid"]}/checkpoints').get('latest') or {})
+                            .get('restored'), 60)
+        assert restored and restored['is_savepoint'] and restored['external_path'] in savepoint, restored
+        inserts.join()
+
+        deadline = time.monotonic() + 180
+        diffs = ['not checked']
+        while diffs and time.monotonic() < deadline:
+            assert second.alive(), f'pipeline exited; see {second.log}'
+            diffs = verify.verify(cfg, 60, 'engagement') + verify.verify_bigquery(cfg, 60) + api_differences(cfg)
+            time.sleep(0 if not diffs else 3)
+        assert diffs == [], f'{len(diffs)} differences with SQL, e.g. {diffs[:5]}; see {second.log}'
+    finally:
+        first.stop()
+        if second:
+            second.stop()
