@@ -42,6 +42,17 @@ def running_job(cfg) -> dict | None:
     return jobs[0] if len(jobs) == 1 else None
 
 
+def assert_every_sink_equals_sql(cfg, pipeline: Pipeline, timeout: float) -> None:
+    """Wait until Redis, BigQuery (deduplicated view) and the API receiver equal SQL; the pipeline must stay up."""
+    deadline = time.monotonic() + timeout
+    diffs = ['not checked']
+    while diffs and time.monotonic() < deadline:
+        assert pipeline.alive(), f'pipeline exited; see {pipeline.log}'
+        diffs = verify.verify(cfg, 60, 'engagement') + verify.verify_bigquery(cfg, 60) + api_differences(cfg)
+        time.sleep(0 if not diffs else 3)
+    assert diffs == [], f'{len(diffs)} differences with SQL, e.g. {diffs[:5]}; see {pipeline.log}'
+
+
 def test_killing_a_taskmanager_mid_stream_restarts_from_a_checkpoint_and_every_sink_equals_sql(cluster_stack):
     cfg = cluster_stack.cfg
     pipeline = Pipeline(cfg, '--runner=FlinkRunner', '--flink_master=[cluster]', name='flink-cluster',
@@ -69,14 +80,8 @@ def test_killing_a_taskmanager_mid_stream_restarts_from_a_checkpoint_and_every_s
         inserts.join()
         assert victim.running()
 
-        deadline = time.monotonic() + 240
-        diffs = ['not checked']
-        while diffs and time.monotonic() < deadline:
-            assert pipeline.alive(), f'pipeline exited; see {pipeline.log}'
-            diffs = verify.verify(cfg, 60, 'engagement') + verify.verify_bigquery(cfg, 60) + api_differences(cfg)
-            time.sleep(0 if not diffs else 3)
+        assert_every_sink_equals_sql(cfg, pipeline, 240)
         exact_s = time.monotonic() - killed_at
-        assert diffs == [], f'{len(diffs)} differences with SQL, e.g. {diffs[:5]}; see {pipeline.log}'
         events = sum(r['events'] for r in verify.ground_truth(cfg.pg_dsn, 60, 0).values())
         assert events >= RATE * DURATION_S * 0.9
 
@@ -129,13 +134,7 @@ def test_stop_with_a_savepoint_and_resume_from_it_ends_exact(cluster_stack):
         assert restored and restored['is_savepoint'] and restored['external_path'] in savepoint, restored
         inserts.join()
 
-        deadline = time.monotonic() + 180
-        diffs = ['not checked']
-        while diffs and time.monotonic() < deadline:
-            assert second.alive(), f'pipeline exited; see {second.log}'
-            diffs = verify.verify(cfg, 60, 'engagement') + verify.verify_bigquery(cfg, 60) + api_differences(cfg)
-            time.sleep(0 if not diffs else 3)
-        assert diffs == [], f'{len(diffs)} differences with SQL, e.g. {diffs[:5]}; see {second.log}'
+        assert_every_sink_equals_sql(cfg, second, 180)
     finally:
         first.stop()
         if second:
