@@ -39,7 +39,7 @@ from connectors.http_api.sink import DeliverToApi
 from connectors.kafka import ReadFromKafka
 from connectors.redis import WriteContentStatsToRedis
 from connectors.redis_script import ViralRule
-from pipelines import logs, runners
+from pipelines import flink_cluster, logs, runners
 from pipelines.options import EngagementOptions, InvalidOption, add_arguments
 from pipelines.replay import ReplayPlan, SkipProcessedEvents, plan_replay
 from pipelines.runners import RunnerUnavailable, is_dataflow, runner_name, select_runner, stop_job_server_children
@@ -83,7 +83,8 @@ def build(p: beam.Pipeline, opts: EngagementOptions, replay: ReplayPlan | None =
             opts.kafka_consumer_config(), opts.topics(), group_id=opts.consumer_group, start_offset=start_offset,
             start_timestamp_ms=read_from_ms, max_delay_ms=READER_MAX_DELAY_MS,
             max_bundle_records=READER_MAX_BUNDLE_RECORDS, max_bundle_seconds=READER_MAX_BUNDLE_SECONDS,
-            live_bundle_seconds=READER_LIVE_BUNDLE_SECONDS, live_grid_seconds=opts.early_firing_seconds)
+            live_bundle_seconds=READER_LIVE_BUNDLE_SECONDS, live_grid_seconds=opts.early_firing_seconds,
+            splits=opts.kafka_read_splits or 1)
     parsed = records | 'ParseEvents' >> ParseEvents(cdc_topics=[opts.cdc_topic], limits=opts.parse_limits())
     events = parsed.events
     if replay is not None:
@@ -177,6 +178,14 @@ def run(argv: list[str] | None = None) -> int:
               'this process starts and stops, so the job would end when the command returns; drop the flag or '
               'give --flink_master=host:port of a cluster', file=sys.stderr)
         return 2
+    if opts.kafka_read_splits > 1 and runners.is_prism(options):
+        # Prism keeps one output-watermark estimate per SDF stage, from the bundle that ran last
+        # (engine.Residuals.MinOutputWatermarks), not the minimum over the reader's elements: measured, a slow
+        # partition's records in the other group fell behind the watermark and were dropped as too late.
+        print(f'error: --kafka_read_splits={opts.kafka_read_splits}: Prism runs one SDK worker and keeps one '
+              'watermark estimate for the reader, not the minimum over its partition groups; use 1 (or 0) on '
+              'Prism, more on Flink or Dataflow', file=sys.stderr)
+        return 2
     if is_dataflow(runner) and opts.early_firing_seconds != int(opts.early_firing_seconds):
         # The Python SDK round-trips a Dataflow pipeline through Beam's own AfterProcessingTime, which keeps
         # whole seconds only and no alignment (transforms.windows.AfterProcessingTimeMillis).
@@ -220,6 +229,8 @@ def run(argv: list[str] | None = None) -> int:
                 return 2
             _LOG.info(json.dumps({'event': 'metrics_served', 'url': f'http://{opts.metrics_host}:'
                                                                      f'{opts.metrics_port}/metrics'}))
+    if not opts.kafka_read_splits and not dry_run:
+        opts.kafka_read_splits = runners.default_read_splits(options)
     flink_url = None if dry_run else runners.flink_cluster_url(options)
     if flink_url:  # a Flink cluster: the job gets a name of ours (Beam's default is unique per submission)
         cloud = options.view_as(GoogleCloudOptions)
@@ -231,7 +242,7 @@ def run(argv: list[str] | None = None) -> int:
         print(f'error: {exc}', file=sys.stderr)
         return 2
     if flink_url:  # an earlier run's job on the cluster is cancelled first
-        for jid in runners.cancel_flink_jobs(flink_url, cloud.job_name):
+        for jid in flink_cluster.cancel_jobs(flink_url, cloud.job_name):
             _LOG.warning(json.dumps({'event': 'flink_job_cancelled', 'job_id': jid, 'job_name': cloud.job_name,
                                      'reason': 'an earlier run\'s job of the same name was still running'}))
     result = pipeline.run()
@@ -251,7 +262,7 @@ def run(argv: list[str] | None = None) -> int:
         try:
             result.cancel()
             if flink_url:  # the job server's cancel does not reach a cluster's job
-                runners.cancel_flink_jobs(flink_url, options.view_as(GoogleCloudOptions).job_name)
+                flink_cluster.cancel_jobs(flink_url, options.view_as(GoogleCloudOptions).job_name)
         except Exception as exc:  # the job may already be gone; the process exits either way
             _LOG.warning('cancel failed: %s', exc)
     finally:

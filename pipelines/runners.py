@@ -42,7 +42,8 @@ from apache_beam.runners.portability.prism_runner import PrismJobServer, PrismRu
 from apache_beam.utils import shared
 from apache_beam.version import __version__ as BEAM_VERSION
 
-from pipelines import artifacts, local_stack, loopback
+from pipelines import artifacts, flink_cluster, local_stack, loopback
+from pipelines.flink_cluster import is_local_cluster, is_local_flink, local_cluster_master
 from pipelines.processes import descendants
 
 _LOG = logging.getLogger(__name__)
@@ -151,27 +152,6 @@ def flink_conf_dir() -> Path:
     return artifacts.flink_conf_dir(artifacts.engagement_home())
 
 
-def local_cluster_master() -> str:
-    """The REST address of the stack's Flink session cluster (`launch.stack up --with flink`)."""
-    return f'{local_stack.HOST}:{local_stack.port("flink_rest_port")}'
-
-
-def _host_port(flink_master: str) -> tuple[str, str]:
-    host, _, port = flink_master.split('://', 1)[-1].rstrip('/').rpartition(':')
-    return host, port
-
-
-def is_local_cluster(flink_master: str) -> bool:
-    """Whether `flink_master` is the stack's session cluster."""
-    host, port = _host_port(flink_master)
-    return host in ('127.0.0.1', 'localhost') and port == str(local_stack.port('flink_rest_port'))
-
-
-def is_local_flink(flink_master: str) -> bool:
-    """An embedded Flink or one on this machine (which shares its file system with this process)."""
-    return flink_master in ('[local]', '[auto]') or _host_port(flink_master)[0] in ('127.0.0.1', 'localhost')
-
-
 def flink_cluster_url(options: PipelineOptions) -> str | None:
     """The REST address of the Flink cluster a FlinkRunner pipeline is submitted to; None when it runs embedded
     (or on another runner)."""
@@ -181,23 +161,22 @@ def flink_cluster_url(options: PipelineOptions) -> str | None:
     return (master if '://' in master else f'http://{master}').rstrip('/')
 
 
-def cancel_flink_jobs(url: str, name: str) -> list[str]:
-    """Cancel the unfinished jobs called `name` on the Flink cluster at `url` (REST API); returns their ids.
+def is_prism(options: PipelineOptions) -> bool:
+    """Whether the pipeline runs on Prism (the DirectRunner here)."""
+    return _runner_name(options) in DIRECT_NAMES
 
-    Beam's job server cannot cancel a job it submitted to a cluster (cancelling its invocation only stops waiting
-    for it), and a job on a session cluster outlives the driver that submitted it: a driver that stops, or one
-    that restarts after a crash, cancels the earlier job of the same name itself."""
-    import json
-    import urllib.request
-    with urllib.request.urlopen(f'{url}/jobs/overview', timeout=10) as resp:
-        jobs = json.load(resp)['jobs']
-    cancelled = []
-    for job in jobs:
-        if job['name'] == name and job['state'] not in ('FINISHED', 'CANCELED', 'FAILED', 'CANCELLING'):
-            request = urllib.request.Request(f'{url}/jobs/{job["jid"]}?mode=cancel', method='PATCH')
-            urllib.request.urlopen(request, timeout=10).close()
-            cancelled.append(job['jid'])
-    return cancelled
+
+def default_read_splits(options: PipelineOptions) -> int:
+    """How many elements the Kafka reader splits its partitions into when --kafka_read_splits is 0: a Flink job's
+    parallelism (--parallelism, else the slots of the cluster it is submitted to), 1 on the other runners (Prism
+    runs one SDK worker; on Dataflow give the flag)."""
+    if _runner_name(options) not in FLINK_NAMES:
+        return 1
+    parallelism = options.view_as(FlinkRunnerOptions).parallelism
+    if parallelism and parallelism > 0:
+        return parallelism
+    url = flink_cluster_url(options)
+    return 1 if url is None else flink_cluster.slots_total(url)
 
 
 def flink_checkpoint_dir() -> Path:

@@ -54,17 +54,31 @@ def committed_positions(consumer_config: dict, group_id: str, topics: Iterable[s
 # Planning: which partitions, from which offsets.
 
 class ReadPlan(NamedTuple):
-    """The SDF's input element: the partitions one reader owns and the offsets it starts from."""
+    """The SDF's input element: the partitions one reader element owns and the offsets it starts from."""
     partitions: tuple          # ((topic, partition), ...)
     start_offsets: tuple       # (offset, ...), same order
 
 
-class PlanRead(beam.DoFn):
-    """Impulse -> one `ReadPlan` for all partitions of the topics, start offsets resolved against the broker."""
+def partition_groups(plan: ReadPlan, splits: int) -> list[ReadPlan]:
+    """`plan` dealt round-robin into at most `splits` plans, none empty: partition i goes to group i % splits, so
+    that each topic's partitions spread over the groups."""
+    if splits < 1:
+        raise ValueError(f'splits must be >= 1, got {splits!r}')
+    groups = []
+    for g in range(min(splits, len(plan.partitions)) or 1):
+        slots = range(g, len(plan.partitions), splits)
+        groups.append(ReadPlan(tuple(plan.partitions[i] for i in slots), tuple(plan.start_offsets[i] for i in slots)))
+    return groups
 
-    def __init__(self, consumer_config, topics, group_id, start_offset, start_timestamp_ms):
+
+class PlanRead(beam.DoFn):
+    """Impulse -> the `ReadPlan`s of the topics' partitions, start offsets resolved against the broker: one plan for
+    all of them, or with `splits` > 1 that many (`partition_groups`), each read by its own element."""
+
+    def __init__(self, consumer_config, topics, group_id, start_offset, start_timestamp_ms, splits: int = 1):
         self._config, self._topics, self._group_id = consumer_config, tuple(topics), group_id
         self._start_offset, self._start_timestamp_ms = start_offset, start_timestamp_ms
+        self._splits = splits
 
     def process(self, unused_impulse):
         consumer = consumer_for(self._config, self._group_id)
@@ -90,8 +104,9 @@ class PlanRead(beam.DoFn):
                 start[tp] = min(max(start[tp], earliest[tp]), latest[tp])
         finally:
             consumer.close()
-        log_event('kafka_read_planned', group_id=self._group_id, start_offset=self._start_offset,
+        log_event('kafka_read_planned', group_id=self._group_id, start_offset=self._start_offset, splits=self._splits,
              start_timestamp_ms=self._start_timestamp_ms,
              start={f'{tp.topic}/{tp.partition}': start[tp] for tp in tps},
              end={f'{tp.topic}/{tp.partition}': latest[tp] for tp in tps})
-        yield ReadPlan(tuple((tp.topic, tp.partition) for tp in tps), tuple(start[tp] for tp in tps))
+        yield from partition_groups(ReadPlan(tuple((tp.topic, tp.partition) for tp in tps),
+                                             tuple(start[tp] for tp in tps)), self._splits)

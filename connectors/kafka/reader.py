@@ -6,9 +6,11 @@
 
 Each element is a `KafkaRecord` whose Beam timestamp is the Kafka record timestamp and whose `watermark_ms` is the
 reader's output watermark as of that record. One element owns every partition (its restriction holds each
-partition's next offset and watermark); the watermark is the minimum over the partitions, idle partitions follow
-the wall clock; offsets are committed, with the watermark as metadata, when the runner finalizes a bundle. How
-and why in full (watermark, bundle sizes, the grid of early panes): docs/pipeline.md, "How the Kafka reader works".
+partition's next offset and watermark), or with `splits` > 1 each of that many elements owns a group of them,
+shuffled so that a parallel runner reads the groups in parallel; an element's watermark is the minimum over its
+partitions, and the runner's is the minimum over the elements; idle partitions follow the wall clock; offsets are
+committed, with the watermark as metadata, when the runner finalizes a bundle. How and why in full (watermark,
+bundle sizes, the grid of early panes, partition groups): docs/pipeline.md, "How the Kafka reader works".
 """
 from __future__ import annotations
 
@@ -55,6 +57,10 @@ _GRID_LEAD_S = 0.2
 # Watermark-only commits (an idle partition's watermark moves, its offset does not) at most this often.
 _WATERMARK_COMMIT_INTERVAL_S = 1.0
 _GLOBAL_WINDOW = (GlobalWindow(),)
+# The watermark of each element (group of partitions) read in this process and when it moved: the gauges show the
+# minimum over those that moved in the last _ELEMENT_WATERMARK_TTL_S (an idle element's follows the wall clock).
+_ELEMENT_WATERMARKS: dict[tuple, tuple[int, float]] = {}
+_ELEMENT_WATERMARK_TTL_S = 60.0
 
 
 def live_call_seconds(now_s: float, live_bundle_seconds: float, grid_seconds: float | None) -> float:
@@ -163,7 +169,7 @@ class _ReadPartitionsFn(beam.DoFn):
                 metrics.RECORDS_READ.inc(len(records), topic=topic, partition=partition)
                 metrics.LAST_FETCH.set(read_at_ms / 1000, topic=topic, partition=partition)
                 metrics.BYTES_READ.inc(size, topic=topic, partition=partition)
-            self._advance_watermark(watermark, progress.watermarks)
+            self._advance_watermark(watermark, progress.watermarks, partitions)
             if all((end := fetcher.highwater(i)) is not None and progress.offsets[i] >= end - _RECORDS_PER_POLL
                    for i in range(len(partitions))):
                 elapsed = time.monotonic() - started
@@ -174,7 +180,7 @@ class _ReadPartitionsFn(beam.DoFn):
                 wait_s = poll_timeout_s
         if not self._mark_caught_up(fetcher, tracker, progress):
             return
-        self._advance_watermark(watermark, progress.watermarks)
+        self._advance_watermark(watermark, progress.watermarks, partitions)
         if _LOG.isEnabledFor(logging.DEBUG):
             _LOG.debug(json.dumps({'event': 'kafka_read_call', 'records': read, 'polls': polls,
                                    'seconds': round(time.monotonic() - started, 3), 'offsets': progress.offsets,
@@ -211,7 +217,7 @@ class _ReadPartitionsFn(beam.DoFn):
         return True
 
     @staticmethod
-    def _advance_watermark(estimator, watermarks) -> None:
+    def _advance_watermark(estimator, watermarks, partitions) -> None:
         known = min_watermark(watermarks)
         if known is None:
             return
@@ -219,8 +225,11 @@ class _ReadPartitionsFn(beam.DoFn):
         current = estimator.current_watermark()
         if current is None or new > current:
             estimator.set_watermark(new)
-            metrics.WATERMARK.set(known / 1000)
-            metrics.WATERMARK_LAG.set(max(0.0, time.time() - known / 1000))
+            now = time.monotonic()
+            _ELEMENT_WATERMARKS[partitions] = (known, now)
+            lowest = min(mark for mark, at in _ELEMENT_WATERMARKS.values() if now - at < _ELEMENT_WATERMARK_TTL_S)
+            metrics.WATERMARK.set(lowest / 1000)
+            metrics.WATERMARK_LAG.set(max(0.0, time.time() - lowest / 1000))
 
     def _commit(self, partitions, progress: Progress) -> None:
         """Bundle finalization: the runner holds this bundle's output durably; commit where it ended."""
@@ -275,6 +284,10 @@ class ReadFromKafka(beam.PTransform):
         live_bundle_seconds long): the early-firing period of aligned panes downstream (see "Throughput").
       poll_timeout_ms: how long one poll waits for records.
       idle_resume_delay_ms: after a call that read nothing, resume after this delay.
+      splits: read the partitions as this many elements (groups dealt round-robin, `offsets.partition_groups`),
+        redistributed by a Reshuffle so that a runner with parallelism reads them on several workers. A record's
+        `watermark_ms` is then its group's watermark, which is ahead of the runner's (the minimum over the groups)
+        or equal to it.
       max_delay_ms: how far a record's timestamp may lie behind the newest timestamp read from its partition (or
         behind wall clock once the partition is caught up) and still be on time.
     """
@@ -284,7 +297,7 @@ class ReadFromKafka(beam.PTransform):
                  commit_offsets: bool = True, max_bundle_records: int = 10_000, max_bundle_seconds: float = 0.5,
                  live_bundle_seconds: float | None = None,
                  poll_timeout_ms: int = 200, idle_resume_delay_ms: int = 100, max_delay_ms: int = 1000,
-                 live_grid_seconds: float | None = None):
+                 live_grid_seconds: float | None = None, splits: int = 1):
         super().__init__()
         self._config = check_consumer_config(consumer_config)
         check_read_arguments('ReadFromKafka', topics, start_offset, start_timestamp_ms)
@@ -301,6 +314,9 @@ class ReadFromKafka(beam.PTransform):
                             ('live_grid_seconds', 1 if live_grid_seconds is None else live_grid_seconds)):
             if not value > 0:
                 raise ValueError(f'ReadFromKafka: {name} must be > 0, got {value!r}.')
+        if not (isinstance(splits, int) and splits >= 1):
+            raise ValueError(f'ReadFromKafka: splits must be a whole number >= 1, got {splits!r}.')
+        self._splits = splits
         for name, value in (('idle_resume_delay_ms', idle_resume_delay_ms), ('max_delay_ms', max_delay_ms)):
             if not value >= 0:
                 raise ValueError(f'ReadFromKafka: {name} must be >= 0, got {value!r}.')
@@ -311,9 +327,13 @@ class ReadFromKafka(beam.PTransform):
                                           idle_resume_delay_ms, max_delay_ms, live_grid_seconds)
 
     def expand(self, pbegin):
-        return (pbegin
-                | 'Impulse' >> beam.Impulse()
-                | 'PlanPartitions' >> beam.ParDo(PlanRead(self._config, self._topics, self._group_id,
-                                                           self._start_offset, self._start_timestamp_ms))
-                | 'ReadPartitions' >> beam.ParDo(self._read_fn).with_output_types(KafkaRecord))
+        plans = (pbegin
+                 | 'Impulse' >> beam.Impulse()
+                 | 'PlanPartitions' >> beam.ParDo(PlanRead(self._config, self._topics, self._group_id,
+                                                            self._start_offset, self._start_timestamp_ms,
+                                                            self._splits)))
+        if self._splits > 1:
+            # Without a shuffle every plan stays in the (single) worker that ran the impulse.
+            plans = plans | 'DistributeReaders' >> beam.Reshuffle()
+        return plans | 'ReadPartitions' >> beam.ParDo(self._read_fn).with_output_types(KafkaRecord)
 

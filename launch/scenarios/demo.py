@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import collections
 import contextlib
+import errno
 import json
 import os
 import signal
@@ -111,6 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     already = {c.name for c in stack.components if c.running()}
     children: list[tuple[str, subprocess.Popen]] = []
     stop_on_signals()
+    status = 0
 
     def start(name: str, *argv: str) -> None:
         log = open(cfg.log_file(name), 'ab')
@@ -147,8 +149,12 @@ def main(argv: list[str] | None = None) -> int:
             print(f'{", ".join(failed)} stopped unexpectedly; see {cfg.state_dir / "logs"}', file=sys.stderr)
     except KeyboardInterrupt:
         say('\nstopping ...')
-    except OSError as exc:  # the output is gone: `| tee` ended by the same Ctrl-C, or the terminal closed
-        say(f'\nstopping: cannot write the output any more ({type(exc).__name__})')
+    except OSError as exc:
+        if exc.errno not in OUTPUT_GONE:  # a real failure (a file, a socket): said, and the demo fails
+            say(f'error: {exc}', sys.stderr)
+            status = 1
+        else:  # the output is gone: `| tee` ended by the same Ctrl-C, or the terminal closed
+            say(f'\nstopping: cannot write the output any more ({type(exc).__name__})')
     except (StackError, stack_config.ConfigError) as exc:
         say(f'error: {exc}', sys.stderr)
         return 2
@@ -160,9 +166,11 @@ def main(argv: list[str] | None = None) -> int:
                 for comp in reversed(stack.components):
                     if comp.name not in already:
                         say(f'  {comp.name:<9} {comp.stop()}')
-    return 0
+    return status
 
 
+# what writing to a closed pipe or a closed terminal raises
+OUTPUT_GONE = (errno.EPIPE, errno.EIO)
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 

@@ -57,6 +57,13 @@ class KafkaReadOptions(PipelineOptions):
                                 'xlang: Beam\'s cross-language ReadFromKafka (Java KafkaIO 2.73, '
                                 'connectors/kafka/xlang.py) through a Java expansion service (see docs/runners.md, '
                                 '"The cross-language Kafka reader"). Default python.')
+        kafka.add_argument('--kafka_read_splits', type=int, default=0,
+                           help='With --kafka_reader=python: read the partitions as this many elements (partition '
+                                'groups, dealt round-robin), shuffled over the runner\'s workers so that they are '
+                                'read in parallel; each keeps the minimum watermark of its partitions and the '
+                                'runner\'s is the minimum over them. 0 (default): the Flink job\'s parallelism '
+                                '(--parallelism, else the cluster\'s slots), 1 on the other runners (Prism '
+                                'refuses more: it does not keep the minimum over the groups; on Dataflow give it).')
         kafka.add_argument('--kafka_expansion_service', default='',
                            help='With --kafka_reader=xlang: host:port of a running Java expansion service with '
                                 'KafkaIO. Default: on DataflowRunner Beam\'s own (downloaded by Beam), on other '
@@ -93,6 +100,8 @@ class KafkaReadOptions(PipelineOptions):
                 bad('start_offset', self.start_offset, '--start_timestamp sets where to start; drop --start_offset')
         if self.kafka_reader not in KAFKA_READERS:
             bad('kafka_reader', self.kafka_reader, f'expected one of {", ".join(KAFKA_READERS)}')
+        if self.kafka_read_splits < 0:
+            bad('kafka_read_splits', self.kafka_read_splits, 'expected 0 (automatic) or a whole number >= 1')
         if self.kafka_expansion_service and not re.fullmatch(r'[^\s:,/]+:\d{1,5}', self.kafka_expansion_service):
             bad('kafka_expansion_service', self.kafka_expansion_service, 'expected host:port')
         if self.kafka_expansion_service and self.kafka_reader != 'xlang':

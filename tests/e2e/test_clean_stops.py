@@ -65,10 +65,16 @@ class Demo:
     def output(self) -> str:
         return self.log.read_text(errors='replace') if self.log.exists() else ''
 
+    def diagnosis(self) -> str:
+        """The demo's output and the end of every component's log."""
+        logs = sorted((self.cfg.state_dir / 'logs').glob('*.log'))
+        tails = [f'--- {log.name}:\n' + log.read_text(errors='replace')[-1500:] for log in logs]
+        return '\n'.join([f'--- demo output:\n{self.output()[-3000:]}', *tails])
+
     def wait_counting(self, timeout: float) -> None:
         """Until the live view shows events counted into Redis."""
         def counting():
-            assert self.proc.poll() is None, f'the demo exited early:\n{self.output()[-3000:]}'
+            assert self.proc.poll() is None, f'the demo exited early ({self.proc.returncode}):\n{self.diagnosis()}'
             return re.search(r'counted +[1-9][\d,]* ev/s', self.output())
         assert wait_for(counting, timeout), f'no events counted within {timeout:.0f} s:\n{self.output()[-3000:]}'
 

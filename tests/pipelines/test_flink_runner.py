@@ -12,7 +12,7 @@ import pytest
 from apache_beam.options.pipeline_options import FlinkRunnerOptions, JobServerOptions, PipelineOptions, PortableOptions
 
 from launch.stack import install, native
-from pipelines import runners
+from pipelines import flink_cluster, runners
 
 
 @pytest.fixture
@@ -88,8 +88,8 @@ def test_the_stacks_session_cluster_gets_the_worker_pool_and_checkpoints_under_t
     assert sent['state_backend_storage_path'] == (tmp_path / 'state' / 'flink-checkpoints').as_uri()
     assert sent['flink_conf_dir'] is None  # the cluster has its own (launch/stack/flink.py)
     # The same address written out counts as the stack's cluster; another port on this machine does not.
-    assert runners.is_local_cluster('http://localhost:28081/')
-    assert not runners.is_local_cluster('127.0.0.1:8081') and runners.is_local_flink('127.0.0.1:8081')
+    assert flink_cluster.is_local_cluster('http://localhost:28081/')
+    assert not flink_cluster.is_local_cluster('127.0.0.1:8081') and flink_cluster.is_local_flink('127.0.0.1:8081')
     assert flink('--flink_master=127.0.0.1:8081').view_as(PortableOptions).environment_type is None
 
 

@@ -57,6 +57,7 @@ def test_environment_variables_are_the_fallback():
     (['--window_seconds=0'], "--window_seconds=0: expected 1..86400"),
     (['--window_seconds=7'], "--window_seconds=7: must divide a day"),
     (['--start_offset=newest'], "--start_offset='newest': expected one of committed, earliest, latest"),
+    (['--kafka_read_splits=-1'], '--kafka_read_splits=-1: expected 0 (automatic) or a whole number >= 1'),
     (['--kafka_bootstrap_servers=localhost'], "--kafka_bootstrap_servers='localhost': expected host:port"),
     (['--redis_url=http://x'], "--redis_url='<redacted>': expected a redis://"),
     (['--kafka_security_protocol=SASL_SSL', '--kafka_sasl_mechanism=PLAIN'],

@@ -44,3 +44,52 @@ def test_direct_runner_runs_on_prism():
     with beam.Pipeline(runner=runner, options=options) as p:
         counts = (p | beam.Create(['play', 'pause', 'play']) | beam.combiners.Count.PerElement())
         assert_that(counts, equal_to([('play', 2), ('pause', 1)]))
+
+
+def _flink_rest_with_slots(slots: int):
+    """A one-endpoint HTTP server answering GET /overview as a Flink JobManager does; returns (server, port)."""
+    import http.server
+    import json
+    import threading
+
+    class Overview(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            body = json.dumps({'taskmanagers': 2, 'slots-total': slots, 'slots-available': slots}).encode()
+            self.send_response(200 if self.path == '/overview' else 404)
+            self.send_header('Content-Type', 'application/json')
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(('127.0.0.1', 0), Overview)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, server.server_address[1]
+
+
+def test_the_reader_splits_follow_the_flink_parallelism_and_stay_one_elsewhere():
+    assert runners.default_read_splits(PipelineOptions(['--runner=DirectRunner'])) == 1
+    assert runners.default_read_splits(PipelineOptions(['--runner=DataflowRunner'])) == 1
+    assert runners.default_read_splits(PipelineOptions(['--runner=FlinkRunner'])) == 1  # embedded, parallelism 1
+    assert runners.default_read_splits(PipelineOptions(['--runner=FlinkRunner', '--parallelism=4'])) == 4
+    server, port = _flink_rest_with_slots(3)
+    try:
+        cluster = PipelineOptions(['--runner=FlinkRunner', f'--flink_master=127.0.0.1:{port}'])
+        assert runners.default_read_splits(cluster) == 3
+    finally:
+        server.shutdown()
+    # an unreachable cluster: one element (the submission reports the cluster itself)
+    gone = PipelineOptions(['--runner=FlinkRunner', f'--flink_master=127.0.0.1:{port}'])
+    assert runners.default_read_splits(gone) == 1
+
+
+@pytest.mark.parametrize('argv', [['--kafka_read_splits=2'], ['--runner=PrismRunner', '--kafka_read_splits=4']])
+def test_several_reader_splits_are_refused_on_prism(argv, capsys):
+    """Prism keeps one watermark estimate for the reader's stage, not the minimum over its elements: a slow
+    partition's records in another group would be dropped as too late (tests/connectors/kafka/test_reader.py reads
+    with two groups on Flink, where the watermark is that minimum)."""
+    from pipelines.engagement import run
+    assert run(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith('error: --kafka_read_splits=') and 'use 1 (or 0) on Prism' in err

@@ -19,6 +19,8 @@ from connectors.kafka.reader import _GRID_LEAD_S, live_call_seconds
     (dict(start_timestamp_ms=-1), 'start_timestamp_ms'),
     (dict(max_bundle_seconds=0), 'max_bundle_seconds'),
     (dict(live_grid_seconds=0), 'live_grid_seconds'),
+    (dict(splits=0), 'splits must be a whole number'),
+    (dict(splits=1.5), 'splits must be a whole number'),
 ])
 def test_wrong_arguments_fail_with_the_argument_named(kwargs, message):
     args = dict(consumer_config={'bootstrap_servers': 'k:9092'}, topics=['events'], group_id='g')

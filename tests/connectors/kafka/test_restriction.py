@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from apache_beam.utils.timestamp import Timestamp
 
-from connectors.kafka.offsets import ReadPlan
+from connectors.kafka.offsets import ReadPlan, partition_groups
 from connectors.kafka.restriction import Advance, MinWatermarkProvider, Partitions, PartitionsProvider
 
 PARTITIONS = (('events', 0), ('events', 1), ('events', 2))
@@ -54,3 +54,15 @@ def test_watermark_is_the_minimum_once_every_partition_is_known():
     assert provider.initial_estimator_state(None, unknown) is None
     known = Partitions(PARTITIONS, (0, 0, 0), (5_000, 3_000, 9_000))
     assert provider.initial_estimator_state(None, known) == Timestamp(micros=3_000_000)
+
+
+def test_partition_groups_deal_every_partition_once_round_robin():
+    plan = ReadPlan((('cdc', 0), ('cdc', 1), ('cdc', 2), ('raw', 0), ('raw', 1), ('raw', 2)), (10, 11, 12, 20, 21, 22))
+    groups = partition_groups(plan, 2)
+    assert groups == [ReadPlan((('cdc', 0), ('cdc', 2), ('raw', 1)), (10, 12, 21)),
+                      ReadPlan((('cdc', 1), ('raw', 0), ('raw', 2)), (11, 20, 22))]
+    assert partition_groups(plan, 1) == [plan]
+    # never an empty group: more splits than partitions gives one partition per element
+    assert [g.partitions for g in partition_groups(plan, 10)] == [(tp,) for tp in plan.partitions]
+    with pytest.raises(ValueError, match='splits'):
+        partition_groups(plan, 0)
