@@ -12,7 +12,7 @@ help:
 	@echo "make lint              ruff (lint + import order) on everything, mypy on the shipped packages"
 	@echo "make test-unit         unit tests only (no stack)"
 	@echo "make test-chaos        the reduced fault scenario (not in make test)"
-	@echo "make test-flink-cluster faults on the Flink session cluster: a TaskManager killed, savepoint and resume (not in make test)"
+	@echo "make test-flink-cluster faults on the Flink session cluster: a TaskManager killed, the JobManager killed, savepoint and resume (not in make test)"
 	@echo "make up|down|status    the local stack (python -m launch.stack ...; WITH=flink adds the Flink session cluster)"
 
 install:

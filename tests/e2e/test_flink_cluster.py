@@ -139,3 +139,59 @@ def test_stop_with_a_savepoint_and_resume_from_it_ends_exact(cluster_stack):
         first.stop()
         if second:
             second.stop()
+
+
+def test_killing_the_jobmanager_then_resuming_from_its_latest_checkpoint_ends_exact(cluster_stack):
+    """The local cluster has no high availability: `kill -9` of the JobManager loses the running job. What the
+    user does: start the JobManager again (`launch.stack up --with flink`; the TaskManagers register again), then
+    the pipeline with `--savepoint_path=<the job's latest retained checkpoint>` (`launch.tools.flink_savepoint
+    --latest-checkpoint`): every window's state and the reader's positions come back, and every sink ends equal to
+    SQL. Events keep arriving throughout."""
+    cfg = cluster_stack.cfg
+    env = {'ENGAGEMENT_STATE_DIR': str(cfg.state_dir), 'ENGAGEMENT_FLINK_REST_PORT': str(cfg.flink_rest_port),
+           'ENGAGEMENT_FLINK_WORKER_POOL_PORT': str(cfg.flink_worker_pool_port)}
+    first = Pipeline(cfg, '--runner=FlinkRunner', '--flink_master=[cluster]', name='before-jm-kill', env=env)
+    second = None
+    try:
+        first.start()
+        job = wait_for(lambda: running_job(cfg), 120)
+        assert job, f'no job running on the cluster; see {first.log}'
+        wait_for(lambda: rest(cfg, f'/jobs/{job["jid"]}/checkpoints')['counts']['completed'] >= 1, 60)
+        inserts = threading.Thread(target=generate.main, args=(
+            ['--rate', '500', '--duration', '60', '--seed', '17', *cfg.cli_flags()],))
+        inserts.start()
+        time.sleep(15)
+        killed_at = time.monotonic()
+        cluster_stack.kill('flink-jm')
+        # The driver does not hang on a job that is gone: it fails (measured: status 1, ~60 s after the kill).
+        exited = wait_for(lambda: not first.alive(), 120)
+        assert exited, f'the driver still runs 120 s after its JobManager was killed; see {first.log}'
+        last = first.log.read_text(errors='replace').strip().splitlines()[-3:]
+        print(f'\ndriver exited {first.proc.returncode} {time.monotonic() - killed_at:.0f} s after the JobManager '
+              f'kill; its last lines: {last}')
+        first.stop()
+        cluster_stack.start('flink-jm')
+        slots = wait_for(lambda: rest(cfg, '/overview')['slots-available'] >= 2, 90)
+        print(f'TaskManagers back {time.monotonic() - killed_at:.0f} s after the kill: {slots}')
+        done = subprocess.run([sys.executable, '-m', 'launch.tools.flink_savepoint', '--latest-checkpoint',
+                               '--job-id', job['jid']], capture_output=True, text=True, env={**os.environ, **env},
+                              timeout=30)
+        assert done.returncode == 0, done.stderr
+        checkpoint = done.stdout.strip()
+        assert f'/{job["jid"]}/chk-' in checkpoint, checkpoint
+
+        second = Pipeline(cfg, '--runner=FlinkRunner', '--flink_master=[cluster]', f'--savepoint_path={checkpoint}',
+                          name='after-jm-kill', env=env)
+        second.start()
+        resumed = wait_for(lambda: running_job(cfg), 120)
+        assert resumed, f'no resumed job; see {second.log}'
+        restored = wait_for(lambda: (rest(cfg, f'/jobs/{resumed["jid"]}/checkpoints').get('latest') or {})
+                            .get('restored'), 60)
+        assert restored and restored['external_path'] in checkpoint, restored
+        inserts.join()
+        assert_every_sink_equals_sql(cfg, second, 240)
+        print(f'every sink equal to SQL {time.monotonic() - killed_at:.0f} s after the kill')
+    finally:
+        first.stop()
+        if second:
+            second.stop()
