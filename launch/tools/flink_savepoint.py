@@ -82,7 +82,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument('--latest-checkpoint', action='store_true',
                         help='print the newest completed checkpoint instead (no job is stopped)')
     parser.add_argument('--job-id', help='with --latest-checkpoint: that job\'s (default: any job\'s)')
-    parser.add_argument('--checkpoint-dir', type=Path, default=local_stack.state_dir() / local_stack.FLINK_CHECKPOINTS_DIR,
+    parser.add_argument('--checkpoint-dir', type=Path,
+                        default=local_stack.state_dir() / local_stack.FLINK_CHECKPOINTS_DIR,
                         help='with --latest-checkpoint: where the checkpoints are (default: the local cluster\'s)')
     args = parser.parse_args(argv)
     if args.latest_checkpoint:
