@@ -2,6 +2,7 @@
 with every rejected record in the dead-letter topic.
 
     python -m pipelines.engagement --runner=DirectRunner --streaming      # local stack defaults, Prism
+    python -m pipelines.engagement --mode=backfill --since=2026-12-01T00:00:00Z   # Postgres, bounded (backfill.py)
     python -m pipelines.engagement --help                                 # every flag
 
 Beam concepts: an unbounded splittable-DoFn source (`connectors.kafka.ReadFromKafka`), tagged dead-letter outputs
@@ -28,23 +29,25 @@ from apache_beam.options.pipeline_options import (
     StandardOptions,
     TestOptions,
 )
+from apache_beam.runners.runner import PipelineState
 from apache_beam.transforms.window import GlobalWindows
 
 from connectors import metrics
 from connectors.bigquery import sink as bigquery
 from connectors.bigquery.tables import ensure_tables
 from connectors.credentials import CredentialsRefused, check_kafka, check_postgres, check_redis
-from connectors.dead_letters import WriteDeadLettersToKafka, WriteJsonToKafka
+from connectors.dead_letters import WriteJsonToKafka
 from connectors.http_api.sink import DeliverToApi
 from connectors.kafka import ReadFromKafka
 from connectors.redis import WriteContentStatsToRedis
 from connectors.redis_script import ViralRule
 from pipelines import flink_cluster, logs, runners
+from pipelines.backfill import build_backfill
+from pipelines.dead_letters import write_dead_letters
 from pipelines.options import EngagementOptions, InvalidOption, add_arguments
 from pipelines.replay import ReplayPlan, SkipProcessedEvents, plan_replay
 from pipelines.runners import RunnerUnavailable, is_dataflow, runner_name, select_runner, stop_job_server_children
 from pipelines.xlang import read_from_kafka_xlang
-from schemas.dead_letter import MAX_DEAD_LETTER_BYTES, DeadLetter
 from transforms.enrich import EnrichWithContent, PostgresContentLoader
 from transforms.parse import ParseEvents
 from transforms.windows import ContentStatsPerWindow
@@ -105,8 +108,6 @@ def build(p: beam.Pipeline, opts: EngagementOptions, replay: ReplayPlan | None =
          | 'WriteAlertsToKafka' >> WriteJsonToKafka(
              opts.kafka_bootstrap_servers, opts.alert_topic, 'content_id',
              producer_config=opts.kafka_producer_config()))
-    # Dead letters of the Redis stage live in the event-time windows of the stats; Prism cannot flatten
-    # collections of different windowing (it panics), and dead letters have no business being windowed.
     stages = {'Parse': parsed.dead_letters, 'Enrich': enriched.dead_letters, 'Window': stats.dead_letters,
               'Redis': written.dead_letters}
     outputs = {}
@@ -127,21 +128,7 @@ def build(p: beam.Pipeline, opts: EngagementOptions, replay: ReplayPlan | None =
             opts.bq_project, opts.bq_dataset, decouple=True, ended_windows_only=True, **bq_args)
         stages['BigQueryEvents'] = events_bq.dead_letters
         stages['BigQueryStats'] = stats_bq.dead_letters
-    dead_letters = ([dl | f'{stage}DeadLettersInGlobalWindow' >> beam.WindowInto(GlobalWindows())
-                     for stage, dl in stages.items()]
-                    | 'AllDeadLetters' >> beam.Flatten()
-                    # A hostile record's dead letter can exceed what Kafka and BigQuery take: the payload is cut.
-                    | 'CutDeadLettersToFit' >> beam.Map(DeadLetter.fitted, MAX_DEAD_LETTER_BYTES))
-    if opts.bigquery_enabled:
-        # Rows of the dead_letter table that BigQuery rejects are reported in the Kafka topic only (never fed back).
-        dead_letters_bq = dead_letters | 'WriteDeadLettersToBigQuery' >> bigquery.WriteDeadLettersToBigQuery(
-            opts.bq_project, opts.bq_dataset, **bigquery.write_kwargs(opts))
-        dead_letters = ((dead_letters, dead_letters_bq.dead_letters
-                         | 'RejectedDeadLettersInGlobalWindow' >> beam.WindowInto(GlobalWindows()))
-                        | 'DeadLettersForKafka' >> beam.Flatten())
-    dead_letters | 'WriteDeadLettersToKafka' >> WriteDeadLettersToKafka(
-        opts.kafka_bootstrap_servers, opts.dead_letter_topic,
-        producer_config=opts.kafka_producer_config())
+    dead_letters = write_dead_letters(stages, opts)
     return {'records': records, 'enriched': enriched.enriched, 'stats': stats.stats, 'dead_letters': dead_letters,
             **outputs}
 
@@ -198,7 +185,17 @@ def run(argv: list[str] | None = None) -> int:
         # portable runner (Prism, Flink) would have its driver exit after 5 minutes.
         portable.job_server_timeout = STREAMING_JOB_SERVER_TIMEOUT_S
     standard = options.view_as(StandardOptions)
-    if not standard.streaming:
+    backfill = opts.mode == 'backfill'
+    if backfill:
+        since_s, until_s = opts.backfill_range(opts.window_seconds)
+        if since_s == until_s:
+            print(f'nothing to backfill: --since={opts.since} is in the window in progress, which the live '
+                  'pipeline counts', file=sys.stderr)
+            return 0
+        standard.streaming = False  # a bounded read: Beam's batch mode on every runner
+        _LOG.info(json.dumps({'event': 'backfill_range', 'since': since_s, 'until': until_s,
+                              'windows': (until_s - since_s) // opts.window_seconds}))
+    elif not standard.streaming:
         _LOG.info('the Kafka source is unbounded: running in streaming mode')
         standard.streaming = True
     dry_run = options.view_as(TestOptions).dry_run
@@ -212,7 +209,7 @@ def run(argv: list[str] | None = None) -> int:
             print(f'error: {exc}', file=sys.stderr)
             return 2
     # A dry run only translates the graph: no Kafka to ask for committed positions.
-    replay = None if dry_run else plan_replay(opts)
+    replay = None if dry_run or backfill else plan_replay(opts)
     if opts.bigquery_enabled and opts.bq_endpoint and not dry_run:
         # Tables are created up front with their partitioning and clustering (a table a load job creates has
         # neither); idempotent. Real BigQuery: once, `python -m launch.tools.bigquery --endpoint= ensure`.
@@ -229,15 +226,19 @@ def run(argv: list[str] | None = None) -> int:
                 return 2
             _LOG.info(json.dumps({'event': 'metrics_served', 'url': f'http://{opts.metrics_host}:'
                                                                      f'{opts.metrics_port}/metrics'}))
-    if not opts.kafka_read_splits and not dry_run:
+    if not opts.kafka_read_splits and not dry_run and not backfill:
         opts.kafka_read_splits = runners.default_read_splits(options)
     flink_url = None if dry_run else runners.flink_cluster_url(options)
     if flink_url:  # a Flink cluster: the job gets a name of ours (Beam's default is unique per submission)
         cloud = options.view_as(GoogleCloudOptions)
-        cloud.job_name = cloud.job_name or f'engagement-{opts.consumer_group}'
+        # (a backfill's name differs: starting one must not cancel the live job)
+        cloud.job_name = cloud.job_name or f'engagement-{"backfill-" if backfill else ""}{opts.consumer_group}'
     pipeline = beam.Pipeline(runner=runner, options=options)
     try:
-        build(pipeline, opts, replay)
+        if backfill:
+            build_backfill(pipeline, opts, since_s, until_s)
+        else:
+            build(pipeline, opts, replay)
     except InvalidOption as exc:  # e.g. --kafka_reader=xlang without the expansion service `make install` builds
         print(f'error: {exc}', file=sys.stderr)
         return 2
@@ -267,6 +268,10 @@ def run(argv: list[str] | None = None) -> int:
             _LOG.warning('cancel failed: %s', exc)
     finally:
         stop_job_server_children(options)  # a Flink job server JVM we started (Beam's atexit hook is a backstop)
+    if backfill:
+        _LOG.info(json.dumps({'event': 'backfill_finished', 'state': str(result.state), 'since': since_s,
+                              'until': until_s}))
+        return 0 if result.state == PipelineState.DONE else 1
     return 0
 
 

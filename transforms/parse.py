@@ -90,7 +90,7 @@ class Skipped(NamedTuple):
     reason: str
 
 
-def _reason(errors: list[ErrorDetails]) -> str:
+def validation_reason(errors: list[ErrorDetails]) -> str:
     """One reason code for a validation failure; the most fundamental problem wins."""
     found = set()
     for error in errors:
@@ -115,7 +115,7 @@ def _reason(errors: list[ErrorDetails]) -> str:
     return reasons.INVALID_EVENT
 
 
-def _describe(errors: list[ErrorDetails]) -> str:
+def describe_errors(errors: list[ErrorDetails]) -> str:
     parts = []
     for error in errors:
         where = '.'.join(str(p) for p in error['loc']) or 'record'
@@ -214,8 +214,8 @@ def parse_record(record: KafkaRecord, cdc_topics: Collection[str], now: datetime
             event = DirectEvent.model_validate_json(value)
     except ValidationError as exc:
         errors = exc.errors(include_url=False)
-        reason = _reason(errors)
-        return dead(reason, _describe(errors), read_value=reason != reasons.TOO_DEEPLY_NESTED)
+        reason = validation_reason(errors)
+        return dead(reason, describe_errors(errors), read_value=reason != reasons.TOO_DEEPLY_NESTED)
     if cdc:
         if envelope.op == 'd':
             return Skipped('deleted')

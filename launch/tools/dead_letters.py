@@ -127,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _redeliver_parser() -> argparse.ArgumentParser:
     from launch.tools import redeliver
-    from pipelines.options import add_arguments
+    from pipelines.options import ModeOptions, add_arguments
     parser = argparse.ArgumentParser(
         prog='python -m launch.tools.dead_letters redeliver',
         description='Redeliver dead-lettered events (stage api) to the REST API with the sink\'s client: same '
@@ -153,7 +153,7 @@ def _redeliver_parser() -> argparse.ArgumentParser:
                              'API answers events it holds as duplicates).')
     parser.add_argument('--bootstrap', help='Alias of --kafka_bootstrap_servers (as for the listing command).')
     parser.add_argument('--topic', help='Alias of --dead_letter_topic (as for the listing command).')
-    add_arguments(parser)
+    add_arguments(parser, but=(ModeOptions,))  # its own --since is another (a dead letter's failure time)
     for action in parser._actions:
         if action.dest in _pipeline_dests() and not action.dest.startswith(_PIPELINE_FLAG_PREFIXES):
             action.help = argparse.SUPPRESS
@@ -161,9 +161,9 @@ def _redeliver_parser() -> argparse.ArgumentParser:
 
 
 def _pipeline_dests() -> set[str]:
-    from pipelines.options import add_arguments
+    from pipelines.options import ModeOptions, add_arguments
     probe = argparse.ArgumentParser(add_help=False)
-    add_arguments(probe)
+    add_arguments(probe, but=(ModeOptions,))
     return {action.dest for action in probe._actions}
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 
+from pipelines.options.backfill import MODES, ModeOptions
 from pipelines.options.common import InvalidOption
 from pipelines.options.kafka import (
     KAFKA_READERS,
@@ -22,20 +23,20 @@ from pipelines.options.monitoring import MonitoringOptions
 from pipelines.options.processing import EnrichmentOptions, InputLimitOptions, WindowOptions
 from pipelines.options.sinks import BQ_WRITE_METHODS, ApiOptions, BigQueryOptions, DeadLetterOptions, RedisOptions
 
-CONCERNS = (KafkaReadOptions, InputLimitOptions, EnrichmentOptions, WindowOptions, RedisOptions, ApiOptions,
-            BigQueryOptions, DeadLetterOptions, MonitoringOptions)
+CONCERNS = (ModeOptions, KafkaReadOptions, InputLimitOptions, EnrichmentOptions, WindowOptions, RedisOptions,
+            ApiOptions, BigQueryOptions, DeadLetterOptions, MonitoringOptions)
 # Flags whose value is one of a fixed set (the Flex Template's metadata turns them into a regex).
-CHOICES = {'start_offset': START_OFFSETS, 'kafka_reader': KAFKA_READERS,
+CHOICES = {'mode': MODES, 'start_offset': START_OFFSETS, 'kafka_reader': KAFKA_READERS,
            'kafka_security_protocol': KAFKA_SECURITY_PROTOCOLS, 'kafka_sasl_mechanism': KAFKA_SASL_MECHANISMS,
            'bq_write_method': BQ_WRITE_METHODS}
 
 __all__ = ['CHOICES', 'CONCERNS', 'EngagementOptions', 'InvalidOption', 'add_arguments', 'KafkaReadOptions',
            'InputLimitOptions', 'EnrichmentOptions', 'WindowOptions', 'RedisOptions', 'ApiOptions', 'BigQueryOptions',
-           'DeadLetterOptions', 'MonitoringOptions']
+           'DeadLetterOptions', 'MonitoringOptions', 'ModeOptions']
 
 
-class EngagementOptions(KafkaReadOptions, InputLimitOptions, EnrichmentOptions, WindowOptions, RedisOptions,
-                        ApiOptions, BigQueryOptions, DeadLetterOptions, MonitoringOptions):
+class EngagementOptions(ModeOptions, KafkaReadOptions, InputLimitOptions, EnrichmentOptions, WindowOptions,
+                        RedisOptions, ApiOptions, BigQueryOptions, DeadLetterOptions, MonitoringOptions):
     """Every flag of the pipeline. Beam registers each concern's flags once (it parses with every direct subclass
     of `PipelineOptions`), so this class declares none of its own."""
 
@@ -46,7 +47,8 @@ class EngagementOptions(KafkaReadOptions, InputLimitOptions, EnrichmentOptions, 
         return self
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Every flag of the pipeline on `parser`, in the order of `CONCERNS`."""
+def add_arguments(parser: argparse.ArgumentParser, but: tuple[type, ...] = ()) -> None:
+    """Every flag of the pipeline on `parser`, in the order of `CONCERNS` (but those of the concerns in `but`)."""
     for concern in CONCERNS:
-        concern._add_argparse_args(parser)
+        if concern not in but:
+            concern._add_argparse_args(parser)

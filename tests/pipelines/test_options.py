@@ -1,5 +1,6 @@
 """Pipeline options: defaults that match the local stack, environment fallbacks, bad values named at start."""
 import argparse
+import datetime
 import os
 import re
 import subprocess
@@ -198,3 +199,26 @@ def test_bigquery_options_defaults_and_switch():
     assert bigquery_sink.write_kwargs(o)['temp_location'] == 'gs://engagement-temp/bigquery'
     assert options('--bq_endpoint=', '--bq_write_method=storage_write_api').validate().bq_endpoint == ''
     assert options('--bq_enabled=false', '--bq_write_method=nonsense').validate().bigquery_enabled is False
+
+
+@pytest.mark.parametrize('argv, message', [
+    (['--mode=replay'], "--mode='replay': expected one of live, backfill"),
+    (['--mode=backfill'], "--since='': a backfill needs the first event time"),
+    (['--mode=backfill', '--since=yesterday'], "--since='yesterday': expected an ISO-8601 time"),
+    (['--mode=backfill', '--since=2026-12-02', '--until=2026-12-01'], "--until='2026-12-01': must be after"),
+    (['--since=2026-12-02'], "--since='2026-12-02': only with --mode=backfill"),
+])
+def test_backfill_flags_are_checked(argv, message):
+    with pytest.raises(InvalidOption, match=re.escape(message)):
+        PipelineOptions(argv).view_as(EngagementOptions).validate()
+
+
+def test_the_backfill_range_is_whole_windows_and_stops_at_the_window_in_progress():
+    now = datetime.datetime(2026, 12, 5, 12, 30, 20, tzinfo=datetime.timezone.utc)
+    def window_range(*argv):
+        return PipelineOptions(['--mode=backfill', *argv]).view_as(EngagementOptions).backfill_range(60, now)
+    noon = int(datetime.datetime(2026, 12, 5, 12, tzinfo=datetime.timezone.utc).timestamp())
+    assert window_range('--since=2026-12-05T12:00:30Z', '--until=2026-12-05T12:10:01Z') == (noon, noon + 660)
+    assert window_range('--since=2026-12-05T13:00:00+01:00') == (noon, noon + 30 * 60)  # until: now's window
+    assert window_range('--since=2026-12-05T12:00:00Z', '--until=2026-12-06') == (noon, noon + 30 * 60)
+    assert window_range('--since=2026-12-05T12:30:05Z') == (noon + 30 * 60,) * 2  # nothing complete to read

@@ -18,6 +18,7 @@ import pytest
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from launch.dataflow import metadata
+from pipelines.backfill import build_backfill
 from pipelines.engagement import build
 from pipelines.options import EngagementOptions
 
@@ -97,6 +98,28 @@ def test_dataflow_dry_run_translates_the_whole_graph(monkeypatch, write_method):
             assert strategy.trigger.WhichOneof('trigger') == 'after_end_of_window'
             assert strategy.trigger.after_end_of_window.HasField('early_firings')
     assert sizes and set(sizes) == {60}
+
+
+def test_dataflow_dry_run_translates_the_backfill_graph(monkeypatch):
+    """--mode=backfill for Dataflow: a bounded job (no streaming flag), the Postgres read and the live transforms,
+    no Kafka reader and no REST API."""
+    for name, value in OFFLINE_ENV.items():
+        monkeypatch.setenv(name, value)
+    batch = [flag for flag in OFFLINE_FLAGS if flag != '--streaming']  # run() turns streaming off for a backfill
+    options = PipelineOptions([*batch, '--mode=backfill', '--since=2026-12-01T00:00:00Z',
+                               '--until=2026-12-02T00:00:00Z', '--bq_temp_location=gs://demo-bucket/bq'])
+    p = beam.Pipeline(options=options)
+    build_backfill(p, options.view_as(EngagementOptions), 1_764_547_200, 1_764_633_600)
+    proto = p.run().job.proto_pipeline
+    names = {t.unique_name for t in proto.components.transforms.values()}
+    for expected in ('ReadEventRows/ReadIdRange', 'ParseRows/ValidateRows', 'EnrichWithContent',
+                     'ContentStatsPerWindow/FixedWindows', 'WriteContentStatsToRedis', 'WriteEventsToBigQuery',
+                     'WriteStatsToBigQuery', 'WriteDeadLettersToKafka'):
+        assert any(n == expected or n.startswith(expected + '/') for n in names), (expected, sorted(names)[:50])
+    assert not any(n.startswith(('ReadFromKafka', 'DeliverToApi')) for n in names)
+    from apache_beam.portability.api import beam_runner_api_pb2
+    bounded = beam_runner_api_pb2.IsBounded.BOUNDED
+    assert [pc.unique_name for pc in proto.components.pcollections.values() if pc.is_bounded != bounded] == []
 
 
 def test_template_entry_point_builds_the_graph_offline():
