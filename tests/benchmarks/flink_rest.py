@@ -69,8 +69,22 @@ def job_report(url: str) -> list[dict]:
                        'parallelism': max(v['parallelism'] for v in vertices),
                        'failures': sorted({(h.get('failure_message') or '?')[:160]
                                            for h in checkpoints.get('history', []) if h['status'] == 'FAILED'}),
-                       'last_checkpoint_bytes': completed.get('state_size', completed.get('checkpointed_size'))})
+                       'last_checkpoint_bytes': completed.get('state_size', completed.get('checkpointed_size')),
+                       'subtasks': subtask_records(url, jid, vertices)})
     return report
+
+
+def subtask_records(url: str, jid: str, vertices: list[dict]) -> list[tuple[str, list[int]]]:
+    """(vertex name, records received by each subtask) of the vertices that run in parallel: how evenly the
+    work spread (the Kafka reader's partition groups arrive by a shuffle, at the vertex that reads them)."""
+    found = []
+    for vertex in vertices:
+        if vertex['parallelism'] < 2:
+            continue
+        detail = _get(f"{url}/jobs/{jid}/vertices/{vertex['id']}")
+        name = vertex['name'] if len(vertex['name']) <= 90 else vertex['name'][:87] + '...'
+        found.append((name, [sub['metrics'].get('read-records', 0) for sub in detail['subtasks']]))
+    return found
 
 
 def describe(pid: int) -> str:
@@ -90,4 +104,5 @@ def describe_url(url: str) -> str:
                      f"from a checkpoint), in progress {job['in_progress']}; last checkpoint "
                      f"{job['last_checkpoint_bytes'] or 0:,} bytes"
                      + (f"; failures among the last 10: {job['failures']}" if job['failures'] else ''))
+        lines += [f'  {name}: records in per subtask {records}' for name, records in job['subtasks']]
     return '\n'.join(lines) or 'no Flink job'

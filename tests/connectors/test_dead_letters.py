@@ -94,7 +94,7 @@ def test_an_unreachable_broker_means_kafkas_default_limit():
 
 
 @pytest.mark.integration
-def test_dead_letters_survive_the_trip_through_kafka_and_are_counted(stack, capsys):
+def test_dead_letters_survive_the_trip_through_kafka_and_are_counted(stack, capsys, tmp_path):
     from kafka import KafkaConsumer, TopicPartition
 
     from tests.connectors.kafka.test_reader import create_topic
@@ -165,3 +165,22 @@ def test_dead_letters_survive_the_trip_through_kafka_and_are_counted(stack, caps
     lines = capsys.readouterr().out.splitlines()
     assert lines[8] == f'8 dead letters in {topic}'
     assert sorted(line.split() for line in lines[9:]) == [[str(2 * int(n)), *rest] for n, *rest in counted]
+
+    # The console: a selection, one dead letter in full (payload and the ids that tie it to its record), an export.
+    assert main(['list', '--bootstrap', bootstrap, '--topic', topic, '--stage', 'parse', '--reason', 'bad_json']) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[1:] == [f'1 selected failures in {topic} (8 records read)', '       1  parse  bad_json']
+    where = lines[0].split('\t')[0]
+    assert main(['show', where, '--bootstrap', bootstrap, '--topic', topic]) == 0
+    shown = capsys.readouterr().out
+    for part in ('reason: bad_json', "payload:\n    'not json at all'", 'source_topic: engagement.raw_events',
+                 'source_offset: 99', 'idempotency key: parse/bad_json/kafka/engagement.raw_events/0/99'):
+        assert part in shown, shown
+    assert main(['show', '1:999', '--bootstrap', bootstrap, '--topic', topic]) == 1
+    assert capsys.readouterr().err == f'error: no record at 1:999 of {topic}\n'
+    exported = tmp_path / 'parse.jsonl'
+    assert main(['export', '--bootstrap', bootstrap, '--topic', topic, '--stage', 'parse', '-o', str(exported)]) == 0
+    rows = [json.loads(line) for line in exported.read_text().splitlines()]
+    assert sorted(row['reason'] for row in rows) == ['bad_json', 'invalid_event_type', 'malformed_json']
+    assert all({'partition', 'offset', 'key', 'payload', 'stage', 'error'} <= set(row) for row in rows)
+    assert capsys.readouterr().err.startswith(f'3 selected failures in {topic} (8 records read); exported to')

@@ -1,0 +1,219 @@
+"""Re-drive parse and enrich failures to the raw topic once their cause is fixed (`python -m launch.dead_letters
+redrive --stage enrich|parse`): a content added to the catalogue, a producer's bug fixed and its record corrected
+by hand, a limit raised.
+
+Reads the dead-letter topic with a consumer group of its own (`engagement-redrive-<stage>`), from where the last run
+ended to the end offsets found at start, and writes each selected failure once to the raw topic the pipeline reads:
+
+- `enrich`: the event the dead letter holds (as JSON, the raw topic's format), keyed by its id;
+- `parse`: the original record's bytes, for a record that came from the raw topic. A CDC record cannot be sent
+  again (the raw topic does not take Debezium envelopes): fix the row in Postgres instead, and Debezium's update
+  reaches the pipeline as a newer version of the event.
+
+Each event counts once however often it is sent: the windows deduplicate by event id and every sink is idempotent
+on it. An event whose window is final in the live pipeline (its end plus the allowed lateness lies in the past)
+would only come back as `too_late`; it is not sent, and the report counts it (a backfill recomputes its windows
+from Postgres, for events that are rows there). Offsets are committed after each batch the broker acknowledged: a
+crash in between sends that batch again, which the deduplication absorbs.
+"""
+from __future__ import annotations
+
+import argparse
+import base64
+import collections
+import dataclasses
+import datetime
+import json
+import sys
+from typing import Callable
+
+import pydantic
+
+from schemas.dead_letter import DeadLetter
+from schemas.events import DirectEvent
+
+STAGES = ('enrich', 'parse')
+GROUP_PREFIX = 'engagement-redrive-'
+BATCH = 500
+
+
+@dataclasses.dataclass
+class Counts:
+    read: int = 0
+    skipped: int = 0            # another stage
+    repeated: int = 0           # a further dead letter of a failure this run handled
+    sent: int = 0
+    too_old: int = 0            # its window is final in the live pipeline
+    from_cdc: int = 0           # a Debezium record: fix the row in Postgres
+    unreadable: int = 0
+    by_reason: collections.Counter = dataclasses.field(default_factory=collections.Counter)
+
+
+def window_final(event_ts: datetime.datetime, window_s: int, lateness_s: int, now: datetime.datetime) -> bool:
+    """Whether the live pipeline's window of `event_ts` takes no more events at `now` (end + lateness passed)."""
+    start = int(event_ts.timestamp()) // window_s * window_s
+    return start + window_s + lateness_s <= now.timestamp()
+
+
+class Redrive:
+    def __init__(self, kafka_config: dict, dead_letter_topic: str, raw_topic: str, stage: str, *, window_s: int,
+                 lateness_s: int, group: str | None = None, from_beginning: bool = False, dry_run: bool = False,
+                 say: Callable[[str], None] = print):
+        if stage not in STAGES:
+            raise ValueError(f'--stage={stage!r}: expected one of {", ".join(STAGES)}')
+        if not raw_topic:
+            raise ValueError('--raw_topic is empty: there is no raw topic to re-drive to')
+        self.kafka_config, self.topic, self.raw_topic, self.stage = kafka_config, dead_letter_topic, raw_topic, stage
+        self.window_s, self.lateness_s = window_s, lateness_s
+        self.group = group or GROUP_PREFIX + stage
+        self.from_beginning, self.dry_run, self.say = from_beginning, dry_run, say
+        self.counts = Counts()
+        self._sent_ids: set[int] = set()
+
+    def _payload(self, letter: DeadLetter, now: datetime.datetime) -> tuple[bytes | None, bytes] | None:
+        """(key, value) to send, or None with the reason counted."""
+        c = self.counts
+        if self.stage == 'enrich':
+            event = DirectEvent.model_validate_json(letter.payload or '')
+            if event.id in self._sent_ids:  # the same event failed from another record (a redelivered change)
+                c.repeated += 1
+                return None
+            if window_final(event.event_ts, self.window_s, self.lateness_s, now):
+                c.too_old += 1
+                return None
+            self._sent_ids.add(event.id)
+            return str(event.id).encode(), event.model_dump_json().encode()
+        if letter.source_topic != self.raw_topic:
+            c.from_cdc += 1
+            return None
+        decode = (lambda text: base64.b64decode(text)) if letter.payload_encoding == 'base64' else (
+            lambda text: text.encode('utf-8'))
+        return (None if letter.key is None else decode(letter.key),
+                b'' if letter.payload is None else decode(letter.payload))
+
+    def run(self) -> Counts:
+        from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+        from kafka.structs import OffsetAndMetadata
+
+        from connectors.dead_letters import failure_identity
+        c = self.counts
+        consumer = KafkaConsumer(group_id=self.group, enable_auto_commit=False, auto_offset_reset='earliest',
+                                 allow_auto_create_topics=False, bootstrap_timeout_ms=10_000, **self.kafka_config)
+        producer = None if self.dry_run else KafkaProducer(acks='all', linger_ms=5, **self.kafka_config)
+        try:
+            partitions = consumer.partitions_for_topic(self.topic)
+            if not partitions:
+                raise LookupError(f'topic {self.topic} does not exist (no dead letter was ever written?)')
+            tps = [TopicPartition(self.topic, p) for p in sorted(partitions)]
+            consumer.assign(tps)
+            for tp in tps:
+                committed = None if self.from_beginning else consumer.committed(tp)
+                consumer.seek_to_beginning(tp) if committed is None else consumer.seek(tp, committed)
+            end = consumer.end_offsets(tps)
+            todo = sum(end[tp] - consumer.position(tp) for tp in tps)
+            self.say(f'{self.topic}: {todo} dead letters to read (group {self.group}); re-driving stage '
+                     f'{self.stage} to {self.raw_topic}' + (' (dry run: nothing is sent or committed)'
+                                                             if self.dry_run else ''))
+            seen: set[tuple] = set()
+            futures, next_offsets = [], {}
+            now = datetime.datetime.now(datetime.timezone.utc)
+            while any(consumer.position(tp) < end[tp] for tp in tps):
+                for tp, messages in consumer.poll(timeout_ms=500).items():
+                    for message in messages:
+                        if message.offset >= end[tp]:
+                            continue
+                        next_offsets[tp] = message.offset + 1
+                        c.read += 1
+                        try:
+                            record = json.loads(message.value)
+                        except (TypeError, ValueError):
+                            record = None
+                        if not isinstance(record, dict) or record.get('stage') != self.stage:
+                            c.skipped += 1
+                            continue
+                        identity = failure_identity(record)[:-1]  # every attempt of one failure once
+                        if identity in seen:
+                            c.repeated += 1
+                            continue
+                        seen.add(identity)
+                        try:
+                            letter = DeadLetter.model_validate(record)
+                            payload = self._payload(letter, now)
+                        except (pydantic.ValidationError, ValueError):
+                            c.unreadable += 1
+                            continue
+                        if payload is None:
+                            continue
+                        c.sent += 1
+                        c.by_reason[letter.reason] += 1
+                        if producer is not None:
+                            futures.append(producer.send(self.raw_topic, key=payload[0], value=payload[1]))
+                    if len(futures) >= BATCH:
+                        self._settle(producer, consumer, futures, next_offsets, OffsetAndMetadata)
+                        futures = []
+            self._settle(producer, consumer, futures, next_offsets, OffsetAndMetadata)
+        finally:
+            consumer.close()
+            if producer is not None:
+                producer.close()
+        return c
+
+    def _settle(self, producer, consumer, futures, next_offsets, offset_and_metadata) -> None:
+        if self.dry_run:
+            return
+        producer.flush(timeout=60)
+        for future in futures:
+            if future.failed():
+                raise RuntimeError(f'Kafka refused a record for {self.raw_topic}: {future.exception}')
+        if next_offsets:
+            consumer.commit({tp: offset_and_metadata(offset, '', -1) for tp, offset in next_offsets.items()})
+
+    def report(self) -> list[str]:
+        c = self.counts
+        verb = 'to send (dry run)' if self.dry_run else f'sent to {self.raw_topic}'
+        lines = [f'{c.read:>8}  read', f'{c.skipped:>8}  skipped (other stages)',
+                 f'{c.repeated:>8}  repeated (a further dead letter of a failure handled in this run)',
+                 f'{c.sent:>8}  {verb}']
+        lines += [f'{n:>10}  {reason}' for reason, n in c.by_reason.most_common()]
+        lines += [f'{c.too_old:>8}  not sent: their window is final in the live pipeline (end + allowed lateness '
+                  'passed); they would be too_late',
+                  f'{c.from_cdc:>8}  not sent: Debezium records (fix the row in Postgres: its update is a newer '
+                  'version of the event)',
+                  f'{c.unreadable:>8}  unreadable (not a dead letter of this stage\'s format)']
+        return lines
+
+
+def main(argv: list[str]) -> int:
+    from connectors.credentials import CredentialsRefused, check_kafka
+    from pipelines.options import EngagementOptions, InvalidOption
+    parser = argparse.ArgumentParser(prog='python -m launch.dead_letters redrive', description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('--stage', choices=STAGES, required=True, help='Which failures to send again.')
+    parser.add_argument('--dry-run', action='store_true', help='Count what would be sent; send and commit nothing.')
+    parser.add_argument('--group', help=f'Consumer group that remembers where the last run ended. Default '
+                                        f'{GROUP_PREFIX}<stage>.')
+    parser.add_argument('--from-beginning', action='store_true',
+                        help='Read the whole topic, not from the group\'s committed offsets (safe: the pipeline '
+                             'counts an event once).')
+    args, rest = parser.parse_known_args(argv)
+    try:  # the pipeline's flags and variables: Kafka, the topics, the window and its lateness
+        opts = EngagementOptions(rest).view_as(EngagementOptions).validate()
+        run = Redrive(opts.kafka_consumer_config(), opts.dead_letter_topic, opts.raw_topic, args.stage,
+                      window_s=opts.window_seconds, lateness_s=opts.allowed_lateness_seconds, group=args.group,
+                      from_beginning=args.from_beginning, dry_run=args.dry_run,
+                      say=lambda line: print(line, flush=True))
+        check_kafka(opts.kafka_consumer_config())
+    except (InvalidOption, ValueError) as exc:
+        parser.error(str(exc))
+    except CredentialsRefused as exc:
+        print(f'error: {exc}', file=sys.stderr)
+        return 2
+    from kafka.errors import KafkaError
+    try:
+        run.run()
+    except (KafkaError, LookupError, RuntimeError) as exc:
+        print(f'cannot re-drive from {opts.dead_letter_topic}: {exc}; is the stack up (make up)?', file=sys.stderr)
+        return 2
+    for line in run.report():
+        print(line, flush=True)
+    return 0
