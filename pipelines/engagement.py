@@ -256,8 +256,9 @@ def run(argv: list[str] | None = None) -> int:
         _LOG.info('submitted; not waiting for the job to finish')
         return 0
     signal.signal(signal.SIGTERM, signal.default_int_handler)
+    state = None
     try:
-        result.wait_until_finish()
+        state = result.wait_until_finish()
     except KeyboardInterrupt:
         _LOG.info('stopping: cancelling the job')
         try:
@@ -269,9 +270,9 @@ def run(argv: list[str] | None = None) -> int:
     finally:
         stop_job_server_children(options)  # a Flink job server JVM we started (Beam's atexit hook is a backstop)
     if backfill:
-        _LOG.info(json.dumps({'event': 'backfill_finished', 'state': str(result.state), 'since': since_s,
-                              'until': until_s}))
-        return 0 if result.state == PipelineState.DONE else 1
+        # (the state as the job ended: the job server that knew it may be gone by now)
+        _LOG.info(json.dumps({'event': 'backfill_finished', 'state': str(state), 'since': since_s, 'until': until_s}))
+        return 0 if state == PipelineState.DONE else 1
     return 0
 
 

@@ -35,7 +35,7 @@ class ModeOptions(PipelineOptions):
     def check(self) -> None:
         if self.mode not in MODES:
             bad('mode', self.mode, f'expected one of {", ".join(MODES)}')
-        check_ranges(self, (('backfill_rows_per_read', 1000, 10_000_000),))
+        check_ranges(self, (('backfill_rows_per_read', 100, 10_000_000),))
         if self.mode != 'backfill':
             for flag in ('since', 'until'):
                 if getattr(self, flag):

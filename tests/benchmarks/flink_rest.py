@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 import urllib.request
 
 
@@ -78,9 +79,11 @@ def subtask_records(url: str, jid: str, vertices: list[dict]) -> list[tuple[str,
     """(vertex name, records received by each subtask) of the vertices that run in parallel: how evenly the
     work spread (the Kafka reader's partition groups arrive by a shuffle, at the vertex that reads them)."""
     found = []
-    for vertex in vertices:
-        if vertex['parallelism'] < 2:
-            continue
+    parallel = [vertex for vertex in vertices if vertex['parallelism'] > 1]
+    if parallel:  # the REST API serves metrics fetched at most every 10 s, and only after they were asked for
+        _get(f"{url}/jobs/{jid}/vertices/{parallel[0]['id']}")
+        time.sleep(11)
+    for vertex in parallel:
         detail = _get(f"{url}/jobs/{jid}/vertices/{vertex['id']}")
         name = vertex['name'] if len(vertex['name']) <= 90 else vertex['name'][:87] + '...'
         found.append((name, [sub['metrics'].get('read-records', 0) for sub in detail['subtasks']]))
