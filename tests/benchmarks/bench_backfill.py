@@ -35,7 +35,7 @@ SELECT md5('content-' || (1 + (g * 7919) % 600))::uuid,
        CASE WHEN g % 4 = 3 THEN NULL ELSE (g * 31) % 900000 END,
        (ARRAY['ios', 'android', 'web'])[1 + g % 3],
        jsonb_build_object('referrer', 'bench')
-FROM generate_series(0, {n} - 1) AS g
+FROM generate_series(0::bigint, {n} - 1) AS g
 """
 
 
