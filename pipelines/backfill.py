@@ -21,6 +21,7 @@ from connectors.redis import WriteContentStatsToRedis
 from pipelines.dead_letters import write_dead_letters
 from pipelines.options import EngagementOptions
 from transforms.enrich import EnrichWithContent, PostgresContentLoader
+from transforms.privacy import Pseudonymize
 from transforms.rows import ParseRows
 from transforms.windows import ContentStatsPerWindow
 
@@ -40,7 +41,10 @@ def build_backfill(p: beam.Pipeline, opts: EngagementOptions, since_s: int, unti
               'Redis': written.dead_letters}
     if opts.bigquery_enabled:
         bq_args = bigquery.write_kwargs(opts)
-        events_bq = enriched.enriched | 'WriteEventsToBigQuery' >> bigquery.WriteEventsToBigQuery(
+        to_bigquery = enriched.enriched
+        if opts.pseudonymize_user_ids:
+            to_bigquery = to_bigquery | 'PseudonymizeUserIds' >> Pseudonymize()
+        events_bq = to_bigquery | 'WriteEventsToBigQuery' >> bigquery.WriteEventsToBigQuery(
             opts.bq_project, opts.bq_dataset, **bq_args)
         stats_bq = stats.stats | 'WriteStatsToBigQuery' >> bigquery.WriteStatsToBigQuery(
             opts.bq_project, opts.bq_dataset, decouple=True, ended_windows_only=True, **bq_args)

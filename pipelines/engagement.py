@@ -50,6 +50,7 @@ from pipelines.runners import RunnerUnavailable, is_dataflow, runner_name, selec
 from pipelines.xlang import read_from_kafka_xlang
 from transforms.enrich import EnrichWithContent, PostgresContentLoader
 from transforms.parse import ParseEvents
+from transforms.privacy import Pseudonymize
 from transforms.windows import ContentStatsPerWindow
 
 _LOG = logging.getLogger('pipelines.engagement')
@@ -115,7 +116,10 @@ def build(p: beam.Pipeline, opts: EngagementOptions, replay: ReplayPlan | None =
         # The event sinks wait on remote services (the BigQuery emulator takes ~1k rows/s; an API outage means
         # timeouts and backoff). A shuffle puts them in a stage of their own, so that neither the reader nor the
         # Redis path waits for them; they catch up on their own, idempotently on the event id.
-        to_sinks = enriched.enriched | 'DecoupleEventSinks' >> beam.Reshuffle()
+        to_sinks = enriched.enriched
+        if opts.pseudonymize_user_ids:  # what leaves the pipeline carries no user id (transforms/privacy.py)
+            to_sinks = to_sinks | 'PseudonymizeUserIds' >> Pseudonymize()
+        to_sinks = to_sinks | 'DecoupleEventSinks' >> beam.Reshuffle()
     if opts.api_url:  # an empty --api_url turns the sink off
         api = to_sinks | 'DeliverToApi' >> DeliverToApi.from_options(opts)
         stages['Api'] = api.dead_letters

@@ -20,11 +20,12 @@ from pipelines.options.kafka import (
     KafkaReadOptions,
 )
 from pipelines.options.monitoring import MonitoringOptions
+from pipelines.options.privacy import PrivacyOptions
 from pipelines.options.processing import EnrichmentOptions, InputLimitOptions, WindowOptions
 from pipelines.options.sinks import BQ_WRITE_METHODS, ApiOptions, BigQueryOptions, DeadLetterOptions, RedisOptions
 
 CONCERNS = (ModeOptions, KafkaReadOptions, InputLimitOptions, EnrichmentOptions, WindowOptions, RedisOptions,
-            ApiOptions, BigQueryOptions, DeadLetterOptions, MonitoringOptions)
+            ApiOptions, BigQueryOptions, DeadLetterOptions, MonitoringOptions, PrivacyOptions)
 # Flags whose value is one of a fixed set (the Flex Template's metadata turns them into a regex).
 CHOICES = {'mode': MODES, 'start_offset': START_OFFSETS, 'kafka_reader': KAFKA_READERS,
            'kafka_security_protocol': KAFKA_SECURITY_PROTOCOLS, 'kafka_sasl_mechanism': KAFKA_SASL_MECHANISMS,
@@ -32,11 +33,12 @@ CHOICES = {'mode': MODES, 'start_offset': START_OFFSETS, 'kafka_reader': KAFKA_R
 
 __all__ = ['CHOICES', 'CONCERNS', 'EngagementOptions', 'InvalidOption', 'add_arguments', 'KafkaReadOptions',
            'InputLimitOptions', 'EnrichmentOptions', 'WindowOptions', 'RedisOptions', 'ApiOptions', 'BigQueryOptions',
-           'DeadLetterOptions', 'MonitoringOptions', 'ModeOptions']
+           'DeadLetterOptions', 'MonitoringOptions', 'ModeOptions', 'PrivacyOptions']
 
 
 class EngagementOptions(ModeOptions, KafkaReadOptions, InputLimitOptions, EnrichmentOptions, WindowOptions,
-                        RedisOptions, ApiOptions, BigQueryOptions, DeadLetterOptions, MonitoringOptions):
+                        RedisOptions, ApiOptions, BigQueryOptions, DeadLetterOptions, MonitoringOptions,
+                        PrivacyOptions):
     """Every flag of the pipeline. Beam registers each concern's flags once (it parses with every direct subclass
     of `PipelineOptions`), so this class declares none of its own."""
 
