@@ -41,6 +41,7 @@ from connectors.http_api.sink import DeliverToApi
 from connectors.kafka import ReadFromKafka
 from connectors.redis import WriteContentStatsToRedis
 from connectors.redis_script import ViralRule
+from connectors.redis_users import WriteUserEngagementToRedis
 from pipelines import flink_cluster, logs, runners
 from pipelines.backfill import build_backfill
 from pipelines.dead_letters import write_dead_letters
@@ -112,14 +113,18 @@ def build(p: beam.Pipeline, opts: EngagementOptions, replay: ReplayPlan | None =
     stages = {'Parse': parsed.dead_letters, 'Enrich': enriched.dead_letters, 'Window': stats.dead_letters,
               'Redis': written.dead_letters}
     outputs = {}
+    outgoing = enriched.enriched
+    if opts.pseudonymize_user_ids and (opts.api_url or opts.bigquery_enabled or opts.user_recent_contents):
+        # what leaves the pipeline with a user carries no user id (transforms/privacy.py)
+        outgoing = outgoing | 'PseudonymizeUserIds' >> Pseudonymize()
+    if opts.user_recent_contents:
+        stages['RedisUsers'] = outgoing | 'WriteUserEngagementToRedis' >> WriteUserEngagementToRedis(
+            opts.redis_url, opts.redis_prefix, opts.user_recent_contents, opts.user_ttl_seconds)
     if opts.api_url or opts.bigquery_enabled:
         # The event sinks wait on remote services (the BigQuery emulator takes ~1k rows/s; an API outage means
         # timeouts and backoff). A shuffle puts them in a stage of their own, so that neither the reader nor the
         # Redis path waits for them; they catch up on their own, idempotently on the event id.
-        to_sinks = enriched.enriched
-        if opts.pseudonymize_user_ids:  # what leaves the pipeline carries no user id (transforms/privacy.py)
-            to_sinks = to_sinks | 'PseudonymizeUserIds' >> Pseudonymize()
-        to_sinks = to_sinks | 'DecoupleEventSinks' >> beam.Reshuffle()
+        to_sinks = outgoing | 'DecoupleEventSinks' >> beam.Reshuffle()
     if opts.api_url:  # an empty --api_url turns the sink off
         api = to_sinks | 'DeliverToApi' >> DeliverToApi.from_options(opts)
         stages['Api'] = api.dead_letters

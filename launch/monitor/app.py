@@ -131,6 +131,17 @@ class ContentResponse(BaseModel):
     windows: list[WindowStats]
 
 
+class RecentContent(BaseModel):
+    content_id: str
+    last_event_ts: float = Field(description='The user\'s newest event on it (epoch seconds)')
+
+
+class UserResponse(BaseModel):
+    user_id: str
+    recent: list[RecentContent] = Field(description='Newest first; empty when the user is unknown or forgotten')
+    engagement_seconds: dict[str, float] = Field(description='Per content type (video, podcast, newsletter)')
+
+
 class TotalsResponse(BaseModel):
     window_start: int
     window_end: int
@@ -251,6 +262,14 @@ def create_app(settings: Settings) -> FastAPI:
                 windows: Annotated[int, Query(ge=1, le=1440, description='How many windows back, the current '
                                                                          'one included')] = 10) -> dict:
         return {'content_id': content_id.lower(), 'windows': model.content(content_id.lower(), windows)}
+
+    @app.get('/v1/users/{user_id}', response_model=UserResponse, responses=ERRORS,
+             summary='A user\'s recent contents and engagement seconds per content type',
+             description='Written by the pipeline with --user_recent_contents (the id is the pseudonym with '
+                         '--pseudonymize_user_ids); an unknown user has empty lists.')
+    def user(client: Annotated[str, Depends(client_of)],
+             user_id: Annotated[str, Path(pattern=UUID, description='The user\'s UUID (or pseudonym)')]) -> dict:
+        return model.user(user_id.lower())
 
     @app.get('/v1/totals', response_model=TotalsResponse, responses=ERRORS, summary='Events of a window')
     def totals(client: Annotated[str, Depends(client_of)],

@@ -51,6 +51,18 @@ class ReadModel:
                 'events': int(fields.get('events', 0)), **{t: int(fields.get(t, 0)) for t in EVENT_TYPES}}
 
 
+    def user(self, user_id: str) -> dict:
+        """The user's recent contents (newest first) and engagement seconds per content type (per-user keys:
+        connectors/redis_users.py)."""
+        pipe = self.client.pipeline(transaction=False)
+        pipe.zrevrange(f'{self.prefix}:user:{user_id}:recent', 0, -1, withscores=True)
+        pipe.hgetall(f'{self.prefix}:user:{user_id}:ms')
+        recent, ms = pipe.execute()
+        return {'user_id': user_id,
+                'recent': [{'content_id': c, 'last_event_ts': ts / 1000} for c, ts in recent],
+                'engagement_seconds': {t: int(v) / 1000 for t, v in ms.items() if int(v)}}
+
+
 def _stats(fields: dict) -> dict:
     if not fields:
         return {}

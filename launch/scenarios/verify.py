@@ -130,6 +130,43 @@ def verify(cfg: stack_config.StackConfig, window_seconds: int, prefix: str, sinc
     return compare(truth, *redis_state(cfg.redis_url, prefix, since_epoch, cfg.redis_credentials()))
 
 
+def verify_users(cfg: stack_config.StackConfig, prefix: str, recent: int) -> list[str]:
+    """Differences between SQL and the per-user keys (connectors/redis_users.py): per user, the `recent` contents
+    with the newest events (ties: the greater content id) and the engagement milliseconds per content type."""
+    import psycopg2
+    import redis
+    with psycopg2.connect(cfg.pg_dsn) as conn, conn.cursor() as cur:
+        cur.execute("""
+            SELECT e.user_id::text, e.content_id::text,
+                   max(floor(extract(epoch FROM e.event_ts) * 1000))::bigint
+            FROM engagement_events e GROUP BY 1, 2""")
+        newest: dict = collections.defaultdict(list)
+        for user, content, ts_ms in cur.fetchall():
+            newest[user].append((ts_ms, content))
+        cur.execute("""
+            SELECT e.user_id::text, c.content_type, coalesce(sum(e.duration_ms), 0)
+            FROM engagement_events e JOIN content c ON c.id = e.content_id GROUP BY 1, 2""")
+        ms: dict = collections.defaultdict(dict)
+        for user, content_type, total in cur.fetchall():
+            ms[user][content_type] = int(total)
+    client = redis.Redis.from_url(cfg.redis_url, decode_responses=True, **cfg.redis_credentials())
+    diffs = []
+    try:
+        for user in sorted(set(newest) | set(ms)):
+            want_recent = [(c, ts) for ts, c in sorted(newest[user], reverse=True)[:recent]]
+            have_recent = [(c, int(ts)) for c, ts in client.zrevrange(f'{prefix}:user:{user}:recent', 0, -1,
+                                                                      withscores=True)]
+            if want_recent != have_recent:
+                diffs.append(f'user {user} recent: Redis {have_recent[:3]}... != SQL {want_recent[:3]}...')
+            have_ms = {t: int(v) for t, v in client.hgetall(f'{prefix}:user:{user}:ms').items() if int(v)}
+            want_ms = {t: v for t, v in ms[user].items() if v}
+            if have_ms != want_ms:
+                diffs.append(f'user {user} ms: Redis {have_ms} != SQL {want_ms}')
+    finally:
+        client.close()
+    return diffs
+
+
 def bigquery_state(cfg: stack_config.StackConfig, since_epoch: int) -> tuple[list[int], dict]:
     """(ids of the events_enriched view, with repeats if any; {(window_start, content_id): row} of the
     content_minute_stats view, or a list of rows where a key repeats) as the BigQuery emulator holds them."""

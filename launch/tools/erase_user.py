@@ -8,7 +8,9 @@ What holds a user's id, and what the command does there:
 - BigQuery `dead_letter`: every dead letter whose payload holds either id (a parse or enrich failure keeps the
   original record; a sink's failure the event as sent): deleted.
 - The dead-letter topic on Kafka: records are immutable there; the command counts those that mention the user and
-  says when the topic's retention (`retention.ms`) removes them. Redis holds no per-user data.
+  says when the topic's retention (`retention.ms`) removes them.
+- Redis: the per-user keys (`--user_recent_contents`: `<prefix>:user:<id>:recent`, `:ms`, `:events`) under either
+  id: deleted. The window statistics hold no user ids.
 - The REST API receiver is another system: the command prints the id it was sent (the pseudonym when the pipeline
   pseudonymises) for its owner's erasure.
 
@@ -48,6 +50,23 @@ def erase_bigquery(opts, ids: list[str], dry_run: bool) -> list[str]:
         lines.append(f'BigQuery {opts.bq_dataset}.{table}: {found} rows' + (' (dry run: kept)' if dry_run else
                                                                            ' deleted' if found else ''))
     return lines
+
+
+def erase_redis(opts, ids: list[str], dry_run: bool) -> str:
+    import redis
+
+    from connectors.credentials import redis_credentials
+    from connectors.redis_users import user_keys
+    client = redis.Redis.from_url(opts.redis_url, socket_timeout=10, **redis_credentials())
+    try:
+        keys = [key for i in ids for key in user_keys(opts.redis_prefix, i)]
+        found = client.exists(*keys)
+        if found and not dry_run:
+            client.delete(*keys)
+    finally:
+        client.close()
+    return f'Redis {opts.redis_prefix}:user:*: {found} per-user keys' + (' (dry run: kept)' if dry_run else
+                                                                         ' deleted' if found else '')
 
 
 def count_dead_letters(opts, ids: list[str]) -> str:
@@ -99,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # noqa: BLE001 - one line, not a traceback
         print(f'error: {type(exc).__name__}: {str(exc).splitlines()[0][:300]}', file=sys.stderr)
         return 2
-    lines.append('Redis: no per-user data')
+    lines.append(erase_redis(opts, ids, args.dry_run))
     lines.append(f'REST API ({opts.api_url or "off"}): another system; it received the user as '
                  f'{alias if alias and opts.pseudonymize_user_ids else user_id}: ask its owner to erase it')
     for line in lines:

@@ -32,6 +32,13 @@ class RedisOptions(PipelineOptions):
                                 'engagement.')
         redis.add_argument('--redis_ttl_seconds', type=int, default=86400,
                            help='Expiry of every Redis key, seconds. Default 86400.')
+        redis.add_argument('--user_recent_contents', type=int, default=0,
+                           help='Per user, keep in Redis the last this many contents engaged with and the '
+                                'engagement seconds per content type (<prefix>:user:<user id>:recent and :ms; the '
+                                'pseudonym with --pseudonymize_user_ids), idempotently; 0 (default) keeps none.')
+        redis.add_argument('--user_ttl_seconds', type=int, default=7 * 86400,
+                           help='With --user_recent_contents: forget a user after this many seconds without an '
+                                'event. Default 604800 (7 days).')
         viral = parser.add_argument_group('viral-content alerts')
         viral.add_argument('--viral_multiple', type=float, default=3.0,
                            help='Alert when a content\'s events in a window exceed this multiple of its average '
@@ -51,7 +58,8 @@ class RedisOptions(PipelineOptions):
         check_names(self, ('redis_prefix',))
         if urlsplit(self.redis_url).scheme not in ('redis', 'rediss', 'unix'):
             bad('redis_url', '<redacted>', 'expected a redis://, rediss:// or unix:// URL')
-        check_ranges(self, (('redis_ttl_seconds', 1, 365 * 86400), ('viral_multiple', 0, 1e6),
+        check_ranges(self, (('redis_ttl_seconds', 1, 365 * 86400), ('user_recent_contents', 0, 10_000),
+                            ('user_ttl_seconds', 1, 365 * 86400), ('viral_multiple', 0, 1e6),
                             ('viral_min_events', 1, 10**9), ('viral_trailing_windows', 1, 10_000)))
         if self.alert_topic and not NAME.fullmatch(self.alert_topic):
             bad('alert_topic', self.alert_topic, 'expected a topic name (or empty for the Redis stream only)')

@@ -165,3 +165,16 @@ def test_the_live_page_and_its_summary(api):
     assert [row['content_id'] for row in summary['top']['video']] == [VIDEO_B, VIDEO_A]
     assert [row['content_id'] for row in summary['top']['podcast']] == [PODCAST] and summary['top']['newsletter'] == []
     assert summary['pipeline_up'] is False and summary['read_per_s'] is None and summary['consumer_lag'] is None
+
+
+@pytest.mark.integration
+def test_a_users_recent_contents_and_seconds_as_the_sink_wrote_them(api, redis_only, request):
+    from tests.connectors.test_redis_users import CONTENTS, USER, event, write
+    write(redis_only, [event(1, 0, 'video', 1500), event(2, 1, 'podcast', 250), event(3, 0, 'video', 500)],
+          f'monitor-{request.node.name[:20]}')
+    body = api.get(f'/v1/users/{USER.upper()}').json()
+    assert [r['content_id'] for r in body['recent']] == [CONTENTS[0], CONTENTS[1]]
+    assert body['engagement_seconds'] == {'video': 2.0, 'podcast': 0.25}
+    unknown = api.get('/v1/users/' + '1' * 8 + '-1111-4111-8111-' + '1' * 12).json()
+    assert unknown['recent'] == [] and unknown['engagement_seconds'] == {}
+    assert api.get('/v1/users/nobody').status_code == 422

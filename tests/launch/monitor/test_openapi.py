@@ -37,4 +37,5 @@ def test_no_server_error_and_answers_match_the_document(app):
             case.call_and_validate(headers={'X-API-Key': KEY})
         property_holds()
         checked.append(operation.label)
-    assert sorted(checked) == ['GET /v1/contents/{content_id}/stats', 'GET /v1/top', 'GET /v1/totals']
+    assert sorted(checked) == ['GET /v1/contents/{content_id}/stats', 'GET /v1/top', 'GET /v1/totals',
+                               'GET /v1/users/{user_id}']
