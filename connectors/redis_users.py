@@ -34,7 +34,6 @@ from connectors.credentials import redis_credentials
 from connectors.redis import _RETRYABLE, RedisSinkUnavailable, _reply_code, _secrets_of, redact_url
 from schemas.dead_letter import DEAD_LETTERS, DeadLetter
 
-STAGE = 'redis'
 _TRANSIENT = ('LOADING', 'BUSY', 'OOM', 'TRYAGAIN', 'MASTERDOWN')
 WRITE_USER_LUA = """
 local old = redis.call('HGET', KEYS[1], ARGV[1])
@@ -157,7 +156,7 @@ class UpsertUserEngagementFn(beam.DoFn):
 
     def _dead_letter(self, event: Any, reply: Exception, attempts: int) -> DeadLetter:
         now = datetime.datetime.now(datetime.timezone.utc)
-        return DeadLetter.for_event(event, stage=STAGE, reason='redis_rejected', error=self._scrub(reply), now=now,
+        return DeadLetter.for_event(event, stage='redis', reason='redis_rejected', error=self._scrub(reply), now=now,
                                     attempts=attempts)
 
 

@@ -11,6 +11,7 @@ import sys
 
 import psycopg2
 import pytest
+import redis
 
 from connectors.bigquery.clients import gcp_client
 from launch.scenarios import generate
@@ -34,7 +35,9 @@ def bigquery_users(cfg) -> dict[int, list[str]]:
 def test_only_pseudonyms_leave_the_pipeline_and_one_user_can_be_erased():
     with private_stack() as stack:
         cfg = stack.cfg
-        pipeline = Pipeline(cfg, '--pseudonymize_user_ids', name='private', env={KEY_ENV: KEY})
+        pipeline = Pipeline(cfg, '--pseudonymize_user_ids', '--user_recent_contents=3', name='private',
+                            env={KEY_ENV: KEY})
+        client = redis.Redis.from_url(cfg.redis_url, decode_responses=True)
         pipeline.start()
         try:
             generate.main(['--rate', '100', '--duration', '4', '--seed', '31', *cfg.cli_flags()])
@@ -51,6 +54,8 @@ def test_only_pseudonyms_leave_the_pipeline_and_one_user_can_be_erased():
                     for (body,) in api.execute('SELECT event FROM events')}
             assert sent == {i: pseudonym(u, KEY.encode()) for i, u in truth.items()}
             api.close()
+            users = {key.split(':')[2] for key in client.scan_iter('engagement:user:*')}
+            assert users == {pseudonym(u, KEY.encode()) for u in truth.values()}  # the per-user keys: pseudonyms
         finally:
             pipeline.stop()
 
@@ -62,6 +67,9 @@ def test_only_pseudonyms_leave_the_pipeline_and_one_user_can_be_erased():
         assert done.returncode == 0, done.stderr
         assert f'events_enriched_raw: {theirs} rows deleted' in done.stdout, done.stdout
         assert f'pseudonym {pseudonym(victim, KEY.encode())}' in done.stdout
+        assert 'Redis engagement:user:*: 3 per-user keys deleted' in done.stdout, done.stdout
+        assert not list(client.scan_iter(f'engagement:user:{pseudonym(victim, KEY.encode())}:*'))
+        assert len({key.split(':')[2] for key in client.scan_iter('engagement:user:*')}) == len(users) - 1
         left = bigquery_users(cfg)
         assert not any(truth[i] == victim for i in left)
         assert set(left) == {i for i in stored if truth[i] != victim}
