@@ -4,7 +4,7 @@
     python -m launch.dead_letters show PARTITION:OFFSET
     python -m launch.dead_letters export [--stage S] [--reason R] [--since T] [--output FILE]
     python -m launch.dead_letters redeliver --stage api [--reason R] [--since 2h] [--dry-run]
-    python -m launch.dead_letters redrive --stage enrich|parse [--dry-run]
+    python -m launch.dead_letters redrive --stage enrich|parse|bigquery [--dry-run]
 
 (`python -m launch.tools.dead_letters` is the same command.) `list` prints one line per failure (partition:offset,
 stage, reason, key, error) and the counts by stage and reason; `show` one dead letter in full: its payload (decoded
@@ -13,7 +13,8 @@ the key under which a sink deduplicates it; `export` the selected failures as JS
 `partition` and `offset`). A failure is listed, counted and exported once, however many copies of its dead letter
 replays and retried bundles wrote (connectors.dead_letters.failure_identity); `--copies` lists every record of the
 topic. `redeliver` sends the REST API sink's dead letters to the API again (launch/tools/redeliver.py); `redrive`
-sends parse and enrich failures back to the raw topic once their cause is fixed (launch/tools/redrive.py).
+sends parse and enrich failures back to the raw topic, and rows BigQuery rejected back to their table, once their
+cause is fixed (launch/tools/redrive.py).
 The listing commands need only Kafka; `redeliver` and `redrive` take the pipeline's --kafka_*, --dead_letter_topic
 (and --api_*, --raw_topic) flags and their environment variables.
 """

@@ -1,6 +1,6 @@
-"""Re-drive parse and enrich failures to the raw topic once their cause is fixed (`python -m launch.dead_letters
-redrive --stage enrich|parse`): a content added to the catalogue, a producer's bug fixed and its record corrected
-by hand, a limit raised.
+"""Re-drive failures once their cause is fixed (`python -m launch.dead_letters redrive --stage enrich|parse|bigquery`):
+a content added to the catalogue, a producer's bug fixed and its record corrected by hand, a limit raised, a BigQuery
+table's schema fixed.
 
 Reads the dead-letter topic with a consumer group of its own (`engagement-redrive-<stage>`), from where the last run
 ended to the end offsets found at start, and writes each selected failure once to the raw topic the pipeline reads:
@@ -9,6 +9,9 @@ ended to the end offsets found at start, and writes each selected failure once t
 - `parse`: the original record's bytes, for a record that came from the raw topic. A CDC record cannot be sent
   again (the raw topic does not take Debezium envelopes): fix the row in Postgres instead, and Debezium's update
   reaches the pipeline as a newer version of the event.
+- `bigquery`: the row BigQuery rejected, inserted again into its table (named in the dead letter's error) with the
+  insert id the sink gives it (the event id, the pane's figures, the dead letter's key): the views keep one row per
+  id. A row BigQuery rejects again is reported and its batch not committed (the next run tries again).
 
 Each event counts once however often it is sent: the windows deduplicate by event id and every sink is idempotent
 on it. An event whose window is final in the live pipeline (its end plus the allowed lateness lies in the past)
@@ -32,7 +35,8 @@ import pydantic
 from schemas.dead_letter import DeadLetter
 from schemas.events import DirectEvent
 
-STAGES = ('enrich', 'parse')
+STAGES = ('enrich', 'parse', 'bigquery')
+BIGQUERY_TABLES = ('events_enriched_raw', 'content_minute_stats_raw', 'dead_letter')
 GROUP_PREFIX = 'engagement-redrive-'
 BATCH = 500
 
@@ -46,6 +50,7 @@ class Counts:
     too_old: int = 0            # its window is final in the live pipeline
     from_cdc: int = 0           # a Debezium record: fix the row in Postgres
     unreadable: int = 0
+    rejected: int = 0           # BigQuery refused the row again
     by_reason: collections.Counter = dataclasses.field(default_factory=collections.Counter)
 
 
@@ -58,10 +63,13 @@ def window_final(event_ts: datetime.datetime, window_s: int, lateness_s: int, no
 class Redrive:
     def __init__(self, kafka_config: dict, dead_letter_topic: str, raw_topic: str, stage: str, *, window_s: int,
                  lateness_s: int, group: str | None = None, from_beginning: bool = False, dry_run: bool = False,
-                 say: Callable[[str], None] = print):
+                 say: Callable[[str], None] = print, bigquery: Callable[[str, list, list], list] | None = None):
         if stage not in STAGES:
             raise ValueError(f'--stage={stage!r}: expected one of {", ".join(STAGES)}')
-        if not raw_topic:
+        if stage == 'bigquery' and bigquery is None and not dry_run:
+            raise ValueError('--stage=bigquery needs BigQuery (--bq_enabled, --bq_project, --bq_dataset)')
+        self.bigquery = bigquery  # (table, rows, insert ids) -> errors per row, as insert_rows_json answers
+        if stage != 'bigquery' and not raw_topic:
             raise ValueError('--raw_topic is empty: there is no raw topic to re-drive to')
         self.kafka_config, self.topic, self.raw_topic, self.stage = kafka_config, dead_letter_topic, raw_topic, stage
         self.window_s, self.lateness_s = window_s, lateness_s
@@ -69,6 +77,7 @@ class Redrive:
         self.from_beginning, self.dry_run, self.say = from_beginning, dry_run, say
         self.counts = Counts()
         self._sent_ids: set[int] = set()
+        self._hold = False  # once BigQuery refused a row, no later offset is committed in this run
 
     def _payload(self, letter: DeadLetter, now: datetime.datetime) -> tuple[bytes | None, bytes] | None:
         """(key, value) to send, or None with the reason counted."""
@@ -83,6 +92,8 @@ class Redrive:
                 return None
             self._sent_ids.add(event.id)
             return str(event.id).encode(), event.model_dump_json().encode()
+        if self.stage == 'bigquery':
+            return self._bigquery_row(letter)
         if letter.source_topic != self.raw_topic:
             c.from_cdc += 1
             return None
@@ -90,6 +101,16 @@ class Redrive:
             lambda text: text.encode('utf-8'))
         return (None if letter.key is None else decode(letter.key),
                 b'' if letter.payload is None else decode(letter.payload))
+
+    def _bigquery_row(self, letter: DeadLetter) -> tuple[str, dict] | None:
+        """(table, row) of a BigQuery dead letter; ValueError when its table or row cannot be told."""
+        table = letter.error.split(':', 1)[0]
+        if table not in BIGQUERY_TABLES:
+            raise ValueError(f'no table of ours named in the error: {letter.error[:80]!r}')
+        row = json.loads(letter.payload or '')
+        if not isinstance(row, dict):
+            raise ValueError('the payload is not a row')
+        return table, row
 
     def run(self) -> Counts:
         from kafka import KafkaConsumer, KafkaProducer, TopicPartition
@@ -99,7 +120,8 @@ class Redrive:
         c = self.counts
         consumer = KafkaConsumer(group_id=self.group, enable_auto_commit=False, auto_offset_reset='earliest',
                                  allow_auto_create_topics=False, bootstrap_timeout_ms=10_000, **self.kafka_config)
-        producer = None if self.dry_run else KafkaProducer(acks='all', linger_ms=5, **self.kafka_config)
+        producer = None if self.dry_run or self.stage == 'bigquery' else KafkaProducer(acks='all', linger_ms=5,
+                                                                                       **self.kafka_config)
         try:
             partitions = consumer.partitions_for_topic(self.topic)
             if not partitions:
@@ -146,7 +168,9 @@ class Redrive:
                             continue
                         c.sent += 1
                         c.by_reason[letter.reason] += 1
-                        if producer is not None:
+                        if self.stage == 'bigquery':
+                            futures.append(payload)
+                        elif producer is not None:
                             futures.append(producer.send(self.raw_topic, key=payload[0], value=payload[1]))
                     if len(futures) >= BATCH:
                         self._settle(producer, consumer, futures, next_offsets, OffsetAndMetadata)
@@ -161,16 +185,39 @@ class Redrive:
     def _settle(self, producer, consumer, futures, next_offsets, offset_and_metadata) -> None:
         if self.dry_run:
             return
-        producer.flush(timeout=60)
-        for future in futures:
-            if future.failed():
-                raise RuntimeError(f'Kafka refused a record for {self.raw_topic}: {future.exception}')
-        if next_offsets:
+        if self.stage == 'bigquery':
+            if not self._insert(futures):
+                self._hold = True  # a row was refused again: nothing more is committed, the next run retries
+        else:
+            producer.flush(timeout=60)
+            for future in futures:
+                if future.failed():
+                    raise RuntimeError(f'Kafka refused a record for {self.raw_topic}: {future.exception}')
+        if next_offsets and not self._hold:
             consumer.commit({tp: offset_and_metadata(offset, '', -1) for tp, offset in next_offsets.items()})
+
+    def _insert(self, rows: list[tuple[str, dict]]) -> bool:
+        """Insert the rows into their tables with the sink's insert ids; False when BigQuery refused any."""
+        from connectors.bigquery.sink import dead_letter_insert_id, event_insert_id, stats_insert_id
+        insert_id = {'events_enriched_raw': event_insert_id, 'content_minute_stats_raw': stats_insert_id,
+                     'dead_letter': dead_letter_insert_id}
+        ok = True
+        for table in BIGQUERY_TABLES:
+            batch = [row for name, row in rows if name == table]
+            if not batch:
+                continue
+            errors = self.bigquery(table, batch, [insert_id[table](row) for row in batch])
+            if errors:
+                ok = False
+                self.counts.rejected += len(errors)
+                self.counts.sent -= len(errors)
+                self.say(f'{table}: BigQuery refused {len(errors)} rows again, e.g. {str(errors[0])[:200]}')
+        return ok
 
     def report(self) -> list[str]:
         c = self.counts
-        verb = 'to send (dry run)' if self.dry_run else f'sent to {self.raw_topic}'
+        target = 'BigQuery' if self.stage == 'bigquery' else self.raw_topic
+        verb = 'to send (dry run)' if self.dry_run else f'sent to {target}'
         lines = [f'{c.read:>8}  read', f'{c.skipped:>8}  skipped (other stages)',
                  f'{c.repeated:>8}  repeated (a further dead letter of a failure handled in this run)',
                  f'{c.sent:>8}  {verb}']
@@ -180,7 +227,22 @@ class Redrive:
                   f'{c.from_cdc:>8}  not sent: Debezium records (fix the row in Postgres: its update is a newer '
                   'version of the event)',
                   f'{c.unreadable:>8}  unreadable (not a dead letter of this stage\'s format)']
+        if self.stage == 'bigquery':
+            lines.append(f'{c.rejected:>8}  refused by BigQuery again (not committed: the next run retries them)')
         return lines
+
+
+def bigquery_inserter(opts) -> Callable[[str, list, list], list] | None:
+    """insert_rows_json into the pipeline's dataset (the emulator with --bq_endpoint), or None when BigQuery is
+    off."""
+    if not opts.bigquery_enabled:
+        return None
+    from connectors.bigquery.clients import gcp_client
+    client = gcp_client(opts.bq_project, opts.bq_endpoint or None)
+
+    def insert(table: str, rows: list, row_ids: list) -> list:
+        return client.insert_rows_json(f'{opts.bq_project}.{opts.bq_dataset}.{table}', rows, row_ids=row_ids)
+    return insert
 
 
 def main(argv: list[str]) -> int:
@@ -188,7 +250,8 @@ def main(argv: list[str]) -> int:
     from pipelines.options import EngagementOptions, InvalidOption
     parser = argparse.ArgumentParser(prog='python -m launch.dead_letters redrive', description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument('--stage', choices=STAGES, required=True, help='Which failures to send again.')
+    parser.add_argument('--stage', choices=STAGES, required=True,
+                        help='Which failures to send again: enrich and parse to the raw topic, bigquery to BigQuery.')
     parser.add_argument('--dry-run', action='store_true', help='Count what would be sent; send and commit nothing.')
     parser.add_argument('--group', help=f'Consumer group that remembers where the last run ended. Default '
                                         f'{GROUP_PREFIX}<stage>.')
@@ -201,7 +264,7 @@ def main(argv: list[str]) -> int:
         run = Redrive(opts.kafka_consumer_config(), opts.dead_letter_topic, opts.raw_topic, args.stage,
                       window_s=opts.window_seconds, lateness_s=opts.allowed_lateness_seconds, group=args.group,
                       from_beginning=args.from_beginning, dry_run=args.dry_run,
-                      say=lambda line: print(line, flush=True))
+                      say=lambda line: print(line, flush=True), bigquery=bigquery_inserter(opts))
         check_kafka(opts.kafka_consumer_config())
     except (InvalidOption, ValueError) as exc:
         parser.error(str(exc))

@@ -57,3 +57,22 @@ def test_a_parse_failure_is_sent_as_its_original_bytes_when_it_came_from_the_raw
 def test_a_stage_that_cannot_be_redriven_is_refused():
     with pytest.raises(ValueError, match="--stage='api'"):
         redrive('api')
+
+
+def test_a_bigquery_failure_goes_back_to_its_table_with_the_sinks_insert_id_and_a_refusal_holds_the_commits():
+    calls = []
+
+    def insert(table, rows, row_ids):
+        calls.append((table, rows, row_ids))
+        return [{'index': 0, 'errors': ['still wrong']}] if len(calls) > 1 else []
+    run = Redrive({}, 'dead', 'raw', 'bigquery', window_s=60, lateness_s=600, bigquery=insert)
+    row = {**EVENT, 'content_title': 'T', 'content_type': 'video'}
+    bad = letter(stage='bigquery', reason='bigquery_rejected', payload=json.dumps(row),
+                 error='events_enriched_raw: no such field: x')
+    table_row = run._payload(bad, NOW)
+    assert table_row == ('events_enriched_raw', row)
+    assert run._insert([table_row]) is True and calls[0] == ('events_enriched_raw', [row], ['5'])
+    run.counts.sent = 1
+    assert run._insert([table_row]) is False and run.counts.rejected == 1 and run.counts.sent == 0
+    with pytest.raises(ValueError, match='no table of ours'):
+        run._payload(letter(stage='bigquery', error='somewhere: else'), NOW)
