@@ -18,6 +18,10 @@ on it. An event whose window is final in the live pipeline (its end plus the all
 would only come back as `too_late`; it is not sent, and the report counts it (a backfill recomputes its windows
 from Postgres, for events that are rows there). Offsets are committed after each batch the broker acknowledged: a
 crash in between sends that batch again, which the deduplication absorbs.
+
+A selection (`--content-id`, `--reason`, `--since`) re-drives only the failures it names, e.g. the events of the one
+content just added to the catalogue. The group still moves past the failures it leaves out, so a selective run takes
+a group of its own (`--group`): without one it commits nothing.
 """
 from __future__ import annotations
 
@@ -45,6 +49,7 @@ BATCH = 500
 class Counts:
     read: int = 0
     skipped: int = 0            # another stage
+    unselected: int = 0         # outside --content-id/--reason/--since
     repeated: int = 0           # a further dead letter of a failure this run handled
     sent: int = 0
     too_old: int = 0            # its window is final in the live pipeline
@@ -63,7 +68,9 @@ def window_final(event_ts: datetime.datetime, window_s: int, lateness_s: int, no
 class Redrive:
     def __init__(self, kafka_config: dict, dead_letter_topic: str, raw_topic: str, stage: str, *, window_s: int,
                  lateness_s: int, group: str | None = None, from_beginning: bool = False, dry_run: bool = False,
-                 say: Callable[[str], None] = print, bigquery: Callable[[str, list, list], list] | None = None):
+                 say: Callable[[str], None] = print, bigquery: Callable[[str, list, list], list] | None = None,
+                 content_ids: frozenset[str] = frozenset(), reasons: frozenset[str] = frozenset(),
+                 since: datetime.datetime | None = None):
         if stage not in STAGES:
             raise ValueError(f'--stage={stage!r}: expected one of {", ".join(STAGES)}')
         if stage == 'bigquery' and bigquery is None and not dry_run:
@@ -73,7 +80,11 @@ class Redrive:
             raise ValueError('--raw_topic is empty: there is no raw topic to re-drive to')
         self.kafka_config, self.topic, self.raw_topic, self.stage = kafka_config, dead_letter_topic, raw_topic, stage
         self.window_s, self.lateness_s = window_s, lateness_s
+        self.content_ids, self.reasons, self.since = frozenset(content_ids), frozenset(reasons), since
+        self.selective = bool(self.content_ids or self.reasons or since is not None)
         self.group = group or GROUP_PREFIX + stage
+        # a selective run under the default group would move it past the failures it leaves out
+        self.commit = not dry_run and (group is not None or not self.selective)
         self.from_beginning, self.dry_run, self.say = from_beginning, dry_run, say
         self.counts = Counts()
         self._sent_ids: set[int] = set()
@@ -160,6 +171,9 @@ class Redrive:
                         seen.add(identity)
                         try:
                             letter = DeadLetter.model_validate(record)
+                            if not self._selected(letter):
+                                c.unselected += 1
+                                continue
                             payload = self._payload(letter, now)
                         except (pydantic.ValidationError, ValueError):
                             c.unreadable += 1
@@ -182,6 +196,14 @@ class Redrive:
                 producer.close()
         return c
 
+    def _selected(self, letter: DeadLetter) -> bool:
+        """Whether a dead letter of this stage passes --reason, --since and --content-id."""
+        if self.reasons and letter.reason not in self.reasons:
+            return False
+        if self.since is not None and (letter.last_failed_ts is None or letter.last_failed_ts < self.since):
+            return False
+        return not self.content_ids or content_id_of(letter) in self.content_ids
+
     def _settle(self, producer, consumer, futures, next_offsets, offset_and_metadata) -> None:
         if self.dry_run:
             return
@@ -193,7 +215,7 @@ class Redrive:
             for future in futures:
                 if future.failed():
                     raise RuntimeError(f'Kafka refused a record for {self.raw_topic}: {future.exception}')
-        if next_offsets and not self._hold:
+        if next_offsets and not self._hold and self.commit:
             consumer.commit({tp: offset_and_metadata(offset, '', -1) for tp, offset in next_offsets.items()})
 
     def _insert(self, rows: list[tuple[str, dict]]) -> bool:
@@ -218,7 +240,10 @@ class Redrive:
         c = self.counts
         target = 'BigQuery' if self.stage == 'bigquery' else self.raw_topic
         verb = 'to send (dry run)' if self.dry_run else f'sent to {target}'
-        lines = [f'{c.read:>8}  read', f'{c.skipped:>8}  skipped (other stages)',
+        lines = [f'{c.read:>8}  read', f'{c.skipped:>8}  skipped (other stages)']
+        if self.selective:
+            lines.append(f'{c.unselected:>8}  not selected (--content-id, --reason, --since)')
+        lines += [
                  f'{c.repeated:>8}  repeated (a further dead letter of a failure handled in this run)',
                  f'{c.sent:>8}  {verb}']
         lines += [f'{n:>10}  {reason}' for reason, n in c.by_reason.most_common()]
@@ -229,7 +254,22 @@ class Redrive:
                   f'{c.unreadable:>8}  unreadable (not a dead letter of this stage\'s format)']
         if self.stage == 'bigquery':
             lines.append(f'{c.rejected:>8}  refused by BigQuery again (not committed: the next run retries them)')
+        if self.selective and not self.commit and not self.dry_run:
+            lines.append(f'nothing committed: a selective run moves a consumer group only when --group names one '
+                         f'of its own ({self.group} is left where it was)')
         return lines
+
+
+def content_id_of(letter: DeadLetter) -> str | None:
+    """The content id the failed event or row names, when its payload is JSON that names one."""
+    if letter.payload is None or letter.payload_encoding == 'base64':
+        return None
+    try:
+        payload = json.loads(letter.payload)
+    except ValueError:
+        return None
+    value = payload.get('content_id') if isinstance(payload, dict) else None
+    return value if isinstance(value, str) else None
 
 
 def bigquery_inserter(opts) -> Callable[[str, list, list], list] | None:
@@ -247,6 +287,7 @@ def bigquery_inserter(opts) -> Callable[[str, list, list], list] | None:
 
 def main(argv: list[str]) -> int:
     from connectors.credentials import CredentialsRefused, check_kafka
+    from launch.tools.redeliver import parse_reason, parse_since
     from pipelines.options import EngagementOptions, InvalidOption
     parser = argparse.ArgumentParser(prog='python -m launch.dead_letters redrive', description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -258,13 +299,21 @@ def main(argv: list[str]) -> int:
     parser.add_argument('--from-beginning', action='store_true',
                         help='Read the whole topic, not from the group\'s committed offsets (safe: the pipeline '
                              'counts an event once).')
+    parser.add_argument('--content-id', action='append', default=[], dest='content_ids',
+                        help='Only failures of this content (repeatable): the events or rows whose payload names it.')
+    parser.add_argument('--reason', action='append', type=parse_reason, default=[],
+                        help='Only this reason (repeatable), e.g. unknown_content.')
+    parser.add_argument('--since', type=parse_since,
+                        help='Only failures whose last attempt was at or after this time: ISO-8601 (UTC without an '
+                             'offset) or an age such as 30m, 2h, 1d.')
     args, rest = parser.parse_known_args(argv)
     try:  # the pipeline's flags and variables: Kafka, the topics, the window and its lateness
         opts = EngagementOptions(rest).view_as(EngagementOptions).validate()
         run = Redrive(opts.kafka_consumer_config(), opts.dead_letter_topic, opts.raw_topic, args.stage,
                       window_s=opts.window_seconds, lateness_s=opts.allowed_lateness_seconds, group=args.group,
                       from_beginning=args.from_beginning, dry_run=args.dry_run,
-                      say=lambda line: print(line, flush=True), bigquery=bigquery_inserter(opts))
+                      say=lambda line: print(line, flush=True), bigquery=bigquery_inserter(opts),
+                      content_ids=frozenset(args.content_ids), reasons=frozenset(args.reason), since=args.since)
         check_kafka(opts.kafka_consumer_config())
     except (InvalidOption, ValueError) as exc:
         parser.error(str(exc))

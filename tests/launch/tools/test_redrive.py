@@ -76,3 +76,18 @@ def test_a_bigquery_failure_goes_back_to_its_table_with_the_sinks_insert_id_and_
     assert run._insert([table_row]) is False and run.counts.rejected == 1 and run.counts.sent == 0
     with pytest.raises(ValueError, match='no table of ours'):
         run._payload(letter(stage='bigquery', error='somewhere: else'), NOW)
+
+
+def test_a_selection_keeps_the_named_content_reason_and_time_and_commits_only_under_a_group_of_its_own():
+    content = EVENT['content_id']
+    run = Redrive({}, 'dead', 'raw', 'enrich', window_s=60, lateness_s=600, content_ids=frozenset({content}),
+                  reasons=frozenset({'unknown_content'}), since=NOW - datetime.timedelta(minutes=5))
+    assert run._selected(letter())
+    assert not run._selected(letter(payload=json.dumps({**EVENT, 'content_id': 'another'})))
+    assert not run._selected(letter(reason='content_lookup_failed'))
+    assert not run._selected(letter(last_failed_ts=NOW - datetime.timedelta(hours=1)))
+    assert not run._selected(letter(payload=base64.b64encode(b'\xff').decode(), payload_encoding='base64'))
+    assert not run.commit and any('nothing committed' in line for line in run.report())
+    assert Redrive({}, 'dead', 'raw', 'enrich', window_s=60, lateness_s=600, group='mine',
+                   content_ids=frozenset({content})).commit
+    assert redrive('enrich').commit and not redrive('enrich').selective
