@@ -47,7 +47,14 @@ from pipelines.backfill import build_backfill
 from pipelines.dead_letters import write_dead_letters
 from pipelines.options import EngagementOptions, InvalidOption, add_arguments
 from pipelines.replay import ReplayPlan, SkipProcessedEvents, plan_replay
-from pipelines.runners import RunnerUnavailable, is_dataflow, runner_name, select_runner, stop_job_server_children
+from pipelines.runners import (
+    RunnerUnavailable,
+    enrichment_mode,
+    is_dataflow,
+    runner_name,
+    select_runner,
+    stop_job_server_children,
+)
 from pipelines.xlang import read_from_kafka_xlang
 from transforms.enrich import EnrichWithContent, PostgresContentLoader
 from transforms.parse import ParseEvents
@@ -95,7 +102,8 @@ def build(p: beam.Pipeline, opts: EngagementOptions, replay: ReplayPlan | None =
     if replay is not None:
         events = events | 'SkipProcessedEvents' >> beam.ParDo(SkipProcessedEvents(replay, opts.window_seconds))
     enriched = events | 'EnrichWithContent' >> EnrichWithContent(
-        PostgresContentLoader(opts.pg_dsn), refresh_seconds=opts.content_refresh_seconds)
+        PostgresContentLoader(opts.pg_dsn), refresh_seconds=opts.content_refresh_seconds,
+        side_input=enrichment_mode(opts) == 'side_input')
     stats = enriched.enriched | 'ContentStatsPerWindow' >> ContentStatsPerWindow(
         window_seconds=opts.window_seconds, early_firing_seconds=opts.early_firing_seconds,
         allowed_lateness_seconds=opts.allowed_lateness_seconds, closed_before_ms=replay_from_ms,
@@ -181,6 +189,10 @@ def run(argv: list[str] | None = None) -> int:
         print(f'error: --kafka_read_splits={opts.kafka_read_splits}: Prism runs one SDK worker and keeps one '
               'watermark estimate for the reader, not the minimum over its partition groups; use 1 (or 0) on '
               'Prism, more on Flink or Dataflow', file=sys.stderr)
+        return 2
+    if opts.content_enrichment == 'side_input' and runners.is_prism(options) and opts.mode != 'backfill':
+        print('error: --content_enrichment=side_input: Prism 2.77 refuses a triggered global-window side input '
+              '(apache/beam#31438); use cache (or auto) on Prism', file=sys.stderr)
         return 2
     if is_dataflow(runner) and opts.early_firing_seconds != int(opts.early_firing_seconds):
         # The Python SDK round-trips a Dataflow pipeline through Beam's own AfterProcessingTime, which keeps

@@ -166,6 +166,18 @@ def is_prism(options: PipelineOptions) -> bool:
     return _runner_name(options) in DIRECT_NAMES
 
 
+def enrichment_mode(options: PipelineOptions) -> str:
+    """--content_enrichment resolved: `auto` is Beam's slowly-updating side input on Dataflow, the runner that
+    documents the pattern for streaming Python, and the DoFn's cache elsewhere. On Prism 2.77 and on the Flink runner
+    of Beam 2.77 a refreshed side input does not reach live elements (`python -m launch.scenarios.side_input_probe`
+    shows it), and Flink also fails every checkpoint of the side input's state (docs/runners.md, "The catalogue as a
+    side input")."""
+    mode = options.view_as(PipelineOptions).get_all_options().get('content_enrichment') or 'auto'
+    if mode != 'auto':
+        return mode
+    return 'side_input' if _runner_name(options) in DATAFLOW_NAMES else 'cache'
+
+
 def default_read_splits(options: PipelineOptions) -> int:
     """How many elements the Kafka reader splits its partitions into when --kafka_read_splits is 0: a Flink job's
     parallelism (--parallelism, else the slots of the cluster it is submitted to), 1 on the other runners (Prism

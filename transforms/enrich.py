@@ -113,9 +113,10 @@ class EnrichWithContentFn(beam.DoFn):
     """IngestedEvent -> EnrichedEvent (main) or DeadLetter (tagged `dead_letter`); see EnrichWithContent."""
 
     def __init__(self, loader: ContentLoader, refresh_seconds: float, miss_reload_interval_seconds: float,
-                 clock: Callable[[], float] = time.monotonic):
+                 clock: Callable[[], float] = time.monotonic, side_input: bool = False):
         self._loader = loader
-        self._refresh_seconds = refresh_seconds
+        self._side_input = side_input  # the catalogue comes as CatalogueVersion side input; no periodic reload
+        self._refresh_seconds = math.inf if side_input else refresh_seconds
         self._miss_interval = miss_reload_interval_seconds
         self._clock = clock
         self._reloads = Metrics.counter(self.__class__, 'catalogue_reloads')
@@ -126,6 +127,16 @@ class EnrichWithContentFn(beam.DoFn):
         self._logged: set[str] = set()
 
     def setup(self):
+        # Wall-clock time of the catalogue in use: a side-input version replaces it only when loaded later.
+        self._version_ts = -math.inf
+        self._versions_seen: object = None
+        if self._side_input:  # the first version arrives with the side input (or a miss loads it directly)
+            self._catalogue: dict[str, Content] = {}
+            self._loaded_at = self._clock()
+            self._next_refresh = math.inf
+            self._last_miss_reload = -math.inf
+            self._enriched_in_bundle = collections.Counter()
+            return
         try:
             self._catalogue = dict(self._loader())
         except Exception as exc:
@@ -147,7 +158,7 @@ class EnrichWithContentFn(beam.DoFn):
             _LOG.warning(json.dumps({'event': 'content_reload_failed', 'why': why,
                                      'error': f'{type(exc).__name__}: {str(exc).strip()}'[:300]}))
             return False
-        self._catalogue, self._loaded_at = catalogue, now
+        self._catalogue, self._loaded_at, self._version_ts = catalogue, now, time.time()
         self._next_refresh = now + self._refresh_seconds
         self._reloads.inc()
         self._catalogue_loaded(len(catalogue))
@@ -158,8 +169,10 @@ class EnrichWithContentFn(beam.DoFn):
         metrics.CATALOGUE_CONTENTS.set(contents)
         metrics.CATALOGUE_REFRESHED.set(time.time())
 
-    def process(self, event: IngestedEvent):
+    def process(self, event: IngestedEvent, versions=()):
         now = self._clock()
+        if versions is not self._versions_seen:  # a side input's view is the same object until it changes
+            self._adopt(versions, now)
         if now >= self._next_refresh:
             self._reload(now, 'refresh')
         content = self._catalogue.get(event.content_id)
@@ -178,6 +191,13 @@ class EnrichWithContentFn(beam.DoFn):
             return
         self._enriched_in_bundle[enriched.content_type] += 1
         yield enriched
+
+    def _adopt(self, versions, now: float) -> None:
+        """Serve the newest catalogue the side input holds, unless a direct reload (after a miss) is newer."""
+        self._versions_seen = versions
+        newest = max(versions, key=lambda version: version.loaded_at, default=None)
+        if newest is not None and newest.loaded_at > self._version_ts:
+            self._catalogue, self._version_ts, self._loaded_at = newest.contents, newest.loaded_at, now
 
     def _unexpected(self, event: IngestedEvent, exc: Exception) -> DeadLetter:
         """The dead letter of an event whose enrichment raised; logged once per exception type."""
@@ -214,6 +234,33 @@ class EnrichWithContentFn(beam.DoFn):
             f'dead letter once the database is reachable')
 
 
+class CatalogueVersion(NamedTuple):
+    loaded_at: float                # Unix time of the load
+    contents: dict[str, Content]
+
+
+class LoadCatalogueFn(beam.DoFn):
+    """An impulse -> the whole catalogue as a CatalogueVersion; a failed load emits nothing (the side input keeps
+    the last version) and is logged and counted."""
+
+    def __init__(self, loader: ContentLoader):
+        self._loader = loader
+        self._loads = Metrics.counter(EnrichWithContentFn, 'catalogue_reloads')
+        self._failures = Metrics.counter(EnrichWithContentFn, 'catalogue_reload_failures')
+
+    def process(self, _impulse):
+        try:
+            contents = dict(self._loader())
+        except Exception as exc:  # noqa: BLE001 - the database's failure; the last version stays in use
+            self._failures.inc()
+            _LOG.warning(json.dumps({'event': 'content_reload_failed', 'why': 'side_input',
+                                     'error': f'{type(exc).__name__}: {str(exc).strip()}'[:300]}))
+            return
+        self._loads.inc()
+        EnrichWithContentFn._catalogue_loaded(len(contents))
+        yield CatalogueVersion(time.time(), contents)
+
+
 class EnrichedEvents(NamedTuple):
     enriched: beam.PCollection      # EnrichedEvent, timestamps kept
     dead_letters: beam.PCollection  # DeadLetter, stage 'enrich'
@@ -222,11 +269,9 @@ class EnrichedEvents(NamedTuple):
 class EnrichWithContent(beam.PTransform):
     """Join each event with its content from a catalogue that follows the database within `refresh_seconds`.
 
-    The design calls for Beam's slowly-changing side input (PeriodicImpulse -> load -> AsDict). On Prism 2.77,
-    the engine of the local DirectRunner, a refreshing side input does not reach live elements
-    (apache/beam#31438: the global-window triggered form is rejected, the windowed form leaves main elements
-    seeing it empty), and on Flink the main input waits for each side window. So this transform keeps the
-    catalogue in the DoFn instead, which behaves the same on every runner:
+    By default (the runners' `auto` outside Dataflow) the catalogue lives in the DoFn, which behaves the same on
+    every runner; Beam 2.77's Prism refuses a triggered global-window side input (apache/beam#31438) and its Flink
+    runner neither refreshes one for live elements nor checkpoints its state (docs/runners.md):
       * `setup()` loads it once per DoFn instance (per worker thread);
       * it is reloaded when `refresh_seconds` have passed (checked as events arrive);
       * an event whose content is missing triggers one reload, at most once per
@@ -234,13 +279,21 @@ class EnrichWithContent(beam.PTransform):
         content is still unknown the event goes to the dead letters as `unknown_content` (or
         `content_unavailable` if the reload failed). A failed periodic reload keeps the last catalogue.
     Everything lives inside this one transform so that the pipeline does not depend on how the catalogue
-    travels: should side inputs become usable on every runner we claim, only this class changes.
+    travels.
+
+    With `side_input=True` the catalogue travels as Beam's slowly-updating side input instead:
+    `PeriodicImpulse(refresh_seconds)` -> load -> global window, a pane per load (discarding) -> `AsList`; each DoFn
+    serves the newest version it sees. A miss still loads the catalogue once directly (rate-limited as above), so a
+    new content is used from its first event rather than from the next impulse. For unbounded pipelines on runners
+    that deliver a refreshed side input to live elements (Dataflow; `python -m launch.scenarios.side_input_probe`
+    tells for a runner). The impulse never ends: a bounded pipeline (a backfill) uses the default.
 
     `loader` must be picklable (it is shipped to workers): e.g. `PostgresContentLoader(dsn)`.
     """
 
     def __init__(self, loader: ContentLoader, refresh_seconds: float = 60,
-                 miss_reload_interval_seconds: float = 1.0, clock: Callable[[], float] = time.monotonic):
+                 miss_reload_interval_seconds: float = 1.0, clock: Callable[[], float] = time.monotonic,
+                 side_input: bool = False):
         super().__init__()
         if not callable(loader):
             raise TypeError(f'EnrichWithContent: loader must be callable, got {loader!r}')
@@ -249,8 +302,24 @@ class EnrichWithContent(beam.PTransform):
         if not miss_reload_interval_seconds >= 0:
             raise ValueError(f'EnrichWithContent: miss_reload_interval_seconds must be >= 0, '
                              f'got {miss_reload_interval_seconds}')
-        self._fn = EnrichWithContentFn(loader, refresh_seconds, miss_reload_interval_seconds, clock)
+        self._loader, self._refresh_seconds, self._side_input = loader, refresh_seconds, side_input
+        self._fn = EnrichWithContentFn(loader, refresh_seconds, miss_reload_interval_seconds, clock, side_input)
 
     def expand(self, events):
-        outputs = events | 'JoinContentCatalogue' >> beam.ParDo(self._fn).with_outputs(DEAD_LETTERS, main=ENRICHED)
+        if not self._side_input:
+            outputs = events | 'JoinContentCatalogue' >> beam.ParDo(self._fn).with_outputs(DEAD_LETTERS,
+                                                                                           main=ENRICHED)
+            return EnrichedEvents(outputs[ENRICHED], outputs[DEAD_LETTERS])
+        from apache_beam.transforms import trigger
+        from apache_beam.transforms.periodicsequence import PeriodicImpulse
+        from apache_beam.transforms.window import GlobalWindows
+        versions = (events.pipeline
+                    | 'CatalogueImpulse' >> PeriodicImpulse(fire_interval=self._refresh_seconds,
+                                                            apply_windowing=False)
+                    | 'LoadCatalogue' >> beam.ParDo(LoadCatalogueFn(self._loader))
+                    | 'PanePerLoad' >> beam.WindowInto(GlobalWindows(),
+                                                       trigger=trigger.Repeatedly(trigger.AfterCount(1)),
+                                                       accumulation_mode=trigger.AccumulationMode.DISCARDING))
+        outputs = events | 'JoinContentCatalogue' >> beam.ParDo(
+            self._fn, versions=beam.pvalue.AsList(versions)).with_outputs(DEAD_LETTERS, main=ENRICHED)
         return EnrichedEvents(outputs[ENRICHED], outputs[DEAD_LETTERS])

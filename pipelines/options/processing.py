@@ -39,6 +39,9 @@ class InputLimitOptions(PipelineOptions):
         return ParseLimits(self.max_record_bytes, self.max_future_seconds, parse_skip_offsets(self.skip_offsets or ''))
 
 
+ENRICHMENT_MODES = ('auto', 'cache', 'side_input')
+
+
 class EnrichmentOptions(PipelineOptions):
     @classmethod
     def _add_argparse_args(cls, parser):
@@ -53,6 +56,12 @@ class EnrichmentOptions(PipelineOptions):
         content.add_argument('--content_refresh_seconds', type=int, default=30,
                              help='Reload the content catalogue this often (seconds); an event whose content is '
                                   'unknown triggers one early reload before it is dead-lettered. Default 30.')
+        content.add_argument('--content_enrichment', choices=ENRICHMENT_MODES, default='auto',
+                             help='How the catalogue reaches the enrichment: cache (each DoFn reloads it every '
+                                  '--content_refresh_seconds), side_input (Beam\'s slowly-updating side input: '
+                                  'PeriodicImpulse -> load -> AsList), or auto: side_input on Dataflow, cache on Prism '
+                                  'and Flink, where a refreshed side input does not reach live elements in Beam 2.77 '
+                                  '(docs/runners.md). A backfill always uses cache. Default auto.')
 
     def check(self) -> None:
         if not self.pg_dsn:

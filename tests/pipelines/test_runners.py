@@ -93,3 +93,16 @@ def test_several_reader_splits_are_refused_on_prism(argv, capsys):
     assert run(argv) == 2
     err = capsys.readouterr().err
     assert err.startswith('error: --kafka_read_splits=') and 'use 1 (or 0) on Prism' in err
+
+
+def test_the_catalogue_side_input_is_refused_on_prism_and_auto_picks_it_only_on_dataflow(capsys):
+    """Prism 2.77 refuses a triggered global-window side input (apache/beam#31438), and Flink's runner neither
+    refreshes one for live elements nor checkpoints it (docs/runners.md): auto is the cache there."""
+    from pipelines.engagement import run
+    assert run(['--content_enrichment=side_input']) == 2
+    assert capsys.readouterr().err.startswith('error: --content_enrichment=side_input: Prism 2.77 refuses')
+    modes = {runner: runners.enrichment_mode(PipelineOptions([f'--runner={runner}']))
+             for runner in ('DirectRunner', 'FlinkRunner', 'DataflowRunner')}
+    assert modes == {'DirectRunner': 'cache', 'FlinkRunner': 'cache', 'DataflowRunner': 'side_input'}
+    assert runners.enrichment_mode(PipelineOptions(['--runner=FlinkRunner', '--content_enrichment=side_input'])) \
+        == 'side_input'

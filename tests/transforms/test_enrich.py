@@ -12,8 +12,10 @@ from apache_beam.testing.util import assert_that, equal_to
 from schemas import DeadLetter, EnrichedEvent
 from tests.transforms.builders import PODCAST, VIDEO, content, ingested, random_uuid
 from transforms.enrich import (
+    CatalogueVersion,
     EnrichWithContent,
     EnrichWithContentFn,
+    LoadCatalogueFn,
     PostgresContentLoader,
     engagement_metrics,
     enrich_event,
@@ -147,6 +149,34 @@ def test_a_miss_while_the_database_is_down_says_so():
     dead = run(fn, ingested(content_id=random_uuid()))
 
     assert dead.reason == 'content_unavailable'
+
+
+def side_run(fn, event, versions):
+    [out] = list(fn.process(event, versions))
+    return out.value if isinstance(out, beam.pvalue.TaggedOutput) else out
+
+
+def test_with_a_side_input_the_newest_version_is_served_and_a_miss_still_loads_directly():
+    loader = CatalogueLoader([content(PODCAST), content(VIDEO, content_type='video')])
+    fn = EnrichWithContentFn(loader, 30, 1.0, Clock(), side_input=True)
+    fn.setup()
+    assert loader.calls == 0  # the catalogue comes with the side input
+    old = CatalogueVersion(100.0, {PODCAST: content(PODCAST)})
+    new = CatalogueVersion(200.0, {PODCAST: content(PODCAST, title='Renamed')})
+
+    assert side_run(fn, ingested(), [new, old]).content_title == 'Renamed'  # the newest, in any order
+    assert side_run(fn, ingested(content_id=VIDEO), [new, old]).content_type == 'video'  # a miss loads once
+    assert loader.calls == 1
+    assert side_run(fn, ingested(content_id=VIDEO), [new, old]).content_type == 'video'  # the load is newer
+    assert side_run(fn, ingested(), [CatalogueVersion(1e12, {PODCAST: content(PODCAST)})]).content_title == \
+        'A Short History Of Privacy #12'  # a version loaded later replaces it
+    assert loader.calls == 1  # and no periodic reload: the side input refreshes
+
+
+def test_a_side_input_load_that_fails_emits_nothing_so_the_last_version_stays():
+    assert list(LoadCatalogueFn(CatalogueLoader(ConnectionError('database down'))).process(0)) == []
+    [version] = LoadCatalogueFn(CatalogueLoader([content(PODCAST)])).process(0)
+    assert set(version.contents) == {PODCAST} and version.loaded_at > 0
 
 
 def test_setup_fails_with_one_clear_line_when_the_catalogue_cannot_load():

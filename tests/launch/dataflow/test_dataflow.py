@@ -100,6 +100,27 @@ def test_dataflow_dry_run_translates_the_whole_graph(monkeypatch, write_method):
     assert sizes and set(sizes) == {60}
 
 
+@pytest.mark.parametrize('flag, side_input', [([], True), (['--content_enrichment=cache'], False)])
+def test_on_dataflow_the_catalogue_is_a_periodically_refreshed_side_input_by_default(monkeypatch, flag, side_input):
+    for name, value in OFFLINE_ENV.items():
+        monkeypatch.setenv(name, value)
+    proto = dry_run_pipeline(['--api_url=', '--bq_enabled=false', *flag])
+    names = {t.unique_name for t in proto.components.transforms.values()}
+    assert any(n.startswith('EnrichWithContent/CatalogueImpulse') for n in names) is side_input
+    [join] = [t for t in proto.components.transforms.values()
+              if t.unique_name == 'EnrichWithContent/JoinContentCatalogue/ParDo(EnrichWithContentFn)']
+    from apache_beam.portability.api import beam_runner_api_pb2
+    pardo = beam_runner_api_pb2.ParDoPayload.FromString(join.spec.payload)
+    assert len(pardo.side_inputs) == (1 if side_input else 0)
+    if side_input:  # the catalogue's panes: global window, one pane per load, discarding
+        [tag] = pardo.side_inputs
+        strategy = proto.components.windowing_strategies[
+            proto.components.pcollections[join.inputs[tag]].windowing_strategy_id]
+        assert strategy.window_fn.urn == 'beam:window_fn:global_windows:v1'
+        assert strategy.trigger.WhichOneof('trigger') == 'repeat'
+        assert strategy.accumulation_mode == beam_runner_api_pb2.AccumulationMode.DISCARDING
+
+
 def test_dataflow_dry_run_translates_the_backfill_graph(monkeypatch):
     """--mode=backfill for Dataflow: a bounded job (no streaming flag), the Postgres read and the live transforms,
     no Kafka reader and no REST API."""
