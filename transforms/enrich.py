@@ -109,6 +109,32 @@ class PostgresContentLoader:
         return 'PostgresContentLoader(<dsn>)'
 
 
+def load_or_log(loader: ContentLoader, why: str, failures) -> dict[str, Content] | None:
+    """The catalogue, or None once a failed load is counted in `failures` and logged (the caller keeps the last)."""
+    try:
+        return dict(loader())
+    except Exception as exc:  # noqa: BLE001 - the database's failure, whatever it raises
+        failures.inc()
+        _LOG.warning(json.dumps({'event': 'content_reload_failed', 'why': why,
+                                 'error': f'{type(exc).__name__}: {str(exc).strip()}'[:300]}))
+        return None
+
+
+def slowly_updating(root, fire_interval: float, load: beam.DoFn, stop_timestamp=None) -> beam.PCollection:
+    """Beam's slowly-updating side input: `PeriodicImpulse(fire_interval)` -> `load` -> global window, one pane per
+    load (discarding); to be read with `AsList`. The enrichment's side-input mode and the side-input probe
+    (launch/scenarios/side_input_probe.py) build it here, so the probe measures what the pipeline runs."""
+    from apache_beam.transforms import trigger
+    from apache_beam.transforms.periodicsequence import PeriodicImpulse
+    from apache_beam.transforms.window import GlobalWindows
+    bounds = {} if stop_timestamp is None else {'stop_timestamp': stop_timestamp}
+    return (root
+            | 'CatalogueImpulse' >> PeriodicImpulse(fire_interval=fire_interval, apply_windowing=False, **bounds)
+            | 'LoadCatalogue' >> beam.ParDo(load)
+            | 'PanePerLoad' >> beam.WindowInto(GlobalWindows(), trigger=trigger.Repeatedly(trigger.AfterCount(1)),
+                                               accumulation_mode=trigger.AccumulationMode.DISCARDING))
+
+
 class EnrichWithContentFn(beam.DoFn):
     """IngestedEvent -> EnrichedEvent (main) or DeadLetter (tagged `dead_letter`); see EnrichWithContent."""
 
@@ -130,33 +156,27 @@ class EnrichWithContentFn(beam.DoFn):
         # Wall-clock time of the catalogue in use: a side-input version replaces it only when loaded later.
         self._version_ts = -math.inf
         self._versions_seen: object = None
-        if self._side_input:  # the first version arrives with the side input (or a miss loads it directly)
-            self._catalogue: dict[str, Content] = {}
-            self._loaded_at = self._clock()
-            self._next_refresh = math.inf
-            self._last_miss_reload = -math.inf
-            self._enriched_in_bundle = collections.Counter()
-            return
-        try:
-            self._catalogue = dict(self._loader())
-        except Exception as exc:
-            raise RuntimeError(f'EnrichWithContent: the content catalogue could not be loaded '
-                               f'({type(exc).__name__}: {str(exc).strip()}); is the database reachable?') from exc
+        # With a side input the first version arrives with it (or a miss loads it directly).
+        self._catalogue: dict[str, Content] = {} if self._side_input else self._first_catalogue()
         self._loaded_at = self._clock()
-        self._next_refresh = self._loaded_at + self._refresh_seconds
+        self._next_refresh = self._loaded_at + self._refresh_seconds  # never, with a side input
         self._last_miss_reload = -math.inf
-        self._catalogue_loaded(len(self._catalogue))
         # Counted per bundle (finish_bundle): a metric update costs about a microsecond, as much as the enrichment.
         self._enriched_in_bundle: collections.Counter = collections.Counter()
 
-    def _reload(self, now: float, why: str) -> bool:
+    def _first_catalogue(self) -> dict[str, Content]:
         try:
             catalogue = dict(self._loader())
-        except Exception as exc:  # keep serving the last catalogue; try again after the miss interval
-            self._reload_failures.inc()
+        except Exception as exc:
+            raise RuntimeError(f'EnrichWithContent: the content catalogue could not be loaded '
+                               f'({type(exc).__name__}: {str(exc).strip()}); is the database reachable?') from exc
+        self._catalogue_loaded(len(catalogue))
+        return catalogue
+
+    def _reload(self, now: float, why: str) -> bool:
+        catalogue = load_or_log(self._loader, why, self._reload_failures)
+        if catalogue is None:  # keep serving the last catalogue; try again after the miss interval
             self._next_refresh = now + max(self._miss_interval, 1.0)
-            _LOG.warning(json.dumps({'event': 'content_reload_failed', 'why': why,
-                                     'error': f'{type(exc).__name__}: {str(exc).strip()}'[:300]}))
             return False
         self._catalogue, self._loaded_at, self._version_ts = catalogue, now, time.time()
         self._next_refresh = now + self._refresh_seconds
@@ -249,12 +269,8 @@ class LoadCatalogueFn(beam.DoFn):
         self._failures = Metrics.counter(EnrichWithContentFn, 'catalogue_reload_failures')
 
     def process(self, _impulse):
-        try:
-            contents = dict(self._loader())
-        except Exception as exc:  # noqa: BLE001 - the database's failure; the last version stays in use
-            self._failures.inc()
-            _LOG.warning(json.dumps({'event': 'content_reload_failed', 'why': 'side_input',
-                                     'error': f'{type(exc).__name__}: {str(exc).strip()}'[:300]}))
+        contents = load_or_log(self._loader, 'side_input', self._failures)
+        if contents is None:  # the last version stays in use
             return
         self._loads.inc()
         EnrichWithContentFn._catalogue_loaded(len(contents))
@@ -306,20 +322,9 @@ class EnrichWithContent(beam.PTransform):
         self._fn = EnrichWithContentFn(loader, refresh_seconds, miss_reload_interval_seconds, clock, side_input)
 
     def expand(self, events):
-        if not self._side_input:
-            outputs = events | 'JoinContentCatalogue' >> beam.ParDo(self._fn).with_outputs(DEAD_LETTERS,
-                                                                                           main=ENRICHED)
-            return EnrichedEvents(outputs[ENRICHED], outputs[DEAD_LETTERS])
-        from apache_beam.transforms import trigger
-        from apache_beam.transforms.periodicsequence import PeriodicImpulse
-        from apache_beam.transforms.window import GlobalWindows
-        versions = (events.pipeline
-                    | 'CatalogueImpulse' >> PeriodicImpulse(fire_interval=self._refresh_seconds,
-                                                            apply_windowing=False)
-                    | 'LoadCatalogue' >> beam.ParDo(LoadCatalogueFn(self._loader))
-                    | 'PanePerLoad' >> beam.WindowInto(GlobalWindows(),
-                                                       trigger=trigger.Repeatedly(trigger.AfterCount(1)),
-                                                       accumulation_mode=trigger.AccumulationMode.DISCARDING))
-        outputs = events | 'JoinContentCatalogue' >> beam.ParDo(
-            self._fn, versions=beam.pvalue.AsList(versions)).with_outputs(DEAD_LETTERS, main=ENRICHED)
+        side = {'versions': beam.pvalue.AsList(slowly_updating(events.pipeline, self._refresh_seconds,
+                                                               LoadCatalogueFn(self._loader)))
+                } if self._side_input else {}
+        outputs = events | 'JoinContentCatalogue' >> beam.ParDo(self._fn, **side).with_outputs(DEAD_LETTERS,
+                                                                                                 main=ENRICHED)
         return EnrichedEvents(outputs[ENRICHED], outputs[DEAD_LETTERS])

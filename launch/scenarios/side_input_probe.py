@@ -43,11 +43,10 @@ class _Record(beam.DoFn):
 
 def probe(argv: list[str]) -> dict:
     from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
-    from apache_beam.transforms import trigger
     from apache_beam.transforms.periodicsequence import PeriodicImpulse
-    from apache_beam.transforms.window import GlobalWindows
 
     from pipelines.runners import select_runner
+    from transforms.enrich import slowly_updating
     parser = argparse.ArgumentParser(prog='python -m launch.scenarios.side_input_probe', description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--seconds', type=float, default=40, help='How long the main input runs. Default 40.')
@@ -59,12 +58,7 @@ def probe(argv: list[str]) -> dict:
     start = time.time()
     stop = start + args.seconds
     p = beam.Pipeline(runner=select_runner(options), options=options)
-    versions = (p | 'Refresh' >> PeriodicImpulse(fire_interval=args.refresh, apply_windowing=False,
-                                                 stop_timestamp=stop)
-                | 'Load' >> beam.ParDo(_Version())
-                | 'PanePerVersion' >> beam.WindowInto(GlobalWindows(),
-                                                      trigger=trigger.Repeatedly(trigger.AfterCount(1)),
-                                                      accumulation_mode=trigger.AccumulationMode.DISCARDING))
+    versions = slowly_updating(p, args.refresh, _Version(), stop_timestamp=stop)  # as the enrichment builds it
     (p | 'Ticks' >> PeriodicImpulse(fire_interval=1, apply_windowing=False, stop_timestamp=stop)
      | 'Record' >> beam.ParDo(_Record(str(record)), versions=beam.pvalue.AsList(versions)))
     result = None
@@ -99,8 +93,9 @@ def main(argv: list[str] | None = None) -> int:
     else:
         verdict = 'a refreshed side input does NOT reach live elements: the main input kept the first version'
 
-    print(f"main input: {result['elements']} elements ({result['replayed']} replayed: the job restarted); the "
-          f"version an element saw was at worst {result['worst_age_s']:.1f} s old; {verdict}")
+    replays = f" ({result['replayed']} replayed: the job restarted)" if result['replayed'] else ''
+    print(f"main input: {result['elements']} elements{replays}; the version an element saw was at worst "
+          f"{result['worst_age_s']:.1f} s old; {verdict}")
     return 2 if result['replayed'] else 0 if result['refreshes'] else 1
 
 
