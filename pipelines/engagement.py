@@ -56,6 +56,9 @@ from pipelines.runners import (
     stop_job_server_children,
 )
 from pipelines.xlang import read_from_kafka_xlang
+from schemas.coders import carries_batches
+from schemas.events import EventBatch
+from transforms.batches import ExplodeEventBatches
 from transforms.enrich import EnrichWithContent, PostgresContentLoader
 from transforms.parse import ParseEvents
 from transforms.privacy import Pseudonymize
@@ -96,11 +99,13 @@ def build(p: beam.Pipeline, opts: EngagementOptions, replay: ReplayPlan | None =
             start_timestamp_ms=read_from_ms, max_delay_ms=READER_MAX_DELAY_MS,
             max_bundle_records=READER_MAX_BUNDLE_RECORDS, max_bundle_seconds=READER_MAX_BUNDLE_SECONDS,
             live_bundle_seconds=READER_LIVE_BUNDLE_SECONDS, live_grid_seconds=opts.early_firing_seconds,
-            splits=opts.kafka_read_splits or 1)
+            splits=opts.kafka_read_splits or 1, batched=opts.batched)
     parsed = records | 'ParseEvents' >> ParseEvents(cdc_topics=[opts.cdc_topic], limits=opts.parse_limits())
     events = parsed.events
     if replay is not None:
-        events = events | 'SkipProcessedEvents' >> beam.ParDo(SkipProcessedEvents(replay, opts.window_seconds))
+        skip = beam.ParDo(SkipProcessedEvents(replay, opts.window_seconds))
+        events = events | 'SkipProcessedEvents' >> (skip.with_output_types(EventBatch) if carries_batches(events)
+                                                    else skip)
     enriched = events | 'EnrichWithContent' >> EnrichWithContent(
         PostgresContentLoader(opts.pg_dsn), refresh_seconds=opts.content_refresh_seconds,
         side_input=enrichment_mode(opts) == 'side_input')
@@ -122,6 +127,9 @@ def build(p: beam.Pipeline, opts: EngagementOptions, replay: ReplayPlan | None =
               'Redis': written.dead_letters}
     outputs = {}
     outgoing = enriched.enriched
+    if opts.batched and (opts.api_url or opts.bigquery_enabled or opts.user_recent_contents):
+        # what takes events one by one gets them one by one (transforms/batches.py)
+        outgoing = outgoing | 'OneElementPerEvent' >> beam.ParDo(ExplodeEventBatches())
     if opts.pseudonymize_user_ids and (opts.api_url or opts.bigquery_enabled or opts.user_recent_contents):
         # what leaves the pipeline with a user carries no user id (transforms/privacy.py)
         outgoing = outgoing | 'PseudonymizeUserIds' >> Pseudonymize()

@@ -25,6 +25,7 @@ assumed written.
 from __future__ import annotations
 
 import logging
+from datetime import datetime, timedelta, timezone
 from typing import NamedTuple
 
 import apache_beam as beam
@@ -32,8 +33,11 @@ from apache_beam.metrics import Metrics
 
 from connectors.kafka import committed_positions
 from pipelines.options import EngagementOptions
+from schemas.events import EventBatch
 
 _LOG = logging.getLogger('pipelines.engagement')
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_SECOND = timedelta(seconds=1)
 
 
 def replay_start_ms(positions: dict, window_seconds: int, allowed_lateness_seconds: int,
@@ -77,15 +81,24 @@ class SkipProcessedEvents(beam.DoFn):
         self._before_start = Metrics.counter('engagement', 'before_start')
 
     def process(self, event, timestamp=beam.DoFn.TimestampParam):
-        window_end = (int(timestamp) // self._window + 1) * self._window
+        if not isinstance(event, EventBatch):
+            if self._goes_on(event, int(timestamp)):
+                yield event
+            return
+        going_on = [one for one in event.events if self._goes_on(one, (one.event_ts - _EPOCH) // _SECOND)]
+        if going_on:
+            yield EventBatch(going_on)
+
+    def _goes_on(self, event, event_seconds: int) -> bool:
+        window_end = (event_seconds // self._window + 1) * self._window
         if window_end <= self._from_s and self._reprocess:
             self._before_start.inc()  # reprocessing from a time: earlier windows are not this run's business
-            return
+            return False
         if window_end <= self._from_s and event.source_offset is not None and \
                 event.source_offset < self._committed.get((event.source_topic, event.source_partition), -1):
             self._skipped.inc()
-            return
-        yield event
+            return False
+        return True
 
 
 def plan_reprocess(opts: EngagementOptions) -> ReplayPlan:

@@ -10,7 +10,7 @@
 """
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field, Json, StrictFloat, StrictInt, StrictStr
 
@@ -87,3 +87,12 @@ class EnrichedEvent(IngestedEvent):
     engagement_percentage: StrictFloat | None = Field(
         None, description='engagement_seconds / length_seconds * 100, rounded half-up to 2 decimals; NULL when '
                           'duration or length is NULL or length is 0. May exceed 100 (replays, loops).')
+
+
+class EventBatch(NamedTuple):
+    """Events handed from one step of the pipeline to the next as one element (`--event_batches`): the events of
+    one Kafka poll, each with its own `event_ts` (the batch's element timestamp is that of the poll's earliest
+    record, not theirs). Beam's batched DoFns do not fit here: they batch only elements that share a timestamp and
+    window, and every event has its own. The steps that need one element per event (the event sinks) get them from
+    `transforms.batches.ExplodeEventBatches`, at their event_ts."""
+    events: list

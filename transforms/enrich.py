@@ -3,7 +3,7 @@
 Beam concepts: a `DoFn` whose `setup()` loads a lookup table, a tagged dead-letter output, `Metrics.counter`.
 
     enriched = events | EnrichWithContent(PostgresContentLoader(dsn), refresh_seconds=60)
-    enriched.enriched     # PCollection[EnrichedEvent] (timestamps kept)
+    enriched.enriched     # PCollection[EnrichedEvent] (timestamps kept); EventBatch in, EventBatch out
     enriched.dead_letters # PCollection[DeadLetter], stage 'enrich', reason unknown_content/content_unavailable
 
 An event whose enrichment raises (a defect an event's content could trigger) becomes a dead letter
@@ -29,9 +29,10 @@ from pydantic import ValidationError
 
 from connectors import metrics
 from schemas import dead_letter as reasons
+from schemas.coders import carries_batches
 from schemas.content import Content
 from schemas.dead_letter import DEAD_LETTERS, DeadLetter
-from schemas.events import EnrichedEvent, IngestedEvent
+from schemas.events import EnrichedEvent, EventBatch, IngestedEvent
 from schemas.trusted import trusted
 
 ENRICHED = 'enriched'
@@ -189,28 +190,41 @@ class EnrichWithContentFn(beam.DoFn):
         metrics.CATALOGUE_CONTENTS.set(contents)
         metrics.CATALOGUE_REFRESHED.set(time.time())
 
-    def process(self, event: IngestedEvent, versions=()):
+    def process(self, event: IngestedEvent | EventBatch, versions=()):
         now = self._clock()
         if versions is not self._versions_seen:  # a side input's view is the same object until it changes
             self._adopt(versions, now)
         if now >= self._next_refresh:
             self._reload(now, 'refresh')
+        if not isinstance(event, EventBatch):
+            result = self._enrich(event, now)
+            yield result if type(result) is EnrichedEvent else beam.pvalue.TaggedOutput(DEAD_LETTERS, result)
+            return
+        enriched = []
+        for one in event.events:   # the catalogue is the same for the whole batch (a miss may reload it)
+            result = self._enrich(one, now)
+            if type(result) is EnrichedEvent:
+                enriched.append(result)
+            else:
+                yield beam.pvalue.TaggedOutput(DEAD_LETTERS, result)
+        if enriched:
+            yield EventBatch(enriched)
+
+    def _enrich(self, event: IngestedEvent, now: float) -> EnrichedEvent | DeadLetter:
         content = self._catalogue.get(event.content_id)
         if content is None:
             reason, error = self._look_up_after_miss(event, now)
             content = self._catalogue.get(event.content_id)
             if content is None:
                 (self._unknown if reason == reasons.UNKNOWN_CONTENT else self._unavailable).inc()
-                yield beam.pvalue.TaggedOutput(DEAD_LETTERS, DeadLetter.for_event(
-                    event, stage='enrich', reason=reason, error=error, now=datetime.now(timezone.utc)))
-                return
+                return DeadLetter.for_event(event, stage='enrich', reason=reason, error=error,
+                                            now=datetime.now(timezone.utc))
         try:
             enriched = enrich_event(event, content)
         except Exception as exc:  # noqa: BLE001 - an event's content must never fail the bundle
-            yield beam.pvalue.TaggedOutput(DEAD_LETTERS, self._unexpected(event, exc))
-            return
+            return self._unexpected(event, exc)
         self._enriched_in_bundle[enriched.content_type] += 1
-        yield enriched
+        return enriched
 
     def _adopt(self, versions, now: float) -> None:
         """Serve the newest catalogue the side input holds, unless a direct reload (after a miss) is newer."""
@@ -325,6 +339,8 @@ class EnrichWithContent(beam.PTransform):
         side = {'versions': beam.pvalue.AsList(slowly_updating(events.pipeline, self._refresh_seconds,
                                                                LoadCatalogueFn(self._loader)))
                 } if self._side_input else {}
-        outputs = events | 'JoinContentCatalogue' >> beam.ParDo(self._fn, **side).with_outputs(DEAD_LETTERS,
-                                                                                                 main=ENRICHED)
+        join = beam.ParDo(self._fn, **side)
+        if carries_batches(events):
+            join = join.with_output_types(EventBatch)
+        outputs = events | 'JoinContentCatalogue' >> join.with_outputs(DEAD_LETTERS, main=ENRICHED)
         return EnrichedEvents(outputs[ENRICHED], outputs[DEAD_LETTERS])

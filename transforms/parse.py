@@ -1,7 +1,7 @@
 """`ParseEvents`: Kafka records into validated engagement events; everything else becomes a dead letter.
 
     parsed = records | ParseEvents(cdc_topics=['engagement.public.engagement_events'])
-    parsed.events        # PCollection[IngestedEvent], timestamped with event_ts
+    parsed.events        # PCollection[IngestedEvent], timestamped with event_ts (EventBatch from KafkaBatch)
     parsed.dead_letters  # PCollection[DeadLetter], stage 'parse'
 
 Records of a topic in `cdc_topics` are Debezium envelopes (JSON converter, schemas disabled), others direct JSON
@@ -9,9 +9,12 @@ events (`schemas.DirectEvent`). CDC `c`/`r` give the event, `u` a newer version 
 `d` and tombstones are skipped and counted (removing a row is not engagement), `t`/`m` are dead letters
 (`unsupported_op`). Rejected records carry the original bytes and a reason (docs/pipeline.md, "Dead letters");
 limits (`ParseLimits`: record size, events from the future, offsets an operator skips) are checked first.
-No record can fail a bundle: any other error parsing one record becomes an `unexpected_error` dead letter naming
-the exception. Only the parsing is guarded, not the hand-over of its result: an error downstream is that step's
-own, and fails the bundle as it should.
+A `KafkaBatch` (the reader's `batched=True`) gives one `EventBatch` of its events; each record takes a fast path
+(`transforms/fast_parse.py`, orjson and plain checks) when it certainly is a valid event, else the same
+`guarded_parse` as a single record: the same events, dead letters and reasons either way. No record can fail a
+bundle: any other error parsing one record becomes an `unexpected_error` dead letter naming the exception. Only
+the parsing is guarded, not the hand-over of its result: an error downstream is that step's own, and fails the
+bundle as it should.
 """
 from __future__ import annotations
 
@@ -31,12 +34,14 @@ from pydantic_core import ErrorDetails
 
 from connectors import metrics
 from schemas import dead_letter as reasons
+from schemas.coders import carries_batches
 from schemas.dead_letter import DEAD_LETTERS, DeadLetter
 from schemas.debezium import DebeziumEnvelope
-from schemas.events import CdcEngagementRow, DirectEvent, EngagementEvent, IngestedEvent
-from schemas.kafka import KafkaRecord
+from schemas.events import CdcEngagementRow, DirectEvent, EngagementEvent, EventBatch, IngestedEvent
+from schemas.kafka import KafkaBatch, KafkaRecord
 from schemas.trusted import trusted
 from schemas.types import INT64_MAX
+from transforms.fast_parse import fast_fields
 
 EVENTS = 'events'
 
@@ -151,11 +156,15 @@ def _best_effort_id(record: KafkaRecord, cdc: bool, read_value: bool = True) -> 
     return _as_id(key.get('id') if isinstance(key, dict) else key)
 
 
-def _ingest_ts(record: KafkaRecord) -> datetime | None:
+def _ingest_ts_of(timestamp_ms: int) -> datetime | None:
     try:
-        return _EPOCH + timedelta(milliseconds=record.timestamp_ms) if record.timestamp_ms >= 0 else None
+        return _EPOCH + timedelta(milliseconds=timestamp_ms) if timestamp_ms >= 0 else None
     except OverflowError:  # not a time at all; our reader never hands one on (it caps stamps at its clock)
         return None
+
+
+def _ingest_ts(record: KafkaRecord) -> datetime | None:
+    return _ingest_ts_of(record.timestamp_ms)
 
 
 def _reader_clock_ms(record: KafkaRecord, now: datetime) -> int:
@@ -263,18 +272,61 @@ class ParseEventsFn(beam.DoFn):
         # Counted per bundle: a metric update costs about a microsecond, a tenth of the parsing itself.
         self._counts = collections.Counter()
 
-    def process(self, record: KafkaRecord):
+    def process(self, record: KafkaRecord | KafkaBatch):
+        if isinstance(record, KafkaBatch):
+            yield from self._process_batch(record)
+            return
         result = guarded_parse(record, self._cdc_topics, datetime.now(timezone.utc), self._limits)
         if isinstance(result, IngestedEvent):
             self._counts['events_' + result.source] += 1
             yield TimestampedValue(result, event_timestamp(result))
-        elif isinstance(result, DeadLetter):
+        else:
+            yield from self._not_an_event(result)
+
+    def _not_an_event(self, result: DeadLetter | Skipped):
+        if isinstance(result, DeadLetter):
             self._counts['dead_letter_' + result.reason] += 1
             if result.reason == reasons.UNEXPECTED_ERROR:
                 self._log_unexpected(result)
             yield beam.pvalue.TaggedOutput(DEAD_LETTERS, result)
         else:
             self._counts['skipped_' + result.reason] += 1
+
+    def _process_batch(self, batch: KafkaBatch):
+        """A poll's records -> one EventBatch of its events, and a dead letter per rejected record. Each record takes
+        the fast path (`transforms.fast_parse`) when it certainly is a valid event, else `guarded_parse` as above."""
+        now = datetime.now(timezone.utc)
+        now_ms = (now - _EPOCH) // _MILLISECOND
+        cdc = batch.topic in self._cdc_topics
+        source = 'cdc' if cdc else 'direct'
+        limits = self._limits
+        skip, max_bytes, max_future_us = limits.skip, limits.max_record_bytes, limits.max_future_seconds * 1_000_000
+        topic, partition, watermark_ms = batch.topic, batch.partition, batch.watermark_ms
+        events = []
+        for i, (offset, key, value, stamp) in enumerate(zip(batch.offsets, batch.keys, batch.values,
+                                                             batch.timestamps_ms)):
+            found = None
+            if value is not None and len(value) + (len(key) if key is not None else 0) <= max_bytes and not (
+                    skip and Coordinates(topic, partition, offset) in skip):
+                try:
+                    found = fast_fields(value, cdc, min(stamp, now_ms) if stamp >= 0 else now_ms, max_future_us)
+                    if found is not None:
+                        fields, lsn = found
+                        fields.update(source=source, source_topic=topic, source_partition=partition,
+                                      source_offset=offset, source_lsn=lsn, ingest_ts=_ingest_ts_of(stamp),
+                                      watermark_ms=watermark_ms)
+                        events.append(trusted(IngestedEvent, fields))
+                except Exception:  # noqa: BLE001 - the careful path below gives the record's verdict
+                    found = None
+            if found is None:
+                result = guarded_parse(batch.record(i), self._cdc_topics, now, limits)
+                if isinstance(result, IngestedEvent):
+                    events.append(result)
+                else:
+                    yield from self._not_an_event(result)
+        if events:
+            self._counts['events_' + source] += len(events)
+            yield EventBatch(events)
 
     def _log_unexpected(self, letter: DeadLetter) -> None:
         kind = letter.error.split(' ', 1)[0]
@@ -309,6 +361,8 @@ class ParseEvents(beam.PTransform):
         self._limits = limits
 
     def expand(self, records) -> ParsedEvents:
-        outputs = records | 'ParseAndValidate' >> beam.ParDo(
-            ParseEventsFn(self._cdc_topics, self._limits)).with_outputs(DEAD_LETTERS, main=EVENTS)
+        parse = beam.ParDo(ParseEventsFn(self._cdc_topics, self._limits))
+        if carries_batches(records):
+            parse = parse.with_output_types(EventBatch)
+        outputs = records | 'ParseAndValidate' >> parse.with_outputs(DEAD_LETTERS, main=EVENTS)
         return ParsedEvents(outputs[EVENTS], outputs[DEAD_LETTERS])

@@ -29,8 +29,9 @@ from apache_beam.utils.windowed_value import WindowedValue
 
 from connectors import metrics
 from schemas import dead_letter as reasons
+from schemas.coders import carries_batches
 from schemas.dead_letter import DEAD_LETTERS, DeadLetter
-from schemas.events import EnrichedEvent
+from schemas.events import EnrichedEvent, EventBatch
 from schemas.stats import ContentWindowStats
 from transforms.partials import PartialBuilder, compact, totals_of
 
@@ -80,31 +81,46 @@ class RouteTooLateFn(beam.DoFn):
         self._unchecked = Metrics.counter(self.__class__, 'passed_unchecked')
         self._too_late = Metrics.counter(self.__class__, f'dead_letter_{reasons.TOO_LATE}')
 
-    def process(self, event: EnrichedEvent):
+    def process(self, event: EnrichedEvent | EventBatch):
+        if not isinstance(event, EventBatch):
+            letter = self._too_late_letter(event)
+            yield event if letter is None else beam.pvalue.TaggedOutput(DEAD_LETTERS, letter)
+            return
+        on_time = []
+        for one in event.events:
+            letter = self._too_late_letter(one)
+            if letter is None:
+                on_time.append(one)
+            else:
+                yield beam.pvalue.TaggedOutput(DEAD_LETTERS, letter)
+        if len(on_time) == len(event.events):
+            yield event
+        elif on_time:
+            yield EventBatch(on_time)
+
+    def _too_late_letter(self, event: EnrichedEvent) -> DeadLetter | None:
+        """None when the event is on time, else its too_late dead letter."""
         start = self._windows.start(event)
         end = start + self._windows.size
         if self._closed_before_us is not None and end <= self._closed_before_us:
             self._too_late.inc()
-            yield beam.pvalue.TaggedOutput(DEAD_LETTERS, DeadLetter.for_event(
+            return (DeadLetter.for_event(
                 event, stage='window', reason=reasons.TOO_LATE, now=datetime.now(timezone.utc),
                 error=(f'event_ts {event.event_ts.isoformat()}: its window [{_iso(start)}, {_iso(end)}) was final '
                        f'before the pipeline restarted (replay point {_iso(self._closed_before_us)})')))
-            return
         watermark_ms = event.watermark_ms
         if watermark_ms is None:
             self._unchecked.inc()
-            yield event
-            return
+            return None
         deadline = start + self._windows.size - 1 + self._lateness_seconds * 1_000_000
         if deadline > watermark_ms * 1000:
-            yield event
-            return
+            return None
         self._too_late.inc()
-        yield beam.pvalue.TaggedOutput(DEAD_LETTERS, DeadLetter.for_event(
+        return DeadLetter.for_event(
             event, stage='window', reason=reasons.TOO_LATE, now=datetime.now(timezone.utc),
             error=(f'event_ts {event.event_ts.isoformat()} is beyond the allowed lateness: its window '
                    f'[{_iso(start)}, {_iso(end)}) closed for late data at {_iso(deadline + 1)} '
-                   f'(end + {self._lateness_seconds} s) and the watermark had reached {_iso(watermark_ms * 1000)}')))
+                   f'(end + {self._lateness_seconds} s) and the watermark had reached {_iso(watermark_ms * 1000)}'))
 
 
 class RouteTooLateEvents(beam.PTransform):
@@ -115,7 +131,10 @@ class RouteTooLateEvents(beam.PTransform):
         self._fn = RouteTooLateFn(window_fn, allowed_lateness_seconds, closed_before_ms)
 
     def expand(self, events):
-        return events | 'CompareWithReaderWatermark' >> beam.ParDo(self._fn).with_outputs(DEAD_LETTERS, main=ON_TIME)
+        route = beam.ParDo(self._fn)
+        if carries_batches(events):
+            route = route.with_output_types(EventBatch)
+        return events | 'CompareWithReaderWatermark' >> route.with_outputs(DEAD_LETTERS, main=ON_TIME)
 
 
 _COMPACT_AFTER = 32  # partials an accumulator collects before it merges them into one
@@ -139,16 +158,18 @@ class CombineWithinBundleFn(beam.DoFn):
         self._partials = {}
         self._shard_of = {}
 
-    def process(self, event: EnrichedEvent):
-        content_id = event.content_id
-        shard = self._shard_of.get(content_id)
-        if shard is None:
-            shard = self._shard_of[content_id] = shard_of(content_id, self._shards)
-        key = (self._windows.start(event), shard)
-        builder = self._partials.get(key)
-        if builder is None:
-            builder = self._partials[key] = PartialBuilder()
-        builder.add(event)
+    def process(self, event: EnrichedEvent | EventBatch):
+        events: list[EnrichedEvent] = event.events if isinstance(event, EventBatch) else [event]
+        for one in events:
+            content_id = one.content_id
+            shard = self._shard_of.get(content_id)
+            if shard is None:
+                shard = self._shard_of[content_id] = shard_of(content_id, self._shards)
+            key = (self._windows.start(one), shard)
+            builder = self._partials.get(key)
+            if builder is None:
+                builder = self._partials[key] = PartialBuilder()
+            builder.add(one)
 
     def finish_bundle(self):
         partials, self._partials = self._partials, {}

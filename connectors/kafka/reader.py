@@ -27,6 +27,7 @@ from apache_beam.utils.windowed_value import WindowedValue
 from kafka import TopicPartition
 from kafka.structs import OffsetAndMetadata
 
+import schemas.coders  # noqa: F401 - the coder of KafkaBatch
 from connectors import metrics
 from connectors.kafka.client import (
     COMMIT_TIMEOUT_MS,
@@ -46,6 +47,7 @@ from connectors.kafka.restriction import (
     Progress,
     min_watermark,
 )
+from schemas.kafka import KafkaBatch
 
 _LOG = logging.getLogger('connectors.kafka')
 # Records taken from one poll: the time bound of a process() call is checked between polls.
@@ -78,8 +80,10 @@ def live_call_seconds(now_s: float, live_bundle_seconds: float, grid_seconds: fl
 
 class _ReadPartitionsFn(beam.DoFn):
     def __init__(self, consumer_config, group_id, commit_offsets, max_bundle_records, max_bundle_seconds,
-                 live_bundle_seconds, poll_timeout_ms, idle_resume_delay_ms, max_delay_ms, live_grid_seconds=None):
+                 live_bundle_seconds, poll_timeout_ms, idle_resume_delay_ms, max_delay_ms, live_grid_seconds=None,
+                 batched=False):
         self._config, self._group_id, self._commit_offsets = consumer_config, group_id, commit_offsets
+        self._batched = batched
         self._max_records, self._max_seconds = max_bundle_records, max_bundle_seconds
         self._live_seconds = live_bundle_seconds
         self._live_grid = live_grid_seconds
@@ -158,7 +162,13 @@ class _ReadPartitionsFn(beam.DoFn):
                 progress.leader_epochs[i] = -1 if epoch is None else epoch
                 size = 0
                 emitted_at = min_watermark(progress.watermarks)
-                for r, ts in zip(records, stamps):
+                if self._batched:
+                    keys, values = [r.key() for r in records], [r.value() for r in records]
+                    size = sum(len(v) for v in values if v is not None) + sum(len(k) for k in keys if k is not None)
+                    yield WindowedValue(KafkaBatch(topic, partition, [r.offset() for r in records], keys, values,
+                                                   stamps, emitted_at),
+                                        Timestamp(micros=min(stamps) * 1000), _GLOBAL_WINDOW)
+                for r, ts in zip(() if self._batched else records, stamps):
                     key, value = r.key(), r.value()
                     size += len(key or b'') + len(value or b'')
                     # A WindowedValue rather than a TimestampedValue: the read element lives in the global window
@@ -288,6 +298,9 @@ class ReadFromKafka(beam.PTransform):
         redistributed by a Reshuffle so that a runner with parallelism reads them on several workers. A record's
         `watermark_ms` is then its group's watermark, which is ahead of the runner's (the minimum over the groups)
         or equal to it.
+      batched: hand on one `KafkaBatch` per partition and poll (up to 500 records, as columns) instead of one
+        `KafkaRecord` per record, stamped with its earliest record's timestamp: a step that handles a batch at
+        once saves Beam's per-element work (`ParseEvents` does, and the steps after it: see `--event_batches`).
       max_delay_ms: how far a record's timestamp may lie behind the newest timestamp read from its partition (or
         behind wall clock once the partition is caught up) and still be on time.
     """
@@ -297,7 +310,7 @@ class ReadFromKafka(beam.PTransform):
                  commit_offsets: bool = True, max_bundle_records: int = 10_000, max_bundle_seconds: float = 0.5,
                  live_bundle_seconds: float | None = None,
                  poll_timeout_ms: int = 200, idle_resume_delay_ms: int = 100, max_delay_ms: int = 1000,
-                 live_grid_seconds: float | None = None, splits: int = 1):
+                 live_grid_seconds: float | None = None, splits: int = 1, batched: bool = False):
         super().__init__()
         self._config = check_consumer_config(consumer_config)
         check_read_arguments('ReadFromKafka', topics, start_offset, start_timestamp_ms)
@@ -324,7 +337,8 @@ class ReadFromKafka(beam.PTransform):
         self._start_offset, self._start_timestamp_ms = start_offset, start_timestamp_ms
         self._read_fn = _ReadPartitionsFn(self._config, group_id, commit_offsets, max_bundle_records,
                                           max_bundle_seconds, live_bundle_seconds, poll_timeout_ms,
-                                          idle_resume_delay_ms, max_delay_ms, live_grid_seconds)
+                                          idle_resume_delay_ms, max_delay_ms, live_grid_seconds, batched)
+        self._batched = batched
 
     def expand(self, pbegin):
         plans = (pbegin
@@ -335,5 +349,6 @@ class ReadFromKafka(beam.PTransform):
         if self._splits > 1:
             # Without a shuffle every plan stays in the (single) worker that ran the impulse.
             plans = plans | 'DistributeReaders' >> beam.Reshuffle()
-        return plans | 'ReadPartitions' >> beam.ParDo(self._read_fn).with_output_types(KafkaRecord)
+        return plans | 'ReadPartitions' >> beam.ParDo(self._read_fn).with_output_types(
+            KafkaBatch if self._batched else KafkaRecord)
 

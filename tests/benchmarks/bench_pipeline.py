@@ -1,7 +1,7 @@
 """Benchmark: catch-up throughput of the whole pipeline (Kafka -> parse -> enrich -> windows -> Redis) on Prism.
 
     .venv/bin/python -m tests.benchmarks.bench_pipeline --events 200000 [--rate 5000] [--keep] [--runner FlinkRunner]
-        [--flink-cluster [--taskmanagers 2] [--slots 1]] [-- --parallelism=N ...]
+        [--flink-cluster [--taskmanagers 2] [--slots 1]] [--profile FILE] [-- --parallelism=N ...]
 
 Starts a private stack (free ports, fresh state), inserts `--events` rows with the generator at `--rate` rows/s
 (so the backlog spans events/rate seconds of event time), waits until Debezium has them all on Kafka, then starts
@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -171,6 +172,9 @@ def main(argv=None) -> int:
                         help='FlinkRunner on the stack\'s session cluster (--with flink) instead of embedded')
     parser.add_argument('--taskmanagers', type=int, default=2, help='with --flink-cluster (default 2)')
     parser.add_argument('--slots', type=int, default=1, help='with --flink-cluster: slots per TaskManager (default 1)')
+    parser.add_argument('--profile', metavar='FILE',
+                        help='record the pipeline processes with py-spy (100 Hz, subprocesses, native frames off) '
+                             'until Redis is exact, into FILE (collapsed stacks); py-spy from $PY_SPY or PATH')
     parser.add_argument('pipeline_args', nargs='*', help='extra pipeline flags (after --)')
     args = parser.parse_args(argv)
     if args.flink_cluster:
@@ -200,6 +204,11 @@ def main(argv=None) -> int:
                                      '--streaming', *args.pipeline_args], env=env,
                                     stdout=subprocess.DEVNULL, stderr=open(cfg.state_dir / 'pipeline.log', 'wb'))
         cpu = ProcessAccount(stack, pipeline.pid)
+        profiler = None
+        if args.profile:
+            profiler = subprocess.Popen([os.environ.get('PY_SPY', 'py-spy'), 'record', '--subprocesses', '-r', '100',
+                                         '-f', 'raw', '-o', args.profile, '-p', str(pipeline.pid)],
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         first_output = None
         peak_rss = peak_jvm_rss = 0.0
         diffs = ['not checked']
@@ -222,6 +231,9 @@ def main(argv=None) -> int:
                     break
         elapsed = time.monotonic() - started
         cpu.sample()
+        if profiler is not None:
+            profiler.send_signal(signal.SIGINT)   # py-spy writes its file on SIGINT
+            profiler.wait(60)
         cpu_report = cpu.report()
         scripts = client.info('commandstats').get('cmdstat_evalsha', {}).get('calls', 0)
         sinks = {} if diffs else wait_for_sinks(cfg, args.pipeline_args, args.events, started, args.timeout)
