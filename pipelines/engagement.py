@@ -100,7 +100,8 @@ def build(p: beam.Pipeline, opts: EngagementOptions, replay: ReplayPlan | None =
             max_bundle_records=READER_MAX_BUNDLE_RECORDS, max_bundle_seconds=READER_MAX_BUNDLE_SECONDS,
             live_bundle_seconds=READER_LIVE_BUNDLE_SECONDS, live_grid_seconds=opts.early_firing_seconds,
             splits=opts.kafka_read_splits or 1, batched=opts.batched)
-    parsed = records | 'ParseEvents' >> ParseEvents(cdc_topics=[opts.cdc_topic], limits=opts.parse_limits())
+    parsed = records | 'ParseEvents' >> ParseEvents(cdc_topics=[opts.cdc_topic], limits=opts.parse_limits(),
+                                                    gc_threshold=opts.worker_gc_threshold)
     events = parsed.events
     if replay is not None:
         skip = beam.ParDo(SkipProcessedEvents(replay, opts.window_seconds))

@@ -43,7 +43,11 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _MICROSECOND = timedelta(microseconds=1)
 _PAYLOAD_SCALARS = (str, bool, type(None))
 _CDC_OPS = frozenset(('c', 'r', 'u'))
-_SOURCE_STRINGS = ('db', 'schema', 'table')
+_NONE = type(None)
+# exact types allowed (a bool is not an int here, as for pydantic's strict ints)
+_OPTIONAL_INT = {int: True, _NONE: True}
+_OPTIONAL_STR = {str: True, _NONE: True}
+_SNAPSHOT = {str: True, bool: True, _NONE: True}
 _loads = orjson.loads
 
 
@@ -102,10 +106,6 @@ def _row_fields(row: dict, cdc: bool, clock_ms: int, max_future_us: float) -> di
             'event_ts': event_ts, 'duration_ms': duration, 'device': device, 'raw_payload': payload}
 
 
-def _optional(value, kind) -> bool:
-    return value is None or type(value) is kind
-
-
 def fast_fields(value: bytes, cdc: bool, clock_ms: int, max_future_us: float) -> tuple[dict, int | None] | None:
     """(EngagementEvent fields, LSN) of a record value that is certainly a valid event, else None (see the module
     docstring). `clock_ms` is the reader's clock (`transforms.parse._reader_clock_ms`)."""
@@ -126,15 +126,12 @@ def fast_fields(value: bytes, cdc: bool, clock_ms: int, max_future_us: float) ->
     source, after = document.get('source'), document.get('after')
     if type(source) is not dict or type(after) is not dict:
         return None
-    lsn = source.get('lsn')
-    if not (_optional(lsn, int) and _optional(source.get('ts_ms'), int) and _optional(document.get('ts_ms'), int)
-            and all(_optional(source.get(name), str) for name in _SOURCE_STRINGS)):
-        return None
-    snapshot = source.get('snapshot')
-    if not (snapshot is None or type(snapshot) in (str, bool)):
-        return None
-    before = document.get('before')
-    if not (before is None or type(before) is dict):
+    get = source.get
+    lsn, snapshot, before = get('lsn'), get('snapshot'), document.get('before')
+    if not (_OPTIONAL_INT.get(type(lsn)) and _OPTIONAL_INT.get(type(get('ts_ms')))
+            and _OPTIONAL_INT.get(type(document.get('ts_ms'))) and _OPTIONAL_STR.get(type(get('db')))
+            and _OPTIONAL_STR.get(type(get('schema'))) and _OPTIONAL_STR.get(type(get('table')))
+            and _SNAPSHOT.get(type(snapshot)) and (before is None or type(before) is dict)):
         return None
     fields = _row_fields(after, True, clock_ms, max_future_us)
     return None if fields is None else (fields, lsn)

@@ -42,6 +42,7 @@ from schemas.kafka import KafkaBatch, KafkaRecord
 from schemas.trusted import trusted
 from schemas.types import INT64_MAX
 from transforms.fast_parse import fast_fields
+from transforms.runtime import tune_garbage_collector
 
 EVENTS = 'events'
 
@@ -262,11 +263,15 @@ def unexpected_error_letter(record: KafkaRecord, exc: BaseException, now: dateti
 class ParseEventsFn(beam.DoFn):
     """KafkaRecord -> IngestedEvent at event time (main output) or DeadLetter (tagged `dead_letters`)."""
 
-    def __init__(self, cdc_topics: Collection[str], limits: ParseLimits = ParseLimits()):
+    def __init__(self, cdc_topics: Collection[str], limits: ParseLimits = ParseLimits(), gc_threshold: int = 0):
         self._cdc_topics = frozenset(cdc_topics)
         self._limits = limits
+        self._gc_threshold = gc_threshold
         self._counters: dict[str, Any] = {}
         self._logged: set[str] = set()
+
+    def setup(self):
+        tune_garbage_collector(self._gc_threshold)
 
     def start_bundle(self):
         # Counted per bundle: a metric update costs about a microsecond, a tenth of the parsing itself.
@@ -355,13 +360,14 @@ class ParsedEvents(NamedTuple):
 class ParseEvents(beam.PTransform):
     """PCollection[KafkaRecord] -> ParsedEvents(events, dead_letters)."""
 
-    def __init__(self, cdc_topics: Collection[str] = (), limits: ParseLimits = ParseLimits()):
+    def __init__(self, cdc_topics: Collection[str] = (), limits: ParseLimits = ParseLimits(), gc_threshold: int = 0):
         super().__init__()
         self._cdc_topics = tuple(cdc_topics)
         self._limits = limits
+        self._gc_threshold = gc_threshold   # the worker process's (transforms/runtime.py); 0 leaves it alone
 
     def expand(self, records) -> ParsedEvents:
-        parse = beam.ParDo(ParseEventsFn(self._cdc_topics, self._limits))
+        parse = beam.ParDo(ParseEventsFn(self._cdc_topics, self._limits, self._gc_threshold))
         if carries_batches(records):
             parse = parse.with_output_types(EventBatch)
         outputs = records | 'ParseAndValidate' >> parse.with_outputs(DEAD_LETTERS, main=EVENTS)

@@ -1,7 +1,7 @@
 """Benchmark: the same job in Bytewax, Quix Streams and this pipeline, on one Kafka backlog, one after the other.
 
     .venv/bin/python -m tests.benchmarks.bench_peers [--events 300000] [--rounds 2]
-        [--engines bytewax,quix,ours,ours-all] [--venvs DIR] [--timeout 600]
+        [--engines bytewax,quix,ours,ours-all,ours-records] [--venvs DIR] [--timeout 600]
 
 Starts a private stack (free ports, fresh state, topics of one partition; the whole stack runs beside each engine),
 installs each peer in a virtualenv of its own under `--venvs` (default `<state dir>/peers`, ENGAGEMENT_STATE_DIR;
@@ -17,10 +17,12 @@ Each engine runs the job the way its users write it (tests/benchmarks/peers/): J
 enrichment from the catalogue loaded once from Postgres, engagement percentage, 60 s event-time tumbling count and
 engagement seconds per content into Redis. Ours is `python -m pipelines.engagement` on Prism with Redis only
 (`--api_url= --bq_enabled=false`, "ours"), and with its three sinks ("ours-all"; the REST API receiver and the
-BigQuery emulator of the stack). Each run ends when the engine's Redis figures equal the truth for every (window,
-content) (for "ours-all" in the first round, it then also waits until the REST API and BigQuery held every event):
-it prints the time from the process's start to Redis exact (start-up included), events/s, the CPU seconds and peak
-RSS of the engine's processes until then (ours: the driver and Prism), then the medians per engine and the ratios.
+BigQuery emulator of the stack), and optionally Redis only with one element per record (`--event_batches=false`,
+"ours-records", the pipeline before batches). Each run ends when the engine's Redis figures equal the truth for
+every (window, content) (for "ours-all" in the first round, it then also waits until the REST API and BigQuery
+held every event): it prints the time from the process's start to Redis exact (start-up included), events/s, the
+CPU seconds and peak RSS of the engine's processes until then (ours: the driver and Prism), then the medians per
+engine and the ratios.
 
 What ours does and the peers do not: each event's id deduplicated (a redelivered or replayed event counts once),
 CDC updates replacing earlier versions, early panes every second (the peers write each window once, when it
@@ -135,7 +137,9 @@ def command(engine: str, cfg, venvs: Path, prefix: str, run: int) -> tuple[list[
         script = str(PEERS / f'{engine}_job.py')
         args = [python, script] + ([str(cfg.state_dir / f'quix-state-{run}')] if engine == 'quix' else [])
         return args, env
-    sinks = ['--api_url=', '--bq_enabled=false'] if engine == 'ours' else []
+    sinks = ['--api_url=', '--bq_enabled=false'] if engine in ('ours', 'ours-records') else []
+    if engine == 'ours-records':
+        sinks.append('--event_batches=false')
     return ([sys.executable, '-m', 'pipelines.engagement', '--runner=DirectRunner', '--streaming',
              f'--redis_prefix={prefix}', f'--consumer_group=bench-peers-{prefix}', '--start_offset=earliest',
              *sinks], {**env, **cfg.env()})
@@ -194,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument('--seed', type=int, default=7)
     args = parser.parse_args(argv)
     engines = [e.strip() for e in args.engines.split(',') if e.strip()]
-    unknown = set(engines) - {*PACKAGES, 'ours', 'ours-all'}
+    unknown = set(engines) - {*PACKAGES, 'ours', 'ours-all', 'ours-records'}
     if unknown:
         parser.error(f'--engines: unknown {", ".join(sorted(unknown))}')
     venvs = args.venvs or stack_config.load().state_dir / 'peers'

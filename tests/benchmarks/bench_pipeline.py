@@ -173,8 +173,9 @@ def main(argv=None) -> int:
     parser.add_argument('--taskmanagers', type=int, default=2, help='with --flink-cluster (default 2)')
     parser.add_argument('--slots', type=int, default=1, help='with --flink-cluster: slots per TaskManager (default 1)')
     parser.add_argument('--profile', metavar='FILE',
-                        help='record the pipeline processes with py-spy (100 Hz, subprocesses, native frames off) '
-                             'until Redis is exact, into FILE (collapsed stacks); py-spy from $PY_SPY or PATH')
+                        help='record the pipeline processes with py-spy (100 Hz, subprocesses, the thread holding the '
+                             'GIL only) until Redis is exact, into FILE (collapsed stacks); py-spy from $PY_SPY or '
+                             'PATH')
     parser.add_argument('pipeline_args', nargs='*', help='extra pipeline flags (after --)')
     args = parser.parse_args(argv)
     if args.flink_cluster:
@@ -207,7 +208,7 @@ def main(argv=None) -> int:
         profiler = None
         if args.profile:
             profiler = subprocess.Popen([os.environ.get('PY_SPY', 'py-spy'), 'record', '--subprocesses', '-r', '100',
-                                         '-f', 'raw', '-o', args.profile, '-p', str(pipeline.pid)],
+                                         '--gil', '-f', 'raw', '-o', args.profile, '-p', str(pipeline.pid)],
                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         first_output = None
         peak_rss = peak_jvm_rss = 0.0
