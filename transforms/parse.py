@@ -308,6 +308,7 @@ class ParseEventsFn(beam.DoFn):
         skip, max_bytes, max_future_us = limits.skip, limits.max_record_bytes, limits.max_future_seconds * 1_000_000
         topic, partition, watermark_ms = batch.topic, batch.partition, batch.watermark_ms
         events = []
+        last_stamp, ingest_ts = None, None   # records of a backlog share their millisecond by the dozen
         for i, (offset, key, value, stamp) in enumerate(zip(batch.offsets, batch.keys, batch.values,
                                                              batch.timestamps_ms)):
             found = None
@@ -317,9 +318,11 @@ class ParseEventsFn(beam.DoFn):
                     found = fast_fields(value, cdc, min(stamp, now_ms) if stamp >= 0 else now_ms, max_future_us)
                     if found is not None:
                         fields, lsn = found
-                        fields.update(source=source, source_topic=topic, source_partition=partition,
-                                      source_offset=offset, source_lsn=lsn, ingest_ts=_ingest_ts_of(stamp),
-                                      watermark_ms=watermark_ms)
+                        if stamp != last_stamp:
+                            last_stamp, ingest_ts = stamp, _ingest_ts_of(stamp)
+                        fields['source'], fields['source_topic'], fields['source_partition'] = source, topic, partition
+                        fields['source_offset'], fields['source_lsn'], fields['ingest_ts'] = offset, lsn, ingest_ts
+                        fields['watermark_ms'] = watermark_ms
                         events.append(trusted(IngestedEvent, fields))
                 except Exception:  # noqa: BLE001 - the careful path below gives the record's verdict
                     found = None
