@@ -99,6 +99,20 @@ class BigQueryWatch:
 WATCHES = {'redis': RedisWatch, 'api': ApiWatch, 'bigquery': BigQueryWatch}
 
 
+def redis_rates(first: tuple[float, dict], last: tuple[float, dict]) -> str:
+    """Redis commands per second between two `INFO commandstats` readings: EVALSHA (the stats sink runs one script
+    per pane), and every command but the probes' own reads (HGET, HMGET, HGETALL of this bench)."""
+    seconds = max(last[0] - first[0], 1e-9)
+
+    def calls(stats: dict, keep) -> int:
+        return sum(entry.get('calls', 0) for name, entry in stats.items() if keep(name))
+    pipeline_commands = lambda name: name not in ('cmdstat_hget', 'cmdstat_hmget', 'cmdstat_hgetall')  # noqa: E731
+    evalsha = lambda name: name == 'cmdstat_evalsha'  # noqa: E731
+    return (f'Redis after warm-up: {(calls(last[1], evalsha) - calls(first[1], evalsha)) / seconds:,.1f} EVALSHA/s '
+            f'(stats panes), {(calls(last[1], pipeline_commands) - calls(first[1], pipeline_commands)) / seconds:,.1f} '
+            'commands/s in all but the probes\' reads')
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--rate', type=float, default=1000, help='background rows/s')
@@ -155,6 +169,8 @@ def main(argv=None) -> int:
         started = time.monotonic()
         next_probe = next_poll = next_sample = next_rss = started
         peak_rss = 0.0
+        redis_client = redis.Redis.from_url(cfg.redis_url)
+        redis_counted: tuple[float, dict] | None = None   # (time, commandstats) when the warm-up ended
         rss_series: dict[str, list[tuple[float, float]]] = {}   # process -> (minutes since start, MB)
         while time.monotonic() - started < args.duration + args.warmup:
             now = time.monotonic()
@@ -167,6 +183,8 @@ def main(argv=None) -> int:
                 probes[event_id] = Probe(time.monotonic(), int(event_ts) // 60 * 60)
                 pending.add(event_id)
                 next_probe += 1 / args.probes_per_second
+            if redis_counted is None and now - started >= args.warmup:
+                redis_counted = (now, redis_client.info('commandstats'))
             if pending and now >= next_poll:
                 seen = watch.visible(probes, pending)
                 t = time.monotonic()
@@ -195,6 +213,8 @@ def main(argv=None) -> int:
             time.sleep(0.005)
         cpu.sample()
         print(cpu.report() + ' (the generator runs in this process, not counted)')
+        if redis_counted is not None:
+            print(redis_rates(redis_counted, (time.monotonic(), redis_client.info('commandstats'))))
         if monitor is not None:
             print(f'monitoring service: {cpu_seconds(monitor.pid):.1f} CPU-s; /metrics scraped {len(scrapes)} times '
                   f'every {args.scrape_seconds:g} s, median {statistics.median(scrapes or [0]) * 1000:.0f} ms a scrape')

@@ -1,7 +1,8 @@
 """Benchmark: the same job in Bytewax, Quix Streams and this pipeline, on one Kafka backlog, one after the other.
 
     .venv/bin/python -m tests.benchmarks.bench_peers [--events 300000] [--rounds 2]
-        [--engines bytewax,quix,ours,ours-all,ours-records] [--venvs DIR] [--timeout 600]
+        [--engines bytewax,quix,ours,ours-all,ours-records] [--variant NAME=FLAGS ...] [--venvs DIR]
+        [--timeout 600]
 
 Starts a private stack (free ports, fresh state, topics of one partition; the whole stack runs beside each engine),
 installs each peer in a virtualenv of its own under `--venvs` (default `<state dir>/peers`, ENGAGEMENT_STATE_DIR;
@@ -18,11 +19,11 @@ enrichment from the catalogue loaded once from Postgres, engagement percentage, 
 engagement seconds per content into Redis. Ours is `python -m pipelines.engagement` on Prism with Redis only
 (`--api_url= --bq_enabled=false`, "ours"), and with its three sinks ("ours-all"; the REST API receiver and the
 BigQuery emulator of the stack), and optionally Redis only with one element per record (`--event_batches=false`,
-"ours-records", the pipeline before batches). Each run ends when the engine's Redis figures equal the truth for
-every (window, content) (for "ours-all" in the first round, it then also waits until the REST API and BigQuery
-held every event): it prints the time from the process's start to Redis exact (start-up included), events/s, the
-CPU seconds and peak RSS of the engine's processes until then (ours: the driver and Prism), then the medians per
-engine and the ratios.
+"ours-records", the pipeline before batches), and with any other flags (`--variant NAME=FLAGS`). Each run ends
+when the engine's Redis figures equal the truth for every (window, content) (for "ours-all" in the first round, it
+then also waits until the REST API and BigQuery held every event): it prints the time from the process's start to
+Redis exact (start-up included), events/s, the CPU seconds and peak RSS of the engine's processes until then (ours:
+the driver and Prism), then the medians per engine and the ratios.
 
 What ours does and the peers do not: each event's id deduplicated (a redelivered or replayed event counts once),
 CDC updates replacing earlier versions, early panes every second (the peers write each window once, when it
@@ -34,6 +35,7 @@ from __future__ import annotations
 import argparse
 import os
 import random
+import shlex
 import statistics
 import subprocess
 import sys
@@ -128,6 +130,9 @@ def matches(client, prefix: str, truth: dict, wrong: list | None = None) -> int:
     return good
 
 
+VARIANTS: dict[str, list[str]] = {}   # --variant NAME=FLAGS: ours, Redis only, with FLAGS
+
+
 def command(engine: str, cfg, venvs: Path, prefix: str, run: int) -> tuple[list[str], dict]:
     env = {**os.environ, 'PEER_BOOTSTRAP': cfg.kafka_bootstrap, 'PEER_TOPIC': cfg.raw_topic,
            'PEER_PG_DSN': cfg.pg_dsn, 'PEER_REDIS_URL': cfg.redis_url, 'PEER_PREFIX': prefix,
@@ -137,9 +142,10 @@ def command(engine: str, cfg, venvs: Path, prefix: str, run: int) -> tuple[list[
         script = str(PEERS / f'{engine}_job.py')
         args = [python, script] + ([str(cfg.state_dir / f'quix-state-{run}')] if engine == 'quix' else [])
         return args, env
-    sinks = ['--api_url=', '--bq_enabled=false'] if engine in ('ours', 'ours-records') else []
+    sinks = ['--api_url=', '--bq_enabled=false'] if engine in ('ours', 'ours-records', *VARIANTS) else []
     if engine == 'ours-records':
         sinks.append('--event_batches=false')
+    sinks += VARIANTS.get(engine, [])
     return ([sys.executable, '-m', 'pipelines.engagement', '--runner=DirectRunner', '--streaming',
              f'--redis_prefix={prefix}', f'--consumer_group=bench-peers-{prefix}', '--start_offset=earliest',
              *sinks], {**env, **cfg.env()})
@@ -192,13 +198,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument('--rounds', type=int, default=2)
     parser.add_argument('--engines', default='bytewax,quix,ours,ours-all',
                         help='Comma-separated, run in this order each round. Default bytewax,quix,ours,ours-all.')
+    parser.add_argument('--variant', action='append', default=[], metavar='NAME=FLAGS',
+                        help='Also run ours (Redis only) with these pipeline flags, as engine NAME, after the '
+                             'others each round, e.g. --variant "python-gc=--worker_gc_threshold=0". Repeatable.')
     parser.add_argument('--venvs', type=Path, default=None,
                         help='Where the peers\' virtualenvs live. Default <state dir>/peers (ENGAGEMENT_STATE_DIR).')
     parser.add_argument('--timeout', type=float, default=600, help='Per engine and round. Default 600 s.')
     parser.add_argument('--seed', type=int, default=7)
     args = parser.parse_args(argv)
     engines = [e.strip() for e in args.engines.split(',') if e.strip()]
-    unknown = set(engines) - {*PACKAGES, 'ours', 'ours-all', 'ours-records'}
+    for variant in args.variant:
+        name, _, flags = variant.partition('=')
+        if not name or name in (*PACKAGES, 'ours', 'ours-all', 'ours-records'):
+            parser.error(f'--variant {variant!r}: expected NAME=FLAGS with a name of its own')
+        VARIANTS[name] = shlex.split(flags)
+        engines.append(name)
+    unknown = set(engines) - {*PACKAGES, 'ours', 'ours-all', 'ours-records', *VARIANTS}
     if unknown:
         parser.error(f'--engines: unknown {", ".join(sorted(unknown))}')
     venvs = args.venvs or stack_config.load().state_dir / 'peers'
